@@ -1,0 +1,42 @@
+"""``nas spaces``: list the registered search spaces, their dimensions and reference networks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spaces", help="list search spaces and reference networks",
+                       description="List the registered search spaces (tasks), what each one searches, "
+                       "and its named reference networks.")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'sr*'")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from search_spaces import count, get_space, list_spaces
+
+    out = {}
+    for name in list_spaces(args.pattern):
+        space = get_space(name)
+        refs = {}
+        for ref_name, spec in space.references().items():
+            c = count(spec, 135, 240)
+            refs[ref_name] = {"arch_id": spec.arch_id, "summary": spec.summary(),
+                              "macs_135x240": c.macs, "params": c.params}
+        out[name] = {"version": space.version, "dimensions": space.dimensions(), "references": refs}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for name, info in out.items():
+        print(f"{name} (space version {info['version']})")
+        for dim, text in info["dimensions"].items():
+            print(f"  {dim:<15} {text}")
+        print("  references:")
+        for ref_name, r in info["references"].items():
+            print(f"    {ref_name:<13} {r['summary']}  ({r['macs_135x240'] / 1e6:.0f} MMAC at 135x240, "
+                  f"{r['params']} params)")
+        print()
+    return 0

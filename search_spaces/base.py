@@ -1,0 +1,117 @@
+"""SearchSpace base class and the two ways to draw from a space (an Optuna trial, a seeded RNG).
+
+A space is sampled define-by-run: each choice is a named parameter, and conditional choices get
+names of their own, so that a parameter's set of choices never changes within a study (Optuna
+requires it). Spaces know nothing of measuring or training.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from search_spaces.spec import ArchSpec, Conv, SpecError
+
+WIDTHS = tuple(range(8, 65, 8))  # 8..64: tensor-core friendly multiples of 8
+
+
+class Chooser(Protocol):
+    """What a space needs from a sampler: named categorical and integer choices."""
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+    def integer(self, name: str, low: int, high: int) -> int: ...
+
+
+class TrialChooser:
+    """Draws through an Optuna trial (TPE learns from these parameter names)."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.trial.suggest_categorical(name, list(choices))
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return int(self.trial.suggest_int(name, low, high))
+
+
+class RngChooser:
+    """Draws uniformly from a seeded ``random.Random``: for tests and benchmarks."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.rng.choice(list(choices))
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+
+def draw_stage(choose: Chooser, prefix: str, low: int, high: int, widths: Sequence[int] = WIDTHS) -> tuple[Conv, ...]:
+    """A run of ``low``..``high`` conv layers, each with its own width and kernel size."""
+    n = choose.integer(f"n_{prefix}", low, high)
+    return tuple(
+        Conv(width=choose.categorical(f"{prefix}{i}_width", widths),
+             kernel=choose.categorical(f"{prefix}{i}_kernel", (1, 3, 5)))
+        for i in range(n)
+    )
+
+
+def divisors_allowed(input_size: tuple[int, int] | None, factors: Sequence[int]) -> list[int]:
+    """The factors that divide both input height and width (all of them when the size is unknown)."""
+    if input_size is None:
+        return list(factors)
+    h, w = input_size
+    return [f for f in factors if h % f == 0 and w % f == 0]
+
+
+class SearchSpace(ABC):
+    """A named, versioned family of ArchSpecs for one task."""
+
+    name: str
+    task: str
+    version: int = 1  # bump whenever a parameter's choices change: Optuna studies must not mix them
+
+    def sample(self, trial: Any, input_size: tuple[int, int] | None = None) -> ArchSpec:
+        """Draw a spec through an Optuna trial; ``input_size`` (H, W) rules out what cannot tile it."""
+        return self.draw(TrialChooser(trial), input_size)
+
+    def random_spec(self, rng: random.Random | int, input_size: tuple[int, int] | None = None) -> ArchSpec:
+        """Draw a spec from a seeded RNG (an int seeds a fresh ``random.Random``)."""
+        if isinstance(rng, int):
+            rng = random.Random(rng)
+        return self.draw(RngChooser(rng), input_size)
+
+    @abstractmethod
+    def draw(self, choose: Chooser, input_size: tuple[int, int] | None) -> ArchSpec:
+        """Draw one spec, making every choice through ``choose``."""
+
+    @abstractmethod
+    def references(self) -> dict[str, ArchSpec]:
+        """Hand-designed networks of this space, by name, for warm starts and comparisons."""
+
+    @abstractmethod
+    def dimensions(self) -> dict[str, str]:
+        """Human-readable description of each searched dimension (for ``nas spaces``)."""
+
+    def check(self, spec: ArchSpec, input_size: tuple[int, int] | None = None) -> None:
+        """Raise SpecError when ``spec`` does not belong to this space's task or cannot tile the input."""
+        if spec.space != self.kind or spec.scale != self.scale:
+            raise SpecError(
+                f"spec is for {spec.space} x{spec.scale}, but the task '{self.name}' needs "
+                f"{self.kind} x{self.scale}: pick the matching --task"
+            )
+        if input_size is not None:
+            m = spec.size_multiple
+            if input_size[0] % m or input_size[1] % m:
+                raise SpecError(
+                    f"input size {input_size[0]}x{input_size[1]} is not a multiple of {m}, which this "
+                    "spec's space-to-depth and levels need: choose a size divisible by it"
+                )
+
+    kind: str
+    scale: int

@@ -1,0 +1,141 @@
+"""The one network every spec builds into, and the few building blocks it may use.
+
+Only convolutions (zero padding), ReLU, pixel (un)shuffle, add and a classical resize appear:
+these map to fast kernels on every backend (TensorRT, cuDNN, ONNX Runtime) and fuse well
+(conv+ReLU, conv+add). No normalization, no other activation, no pooling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces.spec import ArchSpec, Conv
+
+# BT.601 luma weights; they sum to 1, so adding a luma residual d to R, G and B raises Y by d and
+# leaves the chroma (B-Y, R-Y) untouched: chroma stays exactly the classical upsampling.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class ClassicalUpsample(nn.Module):
+    """The cheap classical result the network learns a residual over (Resize in ONNX)."""
+
+    def __init__(self, scale: int, mode: str) -> None:
+        super().__init__()
+        self.scale = scale
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "identity":
+            return x
+        if self.mode == "nearest":
+            return F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=False)
+
+
+class Luma(nn.Module):
+    """RGB (N,3,H,W) -> luma (N,1,H,W) as a fixed 1x1 convolution (a buffer, never trained)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight)
+
+
+def conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    """A zero-padded convolution with He (Kaiming) init, which keeps ReLU-only stacks alive."""
+    layer = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=(kernel // 2) if stride == 1 else 0)
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Stage(nn.Module):
+    """A run of conv+ReLU layers; with ``skip='add'`` a layer whose width matches its input adds it."""
+
+    def __init__(self, in_ch: int, layers: tuple[Conv, ...], skip: str) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.residual: list[bool] = []
+        for layer in layers:
+            self.convs.append(conv(in_ch, layer.width, layer.kernel))
+            self.residual.append(skip == "add" and in_ch == layer.width)
+            in_ch = layer.width
+        self.relu = nn.ReLU()
+        self.out_channels = in_ch
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for layer, residual in zip(self.convs, self.residual):
+            y = self.relu(layer(h))
+            h = h + y if residual else y
+        return h
+
+
+class Down(nn.Module):
+    """Encoder-decoder level: (N,C,H,W) -> strided 2x2 conv -> (N,w,H/2,W/2) -> body -> inner levels
+    -> conv to 4C -> depth-to-space -> (N,C,H,W) -> add skip -> ReLU."""
+
+    def __init__(self, in_ch: int, levels: tuple, skip: str) -> None:
+        super().__init__()
+        level = levels[0]
+        self.down = conv(in_ch, level.width, 2, stride=2)
+        self.body = Stage(level.width, level.body, skip)
+        self.inner = Down(self.body.out_channels, levels[1:], skip) if len(levels) > 1 else None
+        self.up = conv(self.body.out_channels, 4 * in_ch, level.up_kernel)
+        self.shuffle = nn.PixelShuffle(2)
+        self.relu = nn.ReLU()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        y = self.body(self.relu(self.down(h)))
+        if self.inner is not None:
+            y = self.inner(y)
+        return self.relu(h + self.shuffle(self.up(y)))
+
+
+class SearchedNet(nn.Module):
+    """The network a spec describes; see ArchSpec's docstring for the data flow and shapes."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        c, f, s = spec.in_channels, spec.space_to_depth, spec.scale
+        self.base = ClassicalUpsample(s, spec.upsample)
+        self.luma = Luma() if spec.color == "luma" else None
+        self.unshuffle = nn.PixelUnshuffle(f) if f > 1 else None
+        self.head = Stage(c * f * f, spec.head, spec.skip)
+        width = self.head.out_channels
+        self.levels = Down(width, spec.levels, spec.skip) if spec.levels else None
+        self.tail = Stage(width, spec.tail, spec.skip)
+        width = self.tail.out_channels
+        # Output conv: one value per output sub-pixel, c*(s*f)^2 channels, then depth-to-space.
+        # Zero-initialized so the untrained net equals its classical baseline exactly.
+        self.out = nn.Conv2d(width, c * (s * f) ** 2, spec.output_kernel, padding=spec.output_kernel // 2)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.shuffle = nn.PixelShuffle(s * f) if s * f > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base(x)                               # (N,3,sH,sW)
+        z = self.luma(x) if self.luma is not None else x  # (N,c,H,W)
+        h = z - 0.5                                       # whiten to [-0.5, 0.5]
+        if self.unshuffle is not None:
+            h = self.unshuffle(h)                         # (N,c*f*f,H/f,W/f)
+        h = self.head(h)
+        if self.levels is not None:
+            h = self.levels(h)
+        h = self.tail(h)
+        r = self.out(h)                                   # (N,c*(s*f)^2,H/f,W/f)
+        if self.shuffle is not None:
+            r = self.shuffle(r)                           # (N,c,sH,sW)
+        return base + r                                   # luma residual broadcasts over RGB
+
+
+ALLOWED_LEAF_MODULES = (nn.Conv2d, nn.ReLU, nn.PixelShuffle, nn.PixelUnshuffle, ClassicalUpsample, Luma)
+
+
+def build(spec: ArchSpec) -> SearchedNet:
+    """Build the (untrained) PyTorch module for a spec, in eval mode."""
+    return SearchedNet(spec).eval()
