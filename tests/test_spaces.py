@@ -1,0 +1,146 @@
+"""Contract tests run over every registered search space (timm-style: parametrized over the registry)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import search_spaces as ss
+from search_spaces.network import ALLOWED_LEAF_MODULES
+
+SPACES = ss.list_spaces()
+N_RANDOM = 20
+SMALL = (32, 48)  # divisible by 8: every space-to-depth and level combination tiles it
+
+
+def random_specs(name: str) -> list[ss.ArchSpec]:
+    space = ss.get_space(name)
+    return [space.random_spec(random.Random(seed), SMALL) for seed in range(N_RANDOM)]
+
+
+def test_registry_lists_the_tasks() -> None:
+    assert {"sr2x", "sr3x", "sr4x", "denoise"} <= set(SPACES)
+    assert ss.list_spaces("sr*") == ["sr2x", "sr3x", "sr4x"]
+    with pytest.raises(ss.UnknownSpaceError, match="choose one of"):
+        ss.get_space("sr5x")
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_random_specs_build_and_run(name: str) -> None:
+    for spec in random_specs(name):
+        net = ss.build(spec)
+        x = torch.rand(2, 3, *SMALL)
+        with torch.no_grad():
+            y = net(x)
+        assert y.shape == (2, 3, SMALL[0] * spec.scale, SMALL[1] * spec.scale)
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_only_allowed_modules_and_widths(name: str) -> None:
+    for spec in random_specs(name) + list(ss.get_space(name).references().values()):
+        net = ss.build(spec)
+        containers = (nn.ModuleList, nn.Sequential)
+        leaves = [m for m in net.modules() if not list(m.children()) and not isinstance(m, containers)]
+        for module in leaves:
+            assert isinstance(module, ALLOWED_LEAF_MODULES), f"{type(module).__name__} in {spec.summary()}"
+            if isinstance(module, nn.Conv2d):
+                assert module.padding_mode == "zeros"
+        # Every conv but the output one (c*(s*f)^2 channels, fixed by the task) writes a multiple
+        # of 8 channels; decoder convs write 4x a feature width.
+        for layer in net.modules():
+            if isinstance(layer, nn.Conv2d) and layer is not net.out:
+                assert layer.out_channels % 8 == 0, (layer, spec.summary())
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_feature_widths_are_multiples_of_8(name: str) -> None:
+    for spec in random_specs(name):
+        widths = [c.width for c in spec.head + spec.tail]
+        for level in spec.levels:
+            widths += [level.width] + [c.width for c in level.body]
+        assert widths and all(w % 8 == 0 for w in widths)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_untrained_net_equals_classical_baseline_exactly(name: str) -> None:
+    for spec in random_specs(name)[:10]:
+        net = ss.build(spec)
+        x = torch.rand(1, 3, *SMALL)
+        with torch.no_grad():
+            assert torch.equal(net(x), net.base(x))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_seeded_random_spec_is_deterministic(name: str) -> None:
+    space = ss.get_space(name)
+    a = [space.random_spec(seed, SMALL).arch_id for seed in range(10)]
+    b = [space.random_spec(seed, SMALL).arch_id for seed in range(10)]
+    assert a == b
+    assert len(set(a)) > 5  # the seeds explore, not repeat
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_input_size_restricts_what_cannot_tile(name: str) -> None:
+    space = ss.get_space(name)
+    for seed in range(30):
+        spec = space.random_spec(seed, (135, 240))  # 135 is odd: no space-to-depth, no level
+        assert spec.size_multiple == 1
+        space.check(spec, (135, 240))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_references_belong_to_their_space(name: str) -> None:
+    space = ss.get_space(name)
+    for spec in space.references().values():
+        space.check(spec)
+        assert ss.ArchSpec.from_json(spec.to_json()) == spec
+
+
+def test_sr_references_are_the_documented_designs() -> None:
+    refs = ss.get_space("sr2x").references()
+    assert set(refs) == {"espcn", "fsrcnn", "fsrcnn_small", "tiny"}
+    assert [(c.kernel, c.width) for c in refs["espcn"].head] == [(5, 64), (3, 32)]
+    assert len(refs["tiny"].head) == 1  # plus the output conv: two layers
+
+
+def test_optuna_trial_sampling_is_define_by_run_and_seeded() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def ids(seed: int) -> list[str]:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        out = []
+        space = ss.get_space("sr2x")
+        for _ in range(8):
+            trial = study.ask()
+            spec = space.sample(trial, (64, 96))
+            out.append(spec.arch_id)
+            study.tell(trial, float(len(spec.head)))
+        return out
+
+    assert ids(3) == ids(3)
+    assert ids(3) != ids(4)
+
+
+def test_espcn_mac_count_matches_hand_computation() -> None:
+    spec = ss.get_space("sr2x").references()["espcn"]
+    h, w = 135, 240
+    # conv 5x5 3->64, conv 3x3 64->32, output conv 3x3 32->12 (3 * 2^2), all at 135x240.
+    hand = h * w * (5 * 5 * 3 * 64 + 3 * 3 * 64 * 32 + 3 * 3 * 32 * 12)
+    params = (5 * 5 * 3 * 64 + 64) + (3 * 3 * 64 * 32 + 32) + (3 * 3 * 32 * 12 + 12)
+    counts = ss.count(spec, h, w)
+    assert counts.macs == hand == 864_691_200
+    assert counts.params == params == sum(p.numel() for p in ss.build(spec).parameters())
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_param_count_matches_torch(name: str) -> None:
+    for spec in random_specs(name):
+        counts = ss.count(spec, *SMALL)
+        assert counts.params == sum(p.numel() for p in ss.build(spec).parameters()), spec.summary()
+        assert counts.macs > 0 and counts.bytes_moved > 0
