@@ -61,6 +61,34 @@ def draw_stage(choose: Chooser, prefix: str, low: int, high: int, widths: Sequen
     )
 
 
+def stage_params(prefix: str, layers: tuple[Conv, ...]) -> dict[str, Any]:
+    """The parameters ``draw_stage(choose, prefix, ...)`` draws to produce ``layers``."""
+    params: dict[str, Any] = {f"n_{prefix}": len(layers)}
+    for i, layer in enumerate(layers):
+        params[f"{prefix}{i}_width"] = layer.width
+        params[f"{prefix}{i}_kernel"] = layer.kernel
+    return params
+
+
+class FixedChooser:
+    """Answers every choice from a parameter dict: replays ``params_of(spec)`` back into the spec."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.params[name]
+        if value not in choices:
+            raise SpecError(f"parameter '{name}' = {value!r} is not among this space's choices {list(choices)}")
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        value = int(self.params[name])
+        if not low <= value <= high:
+            raise SpecError(f"parameter '{name}' = {value} is outside this space's range {low}..{high}")
+        return value
+
+
 def divisors_allowed(input_size: tuple[int, int] | None, factors: Sequence[int]) -> list[int]:
     """The factors that divide both input height and width (all of them when the size is unknown)."""
     if input_size is None:
@@ -89,6 +117,10 @@ class SearchSpace(ABC):
     @abstractmethod
     def draw(self, choose: Chooser, input_size: tuple[int, int] | None) -> ArchSpec:
         """Draw one spec, making every choice through ``choose``."""
+
+    @abstractmethod
+    def params_of(self, spec: ArchSpec) -> dict[str, Any]:
+        """The Optuna parameters that make ``sample`` draw exactly ``spec`` (to enqueue it as a trial)."""
 
     @abstractmethod
     def references(self) -> dict[str, ArchSpec]:

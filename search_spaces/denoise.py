@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, draw_stage
+from typing import Any
+
+from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, draw_stage, stage_params
 from search_spaces.registry import register_space
 from search_spaces.spec import ArchSpec, Conv, Level
 
@@ -36,6 +38,18 @@ class DenoiseSpace(SearchSpace):
             skip=choose.categorical("skip", ("none", "add")),
             output_kernel=choose.categorical("output_kernel", (1, 3, 5)),
         )
+
+    def params_of(self, spec: ArchSpec) -> dict[str, Any]:
+        self.check(spec)
+        params: dict[str, Any] = {"color": spec.color, "space_to_depth": spec.space_to_depth,
+                                  **stage_params("head", spec.head),
+                                  f"n_levels_s2d{spec.space_to_depth}": len(spec.levels),
+                                  **stage_params("tail", spec.tail),
+                                  "skip": spec.skip, "output_kernel": spec.output_kernel}
+        for i, level in enumerate(spec.levels):
+            params |= {f"level{i}_width": level.width, f"level{i}_up_kernel": level.up_kernel,
+                       **stage_params(f"level{i}_body", level.body)}
+        return params
 
     def references(self) -> dict[str, ArchSpec]:
         return {

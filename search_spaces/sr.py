@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, draw_stage
+from typing import Any
+
+from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, draw_stage, stage_params
 from search_spaces.registry import register_space
-from search_spaces.spec import ArchSpec, Conv, Level
+from search_spaces.spec import ArchSpec, Conv, Level, SpecError
 
 
 class SRSpace(SearchSpace):
     """Super-resolution by ``scale``.
 
     Searched: classical base (nearest/bilinear/bicubic: their cost differs per device and is
-    measured, not assumed), RGB or luma-only, space-to-depth 1 or 2 at the entry, 1-4 head layers
+    measured, not assumed), RGB or luma-only, space-to-depth 1 or 2 at the entry, 1-7 head layers
     (width 8-64 in steps of 8, kernel 1/3/5 each), an optional encoder-decoder level with its own
     body and a tail, additive skips on or off, and the output conv's kernel.
     """
@@ -26,7 +28,7 @@ class SRSpace(SearchSpace):
         upsample = choose.categorical("upsample", ("nearest", "bilinear", "bicubic"))
         color = choose.categorical("color", ("rgb", "luma"))
         s2d = choose.categorical("space_to_depth", divisors_allowed(input_size, (1, 2)))
-        head = draw_stage(choose, "head", 1, 4)
+        head = draw_stage(choose, "head", 1, 7)
         # A level halves the resolution once more: offer it only where the input tiles evenly.
         levels: tuple[Level, ...] = ()
         tail: tuple[Conv, ...] = ()
@@ -41,6 +43,20 @@ class SRSpace(SearchSpace):
             skip=choose.categorical("skip", ("none", "add")),
             output_kernel=choose.categorical("output_kernel", (1, 3, 5)),
         )
+
+    def params_of(self, spec: ArchSpec) -> dict[str, Any]:
+        self.check(spec)
+        params: dict[str, Any] = {"upsample": spec.upsample, "color": spec.color,
+                                  "space_to_depth": spec.space_to_depth, **stage_params("head", spec.head),
+                                  f"level_s2d{spec.space_to_depth}": bool(spec.levels),
+                                  "skip": spec.skip, "output_kernel": spec.output_kernel}
+        if spec.levels:
+            if len(spec.levels) > 1:
+                raise SpecError(f"the {self.name} space has at most one level; this spec has {len(spec.levels)}")
+            level = spec.levels[0]
+            params |= {"level0_width": level.width, "level0_up_kernel": level.up_kernel,
+                       **stage_params("level0_body", level.body), **stage_params("tail", spec.tail)}
+        return params
 
     def references(self) -> dict[str, ArchSpec]:
         """Classic hand designs adapted to the rules: ReLU, widths in multiples of 8, depth-to-space
@@ -67,7 +83,7 @@ class SRSpace(SearchSpace):
             "upsample": "nearest | bilinear | bicubic (classical base the net adds to)",
             "color": "rgb | luma (chroma upsampled classically)",
             "space_to_depth": "1 | 2 at the entry (where the input size is even)",
-            "head": "1-4 conv+ReLU layers, width 8-64 step 8, kernel 1|3|5",
+            "head": "1-7 conv+ReLU layers, width 8-64 step 8, kernel 1|3|5",
             "level": "optional: strided 2x2 down to 16-64, 0-2 body layers, 1|3 up conv, depth-to-space",
             "tail": "0-2 layers after the level",
             "skip": "none | add (around layers whose width matches their input)",

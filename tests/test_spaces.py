@@ -144,3 +144,26 @@ def test_param_count_matches_torch(name: str) -> None:
         counts = ss.count(spec, *SMALL)
         assert counts.params == sum(p.numel() for p in ss.build(spec).parameters()), spec.summary()
         assert counts.macs > 0 and counts.bytes_moved > 0
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_params_of_replays_to_the_same_spec(name: str) -> None:
+    from search_spaces.base import FixedChooser
+
+    space = ss.get_space(name)
+    for spec in random_specs(name) + list(space.references().values()):
+        params = space.params_of(spec)
+        assert space.draw(FixedChooser(params), SMALL) == spec
+
+
+def test_enqueued_reference_is_sampled_exactly_by_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = ss.get_space("sr2x")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    refs = space.references()
+    for spec in refs.values():
+        study.enqueue_trial(space.params_of(spec))
+    drawn = [space.sample(study.ask(), (135, 240)) for _ in refs]
+    assert drawn == list(refs.values())
