@@ -1,0 +1,168 @@
+"""Image quality metrics (PSNR, SSIM) and training losses (L1, MSE, Charbonnier, HFEN).
+
+All functions take float tensors of shape (N, C, H, W) with values in [0, 1]. PSNR is computed
+over RGB; SSIM on BT.601 luma (the usual choice for SR, where chroma carries little detail).
+``parse_loss`` turns a ``--loss`` string such as ``"l1+hfen:0.1"`` into a callable loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nas.errors import UsageError
+
+LUMA = (0.299, 0.587, 0.114)  # BT.601, no offset: Y in [0, 1] for RGB in [0, 1]
+
+
+def shave(x: torch.Tensor, border: int) -> torch.Tensor:
+    """Crop ``border`` pixels from each side of (N,C,H,W) (SR convention: border = scale)."""
+    if border <= 0:
+        return x
+    return x[..., border:-border, border:-border]
+
+
+def psnr(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Per-image PSNR in dB, shape (N,), over all channels, for images in [0, 1] (peak 1)."""
+    if out.shape != ref.shape:
+        raise ValueError(f"psnr: shapes differ, {tuple(out.shape)} vs {tuple(ref.shape)}")
+    err = (shave(out, border).double() - shave(ref, border).double()) ** 2
+    mse = err.flatten(1).mean(dim=1)  # (N,)
+    return 10.0 * torch.log10(1.0 / mse)  # inf for identical images
+
+
+def to_luma(x: torch.Tensor) -> torch.Tensor:
+    """RGB (N,3,H,W) -> luma (N,1,H,W); a single-channel input is returned unchanged."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Normalized 2-D Gaussian, shape (size, size)."""
+    r = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Per-image SSIM, shape (N,), on luma: Gaussian window 11x11, sigma 1.5, K1=0.01, K2=0.03,
+    data range 1, population statistics, averaged over the positions where the window fits
+    (matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)`` on the same luma image)."""
+    x = to_luma(shave(out, border)).double()  # (N,1,H,W)
+    y = to_luma(shave(ref, border)).double()
+    win = gaussian_kernel(11, 1.5).to(x.device).view(1, 1, 11, 11)
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)  # (N,1,H-10,W-10)
+    var_x = F.conv2d(x * x, win) - mu_x**2
+    var_y = F.conv2d(y * y, win) - mu_y**2
+    cov = F.conv2d(x * y, win) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+# ---------------------------------------------------------------------- losses
+def l1_loss(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (out - ref).abs().mean()
+
+
+def mse_loss(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return ((out - ref) ** 2).mean()
+
+
+def charbonnier_loss(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Smooth L1: mean of sqrt(d^2 + eps^2); differentiable at 0, L1-like for large errors."""
+    return torch.sqrt((out - ref) ** 2 + eps * eps).mean()
+
+
+def log_kernel(size: int = 15, sigma: float = 1.5) -> torch.Tensor:
+    """Laplacian-of-Gaussian, shape (size, size), shifted to zero sum (flat regions give 0)."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    rr = (xx**2 + yy**2) / (2 * sigma**2)
+    k = (rr - 1) / (math.pi * sigma**4) * torch.exp(-rr)
+    return k - k.mean()
+
+
+_LOG_CACHE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _log_filter(x: torch.Tensor) -> torch.Tensor:
+    """Depthwise LoG (15x15, sigma 1.5) of (N,C,H,W), replicate-padded to keep the size."""
+    key = (x.device, x.dtype)
+    if key not in _LOG_CACHE:
+        _LOG_CACHE[key] = log_kernel().to(device=x.device, dtype=x.dtype).view(1, 1, 15, 15)
+    c = x.shape[1]
+    k = _LOG_CACHE[key].expand(c, 1, 15, 15)
+    return F.conv2d(F.pad(x, (7, 7, 7, 7), mode="replicate"), k, groups=c)
+
+
+def hfen(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """High-frequency error norm (Ravishankar and Bresler 2011): ||LoG(out - ref)||_2 / ||LoG(ref)||_2
+    over the whole batch. 0 for equal images; used as a loss term and as a metric."""
+    num = torch.linalg.vector_norm(_log_filter(out - ref))
+    den = torch.linalg.vector_norm(_log_filter(ref))
+    return num / (den + eps)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": l1_loss,
+    "mse": mse_loss,
+    "charbonnier": charbonnier_loss,
+    "hfen": hfen,
+}
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A weighted sum of named loss terms, e.g. ((\"l1\", 1.0), (\"hfen\", 0.1))."""
+
+    terms: tuple[tuple[str, float], ...]
+
+    def __call__(self, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        total = LOSSES[self.terms[0][0]](out, ref) * self.terms[0][1]
+        for name, weight in self.terms[1:]:
+            total = total + LOSSES[name](out, ref) * weight
+        return total
+
+    @property
+    def canonical(self) -> str:
+        """The normalized spelling ("l1+hfen:0.1"): equal losses get equal strings."""
+        return "+".join(name if w == 1.0 else f"{name}:{w:g}" for name, w in self.terms)
+
+
+def parse_loss(text: str) -> Loss:
+    """Parse ``--loss``: terms joined by '+', each ``name`` or ``name:weight`` (weight > 0, default 1).
+
+    Raises UsageError (one line) for an unknown name, a bad or non-positive weight, a repeated term
+    or an empty string.
+    """
+    known = ", ".join(LOSSES)
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"--loss is empty: give one or more of {known}, e.g. 'l1' or 'l1+hfen:0.1'")
+    terms: list[tuple[str, float]] = []
+    for part in text.replace(" ", "").lower().split("+"):
+        name, sep, weight_text = part.partition(":")
+        if name not in LOSSES:
+            raise UsageError(f"--loss {text!r}: unknown loss {name!r}; known: {known} (e.g. 'l1+hfen:0.1')")
+        weight = 1.0
+        if sep:
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                raise UsageError(
+                    f"--loss {text!r}: weight {weight_text!r} of {name!r} is not a number (write {name}:0.1)"
+                ) from None
+            if not math.isfinite(weight) or weight <= 0:
+                raise UsageError(f"--loss {text!r}: weight of {name!r} must be a positive number, got {weight_text}")
+        if any(name == n for n, _ in terms):
+            raise UsageError(f"--loss {text!r}: {name!r} appears twice; give each term once")
+        terms.append((name, weight))
+    return Loss(tuple(terms))

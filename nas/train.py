@@ -1,0 +1,224 @@
+"""Short training of one candidate: deterministic for a seed, validated against the classical baseline.
+
+Adam, a linear learning-rate warm-up then a cosine decay to zero, random patches with flips,
+loss from ``--loss`` (L1 by default). At the end the net is validated on held-out images: PSNR
+(RGB, border = scale cropped for SR) of the net and of plain bicubic upsampling of the same
+low-resolution input (for denoise: of the noisy input itself), and the gain between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.data import PatchSampler, TaskData, val_pairs
+from nas.errors import UsageError
+from nas.metrics import parse_loss, psnr, ssim
+from search_spaces import ArchSpec, build
+
+TRAIN_PROTOCOL = 1  # bump when the training loop changes meaning: it is part of the cache key
+LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a short training's result (with the spec and the data).
+
+    ``patch_size`` is the low-resolution (network input) side; targets are ``patch_size * scale``.
+    ``warmup_steps`` is capped at half of ``steps``. ``noise_sigma`` is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
+    to ``val_curve`` during training (0: validate only at the end).
+    """
+
+    steps: int = 300
+    batch_size: int = 16
+    patch_size: int = 48
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    loss: str = "l1"
+    seed: int = 0
+    noise_sigma: float = 25.0
+    rotate: bool = False
+    val_every: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UsageError(msg)
+
+        need(isinstance(self.steps, int) and self.steps >= 1, f"--train-steps must be >= 1, got {self.steps}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        need(isinstance(self.patch_size, int) and self.patch_size >= 8,
+             f"patch size must be an integer >= 8, got {self.patch_size}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+             f"warm-up steps must be >= 0, got {self.warmup_steps}")
+        need(math.isfinite(self.noise_sigma) and self.noise_sigma >= 0,
+             f"noise sigma must be >= 0 (8-bit levels), got {self.noise_sigma}")
+        need(isinstance(self.val_every, int) and self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}")
+        object.__setattr__(self, "loss", parse_loss(self.loss).canonical)  # "L1 + hfen:0.10" -> "l1+hfen:0.1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the config and TRAIN_PROTOCOL: the training-cache key."""
+        blob = json.dumps({**self.to_dict(), "protocol": TRAIN_PROTOCOL}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one short training. ``moved`` is False when the net's output is still its
+    classical base plus at most a constant (dead ReLUs, diverged or zero gradients): a training
+    failure, not a verdict on the architecture. ``state_dict`` holds fp32 CPU tensors."""
+
+    psnr_db: float
+    bicubic_psnr_db: float
+    psnr_gain_db: float
+    ssim: float
+    loss_curve: list[list[float]]  # [[step, mean loss over the window ending at step], ...]
+    val_curve: list[list[float]]   # [[step, psnr_gain_db], ...]; the last point is the final validation
+    train_s: float
+    moved: bool
+    state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (no weights), as train.json stores them."""
+        return {k: v for k, v in asdict(self).items() if k != "state_dict"}
+
+
+@dataclass(frozen=True)
+class Validation:
+    psnr_db: float
+    bicubic_psnr_db: float
+    ssim: float
+    moved: bool
+
+    @property
+    def gain_db(self) -> float:
+        return self.psnr_db - self.bicubic_psnr_db
+
+
+def baseline(inp: torch.Tensor, kind: str, scale: int) -> torch.Tensor:
+    """The classical result the gain is measured against: bicubic upsampling for SR, the noisy
+    input itself for denoise; clamped to [0, 1]."""
+    if kind == "denoise":
+        return inp.clamp(0, 1)
+    return F.interpolate(inp, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+@torch.no_grad()
+def validate(net: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], kind: str, scale: int,
+             device: torch.device) -> Validation:
+    """Mean per-image PSNR / SSIM of the net (output clamped) and of the baseline on ``pairs``."""
+    border = scale if kind == "sr" else 0
+    was_training = net.training
+    net.eval()
+    p_net, p_base, s_net, moved = [], [], [], False
+    for inp, tgt in pairs:
+        inp, tgt = inp.to(device), tgt.to(device)
+        raw = net(inp)                                   # (1,3,sh,sw), unclamped
+        residual = raw - net.base(inp)
+        # a live net's residual varies over the image; a dead one is 0 or a per-channel constant
+        moved = moved or bool(residual.flatten(2).std(dim=2).max() > 1e-4)
+        out = raw.clamp(0, 1)
+        p_net.append(float(psnr(out, tgt, border)[0]))
+        p_base.append(float(psnr(baseline(inp, kind, scale), tgt, border)[0]))
+        s_net.append(float(ssim(out, tgt, border)[0]))
+    net.train(was_training)
+    n = len(pairs)
+    return Validation(sum(p_net) / n, sum(p_base) / n, sum(s_net) / n, moved)
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Multiplier of the base lr at ``step`` (0-based): linear warm-up to 1, then cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Fork the CPU RNG (the caller's stream is untouched) and pin cuDNN to deterministic kernels."""
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    with torch.random.fork_rng(devices=[]):
+        if device.type == "cuda":
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
+                progress: Callable[[int, int, float], None] | None = None,
+                device: str | torch.device = "cpu") -> TrainResult:
+    """Train ``build(spec)`` from scratch for ``config.steps`` steps and validate it.
+
+    ``progress(step, steps, loss)`` is called about every 5 % of the steps. Raises UsageError when
+    the spec does not fit the data's task or the patch size is not a multiple of the spec's
+    ``size_multiple``.
+    """
+    if (spec.space, spec.scale) != (data.kind, data.scale):
+        raise UsageError(f"spec is {spec.space} x{spec.scale} but the data was prepared for "
+                         f"{data.kind} x{data.scale}: load the data for the spec's task")
+    if config.patch_size % spec.size_multiple:
+        raise UsageError(f"patch size {config.patch_size} is not a multiple of {spec.size_multiple}, which "
+                         "this spec's space-to-depth and levels need: use a multiple of 16")
+    dev = torch.device(device)
+    loss_fn = parse_loss(config.loss)
+    pairs = val_pairs(data, config.noise_sigma)
+    window = max(1, math.ceil(config.steps / LOSS_POINTS))
+    report_every = max(1, config.steps // 20)
+    t0 = time.perf_counter()
+    with _deterministic(dev):
+        torch.manual_seed(config.seed)
+        net = build(spec).to(dev).train()
+        sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
+                               noise_sigma=config.noise_sigma)
+        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
+        loss_curve: list[list[float]] = []
+        val_curve: list[list[float]] = []
+        acc, n_acc, diverged = 0.0, 0, False
+        for step in range(1, config.steps + 1):
+            inp, tgt = sampler.batch(config.batch_size)   # (B,3,p,p), (B,3,ps,ps)
+            inp, tgt = inp.to(dev), tgt.to(dev)
+            loss = loss_fn(net(inp), tgt)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc += loss_value
+            n_acc += 1
+            if step % window == 0 or step == config.steps:
+                loss_curve.append([step, acc / n_acc])
+                acc, n_acc = 0.0, 0
+            if progress is not None and (step % report_every == 0 or step == config.steps):
+                progress(step, config.steps, loss_value)
+            if config.val_every and step % config.val_every == 0 and step < config.steps:
+                val_curve.append([step, validate(net, pairs, data.kind, data.scale, dev).gain_db])
+        final = validate(net, pairs, data.kind, data.scale, dev)
+    train_s = time.perf_counter() - t0
+    val_curve.append([step, final.gain_db])
+    state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in net.state_dict().items()}
+    return TrainResult(
+        psnr_db=final.psnr_db, bicubic_psnr_db=final.bicubic_psnr_db, psnr_gain_db=final.gain_db,
+        ssim=final.ssim, loss_curve=loss_curve, val_curve=val_curve, train_s=train_s,
+        moved=final.moved and not diverged, state_dict=state,
+    )

@@ -1,0 +1,123 @@
+"""Training cache: one row per (arch_id, train-config hash, data fingerprint), shared by every study
+that uses the same database (the latency database's URL: a SQLite file or PostgreSQL).
+
+Rows are insert-or-ignore: the first finished training of a key wins, and since training is
+deterministic for a config (which holds the seed) a second one would be the same. Weights are
+stored as safetensors bytes, never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from nas.train import TrainResult
+
+TABLE = "nas_train_cache"
+metadata = sa.MetaData()
+train_cache = sa.Table(
+    TABLE, metadata,
+    sa.Column("arch_id", sa.String(64), primary_key=True),
+    sa.Column("config_hash", sa.String(64), primary_key=True),
+    sa.Column("data_id", sa.String(64), primary_key=True),
+    # NaN (a diverged training) reads back as NULL on SQLite: nullable, mapped back to NaN
+    sa.Column("psnr_db", sa.Float, nullable=True),
+    sa.Column("bicubic_psnr_db", sa.Float, nullable=True),
+    sa.Column("psnr_gain_db", sa.Float, nullable=True),
+    sa.Column("ssim", sa.Float, nullable=True),
+    sa.Column("loss_curve", sa.Text, nullable=False),   # JSON [[step, loss], ...]
+    sa.Column("val_curve", sa.Text, nullable=False),    # JSON [[step, gain_db], ...]
+    sa.Column("train_s", sa.Float, nullable=False),
+    sa.Column("moved", sa.Boolean, nullable=False),
+    sa.Column("weights", sa.LargeBinary, nullable=False),  # safetensors bytes
+    sa.Column("train_config", sa.Text, nullable=False),    # JSON of TrainConfig.to_dict(), for humans
+    sa.Column("created", sa.String(32), nullable=False),   # ISO 8601 UTC
+)
+
+
+def make_engine(url: str | Engine) -> Engine:
+    """An engine for a SQLAlchemy URL; a bare path means a SQLite file (its folder is created)."""
+    if isinstance(url, Engine):
+        return url
+    if "://" not in url:
+        path = Path(url).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, connect_args={"timeout": 60})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _json_safe(curve: list[list[float]]) -> str:
+    return json.dumps([[a, None if isinstance(b, float) and not math.isfinite(b) else b] for a, b in curve])
+
+
+class TrainCache:
+    """``get`` / ``put`` of TrainResults by (arch_id, config_hash, data_id)."""
+
+    def __init__(self, url: str | Engine) -> None:
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    def get(self, arch_id: str, config_hash: str, data_id: str) -> TrainResult | None:
+        """The cached result with its weights, or None."""
+        t = train_cache.c
+        query = sa.select(train_cache).where(
+            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+
+        def flt(x: float | None) -> float:
+            return math.nan if x is None else float(x)
+
+        def curve(text: str) -> list[list[float]]:
+            return [[a, flt(b)] for a, b in json.loads(text)]
+
+        return TrainResult(
+            psnr_db=flt(row["psnr_db"]), bicubic_psnr_db=flt(row["bicubic_psnr_db"]),
+            psnr_gain_db=flt(row["psnr_gain_db"]), ssim=flt(row["ssim"]),
+            loss_curve=curve(row["loss_curve"]), val_curve=curve(row["val_curve"]),
+            train_s=float(row["train_s"]), moved=bool(row["moved"]),
+            state_dict=dict(st_load(bytes(row["weights"]))),
+        )
+
+    def put(self, arch_id: str, config_hash: str, data_id: str, result: TrainResult,
+            train_config: dict[str, Any] | None = None) -> bool:
+        """Insert unless the key exists; True when this call inserted the row."""
+        values = {
+            "arch_id": arch_id, "config_hash": config_hash, "data_id": data_id,
+            "psnr_db": _num(result.psnr_db), "bicubic_psnr_db": _num(result.bicubic_psnr_db),
+            "psnr_gain_db": _num(result.psnr_gain_db), "ssim": _num(result.ssim),
+            "loss_curve": _json_safe(result.loss_curve), "val_curve": _json_safe(result.val_curve),
+            "train_s": float(result.train_s), "moved": bool(result.moved),
+            "weights": st_save({k: v.contiguous() for k, v in result.state_dict.items()}),
+            "train_config": json.dumps(train_config or {}, sort_keys=True),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            stmt = sqlite.insert(train_cache).values(values).on_conflict_do_nothing()
+        elif name == "postgresql":
+            stmt = postgresql.insert(train_cache).values(values).on_conflict_do_nothing()
+        else:
+            stmt = train_cache.insert().values(values)
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(stmt).rowcount == 1
+        except sa.exc.IntegrityError:  # other dialects: the key is already there
+            return False
