@@ -20,7 +20,7 @@ def run_nas(*args: str, env_extra: dict[str, str] | None = None, timeout: float 
     import os
 
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=env)
 
 
@@ -32,7 +32,7 @@ def tiny_search(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_dir = root / "run"
     proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", db, "--json")
     assert proc.returncode == 0, proc.stderr
-    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stderr": proc.stderr,
+    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stdout": proc.stdout, "stderr": proc.stderr,
             "root": root}
 
 

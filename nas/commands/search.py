@@ -1,0 +1,98 @@
+"""``nas search --budget-ms MS``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from nas.errors import NoFeasibleError
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of milliseconds, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from nas.search import BUDGET_STATS, DEFAULT_TRIALS
+
+    p = sub.add_parser(
+        "search", help="search for the best network under a latency budget",
+        description="Sample architectures with Optuna, measure each untrained candidate's latency on the "
+        "target device (cached in the latency database), short-train only those under the budget, and "
+        "write a run dir with run.json, trials.csv, report.html and best/ (the winner as plain PyTorch code). "
+        "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 3 no architecture meets the budget.",
+    )
+    p.add_argument("--budget-ms", type=_budget, required=True, metavar="MS", help="per-frame latency budget")
+    p.add_argument("--task", default="sr2x", help="search space / task: sr2x (default), sr3x, sr4x, denoise")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default: tensorrt > torch-cuda > onnxruntime > torch-cpu), tensorrt, "
+                   "torch-cuda, onnxruntime, torch-cpu")
+    p.add_argument("--input-size", metavar="HxW",
+                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU)")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
+                   "rerunning the same command resumes up to this number")
+    p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
+    p.add_argument("--run-dir", help="output folder (default runs/<study>)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage: postgresql://... to share a study across machines, or journal:PATH "
+                   "(default: a journal file in the run dir)")
+    p.add_argument("--study", metavar="NAME", help="study name (default derived from task, backend, size, budget)")
+    p.add_argument("--latency-db", metavar="URL",
+                   help="latency database: SQLite path/URL or postgresql://... (default $NAS_LATENCY_DB or "
+                   "the user cache dir)")
+    p.add_argument("--data", metavar="DIR", help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
+    p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
+    p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
+    p.add_argument("--noise-sigma", type=float, default=25.0, help="denoise: Gaussian noise sigma on 0-255")
+    p.add_argument("--budget-stat", choices=BUDGET_STATS, default="median",
+                   help="latency statistic the budget applies to (default median)")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="do not enqueue the reference networks as the first trials")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--no-export", action="store_true", help="skip best/ (the exported winner)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout; no progress")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.search import SearchConfig, parse_input_size, run_search
+
+    config = SearchConfig(
+        budget_ms=args.budget_ms, task=args.task, backend=args.backend,
+        input_size=parse_input_size(args.input_size) if args.input_size else None,
+        trials=args.trials, train_steps=args.train_steps, seed=args.seed, run_dir=args.run_dir,
+        storage=args.storage, study=args.study, latency_db=args.latency_db, data=args.data,
+        val_data=args.val_data, loss=args.loss, noise_sigma=args.noise_sigma, budget_stat=args.budget_stat,
+        warm_start=not args.no_warm_start, write_report=not args.no_report, write_export=not args.no_export,
+    )
+    search, summary = run_search(config, quiet=args.json)
+    out = {
+        **summary,
+        "backend": search.backend.name,
+        "device": search.fingerprint["device"],
+        "input_size": list(search.input_size),
+        "budget_ms": config.budget_ms,
+        "study": search.study_name,
+        "run_dir": str(search.run_dir),
+    }
+    if args.json:
+        print(json.dumps(out))
+    if summary["best"] is None:
+        raise NoFeasibleError(search.no_feasible_message())
+    if not args.json:
+        best = summary["best"]
+        print(f"best: trial {best['trial']} {best['summary']}")
+        print(f"      {best['latency_ms']:.3f} ms ({config.budget_stat} budget {config.budget_ms:g} ms), "
+              f"{best['psnr_gain_db']:+.2f} dB over bicubic; {summary['n_trials']} trials, "
+              f"{summary['n_trained']} trained, {summary['n_over_budget']} over budget (never trained)")
+        print(f"run dir: {search.run_dir}")
+    return 0

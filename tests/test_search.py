@@ -1,0 +1,103 @@
+"""A real tiny search end to end (ONNX Runtime on this CPU, short training on bundled photos)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from conftest import TINY_ARGS, run_nas
+
+JSON_FIELDS = {"n_trials", "n_trained", "n_over_budget", "backend", "device", "run_dir", "best"}
+BEST_FIELDS = {"trial", "arch_id", "latency_ms", "psnr_gain_db"}
+
+
+def read_trials(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "trials.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def budget_of(args: list[str]) -> float:
+    return float(args[args.index("--budget-ms") + 1])
+
+
+def test_json_summary_has_the_documented_fields(tiny_search: dict) -> None:
+    summary = tiny_search["summary"]
+    assert JSON_FIELDS <= set(summary)
+    assert BEST_FIELDS <= set(summary["best"])
+    assert summary["backend"] == "onnxruntime"
+    assert summary["n_trials"] == 6
+    assert Path(summary["run_dir"]) == tiny_search["run_dir"]
+
+
+def test_run_dir_holds_the_documented_files(tiny_run_dir: Path) -> None:
+    from nas.search import TRIALS_CSV_COLUMNS
+
+    run = json.loads((tiny_run_dir / "run.json").read_text())
+    assert {"config", "versions", "device", "summary", "workload", "train_config"} <= set(run)
+    assert run["config"]["input_size"] == [32, 48]
+    with (tiny_run_dir / "trials.csv").open() as fh:
+        assert tuple(next(csv.reader(fh))) == TRIALS_CSV_COLUMNS
+    assert (tiny_run_dir / "report.html").is_file()
+    assert (tiny_run_dir / "best" / "model.py").is_file()
+
+
+def test_the_gate_trains_only_what_fits(tiny_run_dir: Path) -> None:
+    budget = budget_of(TINY_ARGS)
+    rows = read_trials(tiny_run_dir)
+    assert len(rows) == 6
+    trained = [r for r in rows if r["trained"] == "True"]
+    over = [r for r in rows if r["over_budget"] == "True"]
+    assert trained and over, "the tiny search must exercise both sides of the gate"
+    for r in trained:
+        assert float(r["latency_ms"]) <= budget
+    for r in over:
+        assert float(r["latency_ms"]) > budget
+        assert r["trained"] == "False" and r["state"] == "PRUNED"
+        assert float(r["train_s"] or 0) == 0.0 and r["psnr_gain_db"] == ""
+        assert not (tiny_run_dir / "archs" / r["arch_id"] / "weights.safetensors").exists()
+
+
+def test_the_winner_beats_bicubic(tiny_search: dict) -> None:
+    best = tiny_search["summary"]["best"]
+    assert best["psnr_gain_db"] > 0
+    assert best["latency_ms"] <= budget_of(TINY_ARGS)
+
+
+def test_references_are_the_first_trials(tiny_run_dir: Path) -> None:
+    rows = read_trials(tiny_run_dir)
+    assert [r["reference"] for r in rows[:4]] == ["espcn", "fsrcnn", "fsrcnn_small", "tiny"]
+
+
+def test_second_run_measures_and_trains_nothing_and_samples_the_same(tiny_search: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "again"
+    proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", tiny_search["latency_db"],
+                   "--json", "--no-report", "--no-export")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["this_run"]["latency_cache_hits"] == summary["this_run"]["trials"] == 6
+    first, second = read_trials(tiny_search["run_dir"]), read_trials(run_dir)
+    assert [r["arch_id"] for r in second] == [r["arch_id"] for r in first]  # same seed, same samples
+    assert all(r["latency_cached"] == "True" for r in second)
+    trained = [r for r in second if r["trained"] == "True"]
+    assert trained and all(r["train_cached"] == "True" and float(r["train_s"]) == 0 for r in trained)
+    assert summary["best"]["psnr_gain_db"] == tiny_search["summary"]["best"]["psnr_gain_db"]
+
+
+def test_budget_below_every_candidate_exits_3(tiny_search: dict, tmp_path: Path) -> None:
+    args = list(TINY_ARGS)
+    args[args.index("--budget-ms") + 1] = "0.0001"
+    proc = run_nas("search", *args, "--trials", "3", "--run-dir", str(tmp_path / "none"),
+                   "--latency-db", tiny_search["latency_db"], "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "no architecture meets the 0.0001 ms budget" in proc.stderr
+    assert "--budget-ms" in proc.stderr and "would admit it" in proc.stderr
+    out = json.loads(proc.stdout)  # still exactly one JSON object
+    assert out["best"] is None and out["n_trained"] == 0
+
+
+def test_json_stdout_is_exactly_one_object_and_progress_is_quiet(tiny_search: dict) -> None:
+    lines = tiny_search["stdout"].strip().splitlines()
+    assert len(lines) == 1
+    assert isinstance(json.loads(lines[0]), dict)
+    assert "it/s" not in tiny_search["stderr"] and "trial/s" not in tiny_search["stderr"]
