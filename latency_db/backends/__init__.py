@@ -1,0 +1,44 @@
+"""Backends by name, and ``auto``: the first available of tensorrt, torch-cuda, onnxruntime, torch-cpu."""
+
+from __future__ import annotations
+
+from latency_db.backends.base import Backend, BuildError, Protocol, RawMeasurement
+from latency_db.backends.onnxruntime import OnnxRuntimeBackend
+from latency_db.backends.tensorrt import TensorRTBackend
+from latency_db.backends.torch_cpu import TorchCpuBackend
+from latency_db.backends.torch_cuda import TorchCudaBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend)
+}
+BACKEND_NAMES = tuple(BACKENDS)  # also the order ``auto`` tries them in
+
+
+class BackendError(ValueError):
+    """A backend name that is unknown, or a backend that cannot run on this machine."""
+
+
+def get_backend(name: str, **options: object) -> Backend:
+    """A backend instance by name ('auto' resolves); ``options`` go to its constructor (protocol, ...)."""
+    if name == "auto":
+        return resolve_backend("auto", **options)
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKEND_NAMES)}")
+    return BACKENDS[name](**options)
+
+
+def resolve_backend(name: str = "auto", **options: object) -> Backend:
+    """'auto' -> the first available backend; a named one must be available here."""
+    if name != "auto":
+        backend = get_backend(name, **options)
+        if not backend.available():
+            raise BackendError(f"backend {name!r} is not available on this machine")
+        return backend
+    for cls in BACKENDS.values():
+        if cls.available():
+            return cls(**options)
+    raise BackendError(f"none of the backends {', '.join(BACKEND_NAMES)} is available")
+
+
+__all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BuildError", "Protocol", "RawMeasurement",
+           "BackendError", "get_backend", "resolve_backend"]

@@ -1,0 +1,201 @@
+"""The backend interface, timing protocols and what every backend shares (ONNX export, host timing).
+
+A backend turns (candidate, workload) into raw latency samples on one device. It knows its name,
+whether it runs on a GPU, its default IO dtype, whether it can run here (``available``, cheap, no
+heavy imports), the device/software fingerprint, and its builder settings: all of which key the
+cache together with the protocol.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from latency_db.candidates import Candidate, build_module
+from latency_db.stats import summarize
+from latency_db.workload import Workload
+
+
+class BuildError(RuntimeError):
+    """The candidate cannot be exported, built or loaded on this backend: a stable verdict, cached."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a latency is timed. ``name`` (with its version suffix) is part of the cache key: change
+    any number here and bump the suffix.
+
+    Stopping rule: with ``require_both`` timing runs until ``min_runs`` samples AND ``min_s``
+    seconds (ONNX Runtime on CPU); without, until either is reached (trtexec-style GPU timing).
+    ``max_s`` caps a slow candidate; ``max_runs`` caps a fast one.
+    """
+
+    name: str
+    warmup_s: float
+    min_warmup_runs: int
+    min_runs: int
+    min_s: float
+    require_both: bool
+    max_s: float
+    max_runs: int
+    cov_threshold: float
+
+    def enough(self, runs: int, elapsed_s: float) -> bool:
+        if runs >= self.max_runs or elapsed_s >= self.max_s:
+            return True
+        if self.require_both:
+            return runs >= self.min_runs and elapsed_s >= self.min_s
+        return runs >= self.min_runs or elapsed_s >= self.min_s
+
+    def planned_runs(self, seconds_per_run: float) -> int:
+        """Sample count the stopping rule reaches for a run time estimated during warm-up."""
+        by_time = int(self.min_s / max(seconds_per_run, 1e-9)) + 1
+        n = max(self.min_runs, by_time) if self.require_both else min(self.min_runs, by_time)
+        cap = int(self.max_s / max(seconds_per_run, 1e-9)) + 1
+        return max(3, min(n, cap, self.max_runs))
+
+
+@dataclass(frozen=True)
+class RawMeasurement:
+    """Samples of the attempt that was kept (the steadiest one) and what it cost to get them."""
+
+    samples_ms: tuple[float, ...]
+    build_s: float
+    attempts: int
+    unstable: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Session(ABC):
+    """A built, loaded candidate, ready to time; closed when done."""
+
+    details: dict[str, Any]
+
+    @abstractmethod
+    def time(self, protocol: Protocol) -> list[float]:
+        """One timed attempt: warm-up, then samples in milliseconds."""
+
+    def close(self) -> None:
+        """Release what the session holds (engines, sessions, GPU memory)."""
+
+
+class Backend(ABC):
+    """One way of running a network on one device."""
+
+    name: ClassVar[str]
+    is_gpu: ClassVar[bool]
+    default_io_dtype: ClassVar[str]
+    protocols: ClassVar[dict[str, Protocol]]
+
+    def __init__(self, protocol: str = "fast") -> None:
+        if protocol not in self.protocols:
+            raise ValueError(f"backend {self.name} has no protocol {protocol!r} "
+                             f"(choose from {', '.join(self.protocols)})")
+        self.protocol = self.protocols[protocol]
+        self._fingerprint: dict[str, Any] | None = None
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> bool:
+        """Whether this backend can run here; cheap, and imports nothing heavy it does not need."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """Exact version of the library that runs the network (e.g. '1.32.0')."""
+
+    @abstractmethod
+    def _device_fingerprint(self) -> dict[str, Any]:
+        """{'device': short name, 'key': {...}, 'info': {...}} of the device this backend times on."""
+
+    @abstractmethod
+    def builder_settings(self, workload: Workload) -> dict[str, Any]:
+        """Everything about how the graph is built that changes its speed (keyed)."""
+
+    @abstractmethod
+    def _open(self, spec: Candidate, workload: Workload) -> Session:
+        """Export, build and load the candidate; raise BuildError when it cannot be built."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Device and software fingerprint: 'device' (short name), 'key' (the device's keyed fields),
+        'info' (stored only), 'backend' and 'backend_version' (keyed separately)."""
+        if self._fingerprint is None:
+            self._fingerprint = {**self._device_fingerprint(), "backend": self.name,
+                                 "backend_version": self.version()}
+        return self._fingerprint
+
+    def precision(self, workload: Workload) -> str:
+        """Compute precision: the graph is strongly typed, so it is the IO dtype."""
+        return workload.io_dtype
+
+    def lock_name(self) -> str:
+        """Name of the device lock file: one per physical device, shared by its backends."""
+        key = self.fingerprint()["key"]
+        if key["kind"] == "gpu":
+            return "gpu-" + (self.fingerprint()["info"].get("uuid") or "0")
+        return "cpu"
+
+    def measure(self, spec: Candidate, workload: Workload) -> RawMeasurement:
+        """Build once, time once; when the CoV is above the protocol's threshold time once more and
+        keep the steadier attempt, marking the result unstable if that one is still above it."""
+        t0 = time.perf_counter()
+        session = self._open(spec, workload)
+        build_s = time.perf_counter() - t0
+        try:
+            best = session.time(self.protocol)
+            attempts = 1
+            if summarize(best).cov > self.protocol.cov_threshold:
+                again = session.time(self.protocol)
+                attempts = 2
+                if summarize(again).cov < summarize(best).cov:
+                    best = again
+            details = dict(session.details)
+        finally:
+            session.close()
+        return RawMeasurement(samples_ms=tuple(best), build_s=build_s, attempts=attempts,
+                              unstable=summarize(best).cov > self.protocol.cov_threshold, details=details)
+
+
+def export_graph(spec: Candidate, workload: Workload) -> bytes:
+    """ONNX bytes of the candidate at the workload's fixed shape and IO dtype.
+
+    Same exporter settings as search_spaces.export_onnx (TorchScript exporter, opset, tensor names),
+    but the input channel count comes from the workload so conv probes export too. An fp16 workload
+    gives a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs.
+    """
+    import torch
+    from search_spaces.onnx_export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+
+    dtype = torch.float16 if workload.io_dtype == "fp16" else torch.float32
+    net = build_module(spec).to(dtype=dtype, device="cpu")
+    example = torch.rand(*workload.shape, dtype=dtype)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+    except Exception as exc:  # the exporter raises many types; all mean "cannot export"
+        raise BuildError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def host_timing(run: Callable[[], Any], protocol: Protocol) -> list[float]:
+    """Time ``run`` on the host clock: discard warm-up runs (>= ``warmup_s`` and >= ``min_warmup_runs``),
+    then sample until the protocol's stopping rule holds. For CPU backends, where a call is synchronous."""
+    clock = time.perf_counter
+    start, n = clock(), 0
+    while n < protocol.min_warmup_runs or clock() - start < protocol.warmup_s:
+        run()
+        n += 1
+    samples: list[float] = []
+    start = clock()
+    while not protocol.enough(len(samples), clock() - start):
+        t = clock()
+        run()
+        samples.append((clock() - t) * 1e3)
+    return samples

@@ -1,0 +1,74 @@
+"""ONNX Runtime on the CPU: intra-op threads = physical cores, sequential, full graph optimization."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from latency_db.backends.base import Backend, BuildError, Protocol, Session, export_graph, host_timing
+from latency_db.candidates import Candidate
+from latency_db.fingerprint import cpu_fingerprint, library_version, physical_cores
+from latency_db.workload import Workload
+
+CPU_PROTOCOLS = {
+    # Screening: a small candidate at 135x240 costs about a second with export and session build.
+    "fast": Protocol(name="cpu-fast-v1", warmup_s=0.05, min_warmup_runs=2, min_runs=10, min_s=0.3,
+                     require_both=True, max_s=5.0, max_runs=10_000, cov_threshold=0.05),
+    # Reference numbers: longer warm-up and at least 50 runs over 2 s.
+    "full": Protocol(name="cpu-full-v1", warmup_s=0.5, min_warmup_runs=5, min_runs=50, min_s=2.0,
+                     require_both=True, max_s=30.0, max_runs=100_000, cov_threshold=0.05),
+}
+
+
+class _OrtSession(Session):
+    def __init__(self, sess: Any, feed: dict[str, Any]) -> None:
+        self.sess, self.feed = sess, feed
+        self.details = {"providers": sess.get_providers()}
+
+    def time(self, protocol: Protocol) -> list[float]:
+        return host_timing(lambda: self.sess.run(None, self.feed), protocol)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    is_gpu = False
+    default_io_dtype = "fp32"
+    protocols = CPU_PROTOCOLS
+
+    def __init__(self, protocol: str = "fast", threads: int | None = None) -> None:
+        super().__init__(protocol)
+        self.threads = threads or physical_cores()
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    def version(self) -> str:
+        return library_version("onnxruntime") or "unknown"
+
+    def _device_fingerprint(self) -> dict[str, Any]:
+        return cpu_fingerprint(self.threads)
+
+    def builder_settings(self, workload: Workload) -> dict[str, Any]:
+        return {"provider": "CPUExecutionProvider", "graph_optimization": "ORT_ENABLE_ALL",
+                "execution_mode": "sequential", "intra_op_threads": self.threads, "inter_op_threads": 1,
+                "exporter": f"torch {library_version('torch')}"}
+
+    def _open(self, spec: Candidate, workload: Workload) -> Session:
+        import numpy as np
+        import onnxruntime as ort
+
+        graph = export_graph(spec, workload)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise BuildError(f"ONNX Runtime session build failed: {exc}") from exc
+        dtype = np.float16 if workload.io_dtype == "fp16" else np.float32
+        x = np.random.default_rng(0).random(workload.shape, dtype=np.float32).astype(dtype)
+        return _OrtSession(sess, {sess.get_inputs()[0].name: x})

@@ -1,0 +1,61 @@
+"""PyTorch eager on the CPU (inference mode, threads = physical cores): the fallback backend."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from latency_db.backends.base import Backend, Protocol, Session, host_timing
+from latency_db.backends.onnxruntime import CPU_PROTOCOLS
+from latency_db.candidates import Candidate, build_module
+from latency_db.fingerprint import cpu_fingerprint, library_version, physical_cores
+from latency_db.workload import Workload
+
+
+class _TorchCpuSession(Session):
+    def __init__(self, model: Any, x: Any, threads: int) -> None:
+        self.model, self.x, self.threads = model, x, threads
+        self.details = {"threads": threads}
+
+    def time(self, protocol: Protocol) -> list[float]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return host_timing(lambda: self.model(self.x), protocol)
+        finally:
+            torch.set_num_threads(previous)
+
+
+class TorchCpuBackend(Backend):
+    name = "torch-cpu"
+    is_gpu = False
+    default_io_dtype = "fp32"
+    protocols = CPU_PROTOCOLS
+
+    def __init__(self, protocol: str = "fast", threads: int | None = None) -> None:
+        super().__init__(protocol)
+        self.threads = threads or physical_cores()
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("torch") is not None
+
+    def version(self) -> str:
+        return library_version("torch") or "unknown"
+
+    def _device_fingerprint(self) -> dict[str, Any]:
+        return cpu_fingerprint(self.threads)
+
+    def builder_settings(self, workload: Workload) -> dict[str, Any]:
+        return {"mode": "eager", "inference_mode": True, "memory_format": "contiguous", "threads": self.threads}
+
+    def _open(self, spec: Candidate, workload: Workload) -> Session:
+        import torch
+
+        dtype = torch.float16 if workload.io_dtype == "fp16" else torch.float32
+        model = build_module(spec).to(dtype=dtype)
+        x = torch.rand(*workload.shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+        return _TorchCpuSession(model, x, self.threads)

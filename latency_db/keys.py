@@ -1,0 +1,62 @@
+"""The latency cache key (DESIGN.md): what a measured latency is only true for.
+
+arch_id; workload (N, C, H, W, scale, IO dtype, layout); precision; backend name and exact version;
+builder settings; device fingerprint key (GPU name, compute capability, SM count, memory, MIG,
+driver, CUDA runtime, clock regime; or CPU model, cores, threads); protocol version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from latency_db.fingerprint import canonical, digest
+from latency_db.workload import Workload
+
+if TYPE_CHECKING:
+    from latency_db.backends import Backend
+    from latency_db.candidates import Candidate
+
+
+@dataclass(frozen=True)
+class LatencyKey:
+    arch_id: str
+    workload: Workload
+    precision: str
+    backend: str
+    backend_version: str
+    builder: str   # canonical JSON of the builder settings
+    device: str    # canonical JSON of the device fingerprint's key fields
+    protocol: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch_id": self.arch_id, "workload": self.workload.to_dict(), "precision": self.precision,
+            "backend": self.backend, "backend_version": self.backend_version,
+            "builder": json.loads(self.builder), "device": json.loads(self.device), "protocol": self.protocol,
+        }
+
+    def to_json(self) -> str:
+        return canonical(self.to_dict())
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: the unique column rows are inserted-or-ignored on."""
+        return digest(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> LatencyKey:
+        d = json.loads(text)
+        return cls(arch_id=d["arch_id"], workload=Workload.from_dict(d["workload"]), precision=d["precision"],
+                   backend=d["backend"], backend_version=d["backend_version"], builder=canonical(d["builder"]),
+                   device=canonical(d["device"]), protocol=d["protocol"])
+
+
+def latency_key(spec: Candidate, workload: Workload, backend: Backend) -> LatencyKey:
+    fp = backend.fingerprint()
+    return LatencyKey(
+        arch_id=spec.arch_id, workload=workload, precision=backend.precision(workload), backend=backend.name,
+        backend_version=fp["backend_version"], builder=canonical(backend.builder_settings(workload)),
+        device=canonical(fp["key"]), protocol=backend.protocol.name,
+    )

@@ -1,0 +1,135 @@
+"""Cache-first measurement: ``measure_or_get(spec, workload, backend, store)``.
+
+A cache hit answers from the store and never touches the backend. A miss takes the device lock,
+looks again (another process may have measured meanwhile), measures, stores and returns. A
+candidate that cannot be built is stored with its error text and returned with ``error`` set;
+an unexpected failure is returned the same way but not stored, so it is retried next time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from latency_db.backends import Backend, BuildError
+from latency_db.candidates import Candidate, check_workload, counts_for
+from latency_db.fingerprint import host
+from latency_db.keys import LatencyKey, latency_key
+from latency_db.lock import device_lock
+from latency_db.roofline import device_peak, roofline_ms
+from latency_db.stats import summarize
+from latency_db.store import LatencyStore, now_iso, open_store
+from latency_db.workload import Workload
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One candidate's latency on one device; milliseconds throughout. Numbers are None on error."""
+
+    arch_id: str
+    median_ms: float | None
+    p10_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    cov: float | None
+    n_samples: int
+    samples_ms: tuple[float, ...]
+    unstable: bool
+    build_s: float | None
+    measure_s: float        # wall seconds this call took (lock wait included)
+    lock_wait_s: float      # of which waiting for the device lock
+    roofline_ms: float | None
+    cached: bool
+    error: str | None
+    backend: str
+    backend_version: str
+    device: str
+    protocol: str
+    host: str | None
+    measured_at: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples_ms"] = list(self.samples_ms)
+        return d
+
+
+_DEFAULT_STORE: list[LatencyStore] = []
+
+
+def _default_store() -> LatencyStore:
+    if not _DEFAULT_STORE:
+        _DEFAULT_STORE.append(open_store())
+    return _DEFAULT_STORE[0]
+
+
+def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lock_wait_s: float) -> LatencyResult:
+    return LatencyResult(
+        arch_id=row["arch_id"], median_ms=row["median_ms"], p10_ms=row["p10_ms"], p90_ms=row["p90_ms"],
+        p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
+        samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
+        measure_s=measure_s, lock_wait_s=lock_wait_s, roofline_ms=row["roofline_ms"], cached=cached,
+        error=row["error"], backend=row["backend"], backend_version=row["backend_version"], device=device,
+        protocol=row["protocol"], host=row["host"], measured_at=row["measured_at"],
+    )
+
+
+def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore) -> tuple[dict[str, Any], bool]:
+    """Measure and build the row to store; the flag says whether the row may be cached."""
+    fp = backend.fingerprint()
+    peak = device_peak(backend, store)
+    row: dict[str, Any] = {
+        "summary": spec.summary(), "device": fp["device"], "host": host(), "measured_at": now_iso(),
+        "fingerprint_json": json.dumps(fp, sort_keys=True, default=str),
+        "roofline_ms": roofline_ms(counts_for(spec, workload), peak) if peak else None,
+        "error": None, "median_ms": None, "p10_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None,
+        "cov": None, "n_samples": 0, "samples_json": "[]", "unstable": False, "attempts": 0, "build_s": None,
+        "details_json": "{}",
+    }
+    try:
+        raw = backend.measure(spec, workload)
+    except BuildError as exc:
+        return {**row, "status": "error", "error": str(exc)}, True
+    except Exception as exc:  # a failure that may not recur (out of memory, driver hiccup): not cached
+        return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, False
+    s = summarize(list(raw.samples_ms))
+    row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
+               mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),
+               unstable=raw.unstable, attempts=raw.attempts, build_s=raw.build_s,
+               details_json=json.dumps(raw.details, sort_keys=True, default=str))
+    return row, True
+
+
+def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
+                   store: LatencyStore | None = None) -> LatencyResult:
+    """The latency of ``spec`` under ``workload`` on ``backend``'s device: from the store when known,
+    else measured under the device lock and stored. Never raises for a candidate that fails to
+    build or run: the result's ``error`` says why. Raises ValueError when the workload cannot feed
+    the spec (wrong channels, scale or tiling)."""
+    t0 = time.perf_counter()
+    check_workload(spec, workload)
+    store = store if store is not None else _default_store()
+    key: LatencyKey = latency_key(spec, workload, backend)
+    device = backend.fingerprint()["device"]
+    row = store.get(key)
+    if row is not None:
+        return _result(row, device, True, time.perf_counter() - t0, 0.0)
+    with device_lock(backend) as lock:
+        row = store.get(key)
+        if row is not None:
+            return _result(row, device, True, time.perf_counter() - t0, lock.waited_s)
+        row, cacheable = _measure_row(spec, workload, backend, store)
+    if cacheable:
+        store.put(key, row)
+        row = store.get(key) or row  # another process may have won the insert: report the stored row
+    w = key.workload
+    full = {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
+            "protocol": key.protocol, "height": w.height, "width": w.width}
+    return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)

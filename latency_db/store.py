@@ -1,0 +1,354 @@
+"""The latency store: SQLAlchemy Core over SQLite (default, WAL) or PostgreSQL (by URL).
+
+Rows are inserted-or-ignored on the key digest, so several processes measuring the same candidate
+at once leave one row and no error. The schema is versioned in a ``meta`` table; a database with
+another version, or a file that is not a SQLite database, raises StoreError and is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean, Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, func,
+    inspect, select, text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+
+from latency_db.fingerprint import digest
+from latency_db.keys import LatencyKey
+from latency_db.paths import cache_dir
+
+SCHEMA_VERSION = 1
+DB_ENV = "NAS_LATENCY_DB"
+SQLITE_HEADER = b"SQLite format 3\x00"
+_PG_LOCK_ID = 0x6E61732D6C6174  # advisory lock id serializing schema creation on PostgreSQL
+
+metadata = MetaData()
+
+meta = Table("nas_meta", metadata, Column("name", String(64), primary_key=True), Column("value", Text))
+
+latency = Table(
+    "latency", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_json", Text, nullable=False),
+    Column("arch_id", String(80), nullable=False, index=True),
+    Column("summary", Text),
+    Column("backend", String(32), nullable=False),
+    Column("backend_version", String(64), nullable=False),
+    Column("device", Text, nullable=False),
+    Column("protocol", String(64), nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("channels", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("scale", Integer, nullable=False),
+    Column("io_dtype", String(8), nullable=False),
+    Column("precision", String(8), nullable=False),
+    Column("status", String(8), nullable=False),  # 'ok' or 'error'
+    Column("error", Text),
+    Column("median_ms", Float),
+    Column("p10_ms", Float),
+    Column("p90_ms", Float),
+    Column("p99_ms", Float),
+    Column("mean_ms", Float),
+    Column("cov", Float),
+    Column("n_samples", Integer, nullable=False),
+    Column("samples_json", Text, nullable=False),
+    Column("unstable", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("build_s", Float),
+    Column("roofline_ms", Float),
+    Column("host", String(255)),
+    Column("measured_at", String(40), nullable=False),
+    Column("fingerprint_json", Text, nullable=False),  # full fingerprint incl. UUID and telemetry
+    Column("details_json", Text, nullable=False),      # e.g. cuda_graph, launches_per_sample
+)
+
+device_peaks = Table(
+    "device_peaks", metadata,
+    Column("device_hash", String(64), primary_key=True),
+    Column("device", Text, nullable=False),
+    Column("peak_gflops", Float, nullable=False),
+    Column("bandwidth_gbs", Float, nullable=False),
+    Column("measured_at", String(40), nullable=False),
+)
+
+ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
+
+
+class StoreError(Exception):
+    """The latency database cannot be used; the message says why and what to do, in one line."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """--latency-db URL > $NAS_LATENCY_DB > SQLite file in the user cache dir. A plain path means a
+    SQLite file; postgresql:// and postgres:// use the psycopg 3 driver."""
+    value = url or os.environ.get(DB_ENV) or str(cache_dir() / "latency.db")
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix):]
+    return value
+
+
+class LatencyStore:
+    """One latency database. Use ``get``/``put`` with a LatencyKey; rows are plain dicts."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise StoreError(f"latency database URL {self.url!r} is not a database URL") from None
+        self.display_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(parsed.database or "")
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(self.url, pool_pre_ping=True)
+        else:
+            raise StoreError(f"latency database {self.display_url}: only sqlite and postgresql are supported")
+        try:
+            self._init_schema()
+        except StoreError:
+            self.engine.dispose()
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            self.engine.dispose()
+            raise StoreError(f"cannot open latency database {self.display_url}: "
+                             f"{str(exc.orig).strip().splitlines()[0]}") from None
+
+    # ------------------------------------------------------------------ opening
+    def _sqlite_engine(self, database: str) -> Engine:
+        if not database or database == ":memory:":
+            raise StoreError("the latency database must be a file (an in-memory SQLite database is not shared)")
+        path = Path(database)
+        if path.exists():
+            with open(path, "rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+            if head and head != SQLITE_HEADER:
+                raise StoreError(f"{path} is not a SQLite database (left untouched): point --latency-db "
+                                 "or NAS_LATENCY_DB at a new file")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Driver-level autocommit: every statement is its own transaction, except schema creation,
+        # which takes BEGIN IMMEDIATE itself so concurrent first opens serialize.
+        engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 60000")
+
+        return engine
+
+    def _check_version(self, conn: Any) -> bool:
+        """True when the schema is present and current; raise when it is foreign or another version."""
+        tables = set(inspect(conn).get_table_names())
+        if meta.name not in tables:
+            if tables & {latency.name, device_peaks.name}:
+                raise StoreError(f"latency database {self.display_url} holds tables but no nas schema version "
+                                 "(left untouched): use a new database")
+            return False
+        row = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).first()
+        found = int(row[0]) if row and str(row[0]).isdigit() else None
+        if found != SCHEMA_VERSION:
+            newer = found is not None and found > SCHEMA_VERSION
+            raise StoreError(
+                f"latency database {self.display_url} has schema version {found}, this nas reads version "
+                f"{SCHEMA_VERSION} (left untouched): "
+                + ("upgrade nas" if newer else "use a new database, or move rows with the nas that wrote it")
+            )
+        return True
+
+    def _init_schema(self) -> None:
+        with self.engine.connect() as conn:
+            if self._check_version(conn):
+                self._enable_wal(conn)
+                return
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    if not self._check_version(conn):
+                        self._create(conn)
+                    conn.exec_driver_sql("COMMIT")
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                self._enable_wal(conn)
+            else:
+                with conn.begin():
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+                    if not self._check_version(conn):
+                        self._create(conn)
+
+    def _create(self, conn: Any) -> None:
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(name="schema_version", value=str(SCHEMA_VERSION)))
+        conn.execute(meta.insert().values(name="created", value=now_iso()))
+
+    def _enable_wal(self, conn: Any) -> None:
+        if self.dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ rows
+    def _insert(self) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert
+
+    def get(self, key: LatencyKey) -> dict[str, Any] | None:
+        """The stored row for this exact key, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(latency).where(latency.c.key_hash == key.digest)).mappings().first()
+        return dict(row) if row else None
+
+    def put(self, key: LatencyKey, values: dict[str, Any]) -> bool:
+        """Insert the row unless the key is already stored; True when this call inserted it."""
+        w = key.workload
+        row = {**values, "key_hash": key.digest, "key_json": key.to_json(), "arch_id": key.arch_id,
+               "backend": key.backend, "backend_version": key.backend_version, "protocol": key.protocol,
+               "batch": w.batch, "channels": w.channels, "height": w.height, "width": w.width, "scale": w.scale,
+               "io_dtype": w.io_dtype, "precision": key.precision}
+        return self._insert_rows([row]) == 1
+
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        stmt = self._insert()(latency).on_conflict_do_nothing(index_elements=["key_hash"])
+        inserted = 0
+        with self.engine.begin() as conn:
+            for row in rows:
+                inserted += conn.execute(stmt, row).rowcount
+        return inserted
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(latency)).scalar_one())
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Rows per (device, backend, protocol): measured, failed, unstable."""
+        cols = (latency.c.device, latency.c.backend, latency.c.protocol)
+        err = func.sum(func.cast(latency.c.status == "error", Integer))
+        unstable = func.sum(func.cast(latency.c.unstable, Integer))
+        q = select(*cols, func.count().label("rows"), err.label("errors"), unstable.label("unstable")).group_by(*cols)
+        with self.engine.connect() as conn:
+            return [{**dict(r), "errors": int(r.errors or 0), "unstable": int(r.unstable or 0)}
+                    for r in conn.execute(q.order_by(*cols)).mappings()]
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(*[latency.c[n] for n in ROW_COLUMNS]).order_by(latency.c.id)).mappings():
+                yield dict(row)
+
+    # ------------------------------------------------------------------ device peaks (CPU roofline)
+    def get_peak(self, device_hash: str) -> tuple[float, float] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(device_peaks.c.peak_gflops, device_peaks.c.bandwidth_gbs)
+                               .where(device_peaks.c.device_hash == device_hash)).first()
+        return (float(row[0]), float(row[1])) if row else None
+
+    def put_peak(self, device_hash: str, device: str, peak_gflops: float, bandwidth_gbs: float) -> None:
+        stmt = self._insert()(device_peaks).on_conflict_do_nothing(index_elements=["device_hash"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, {"device_hash": device_hash, "device": device, "peak_gflops": peak_gflops,
+                                "bandwidth_gbs": bandwidth_gbs, "measured_at": now_iso()})
+
+    # ------------------------------------------------------------------ export / import
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every row to a .csv or .parquet file (by suffix); returns the row count."""
+        import pandas as pd
+
+        fmt = _file_format(path)
+        df = pd.DataFrame(list(self.iter_rows()), columns=list(ROW_COLUMNS))
+        df.insert(0, "schema_version", SCHEMA_VERSION)
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+        return len(df)
+
+    def import_file(self, path: str | os.PathLike[str]) -> tuple[int, int]:
+        """Insert-or-ignore the rows of a file written by ``export``; returns (inserted, already present).
+        A row whose key_hash does not match its key_json is refused (the whole file is)."""
+        import pandas as pd
+
+        fmt = _file_format(path)
+        try:
+            df = pd.read_csv(path, keep_default_na=True) if fmt == "csv" else pd.read_parquet(path)
+        except FileNotFoundError:
+            raise StoreError(f"no such file: {path}") from None
+        except Exception as exc:  # pandas/pyarrow parse errors come in many types
+            raise StoreError(f"cannot read {path} as {fmt}: {exc}") from None
+        missing = [c for c in ("schema_version", *ROW_COLUMNS) if c not in df.columns]
+        if missing:
+            raise StoreError(f"{path} is not a latency export: missing columns {', '.join(missing)}")
+        versions = set(df["schema_version"].astype(int)) if len(df) else {SCHEMA_VERSION}
+        if versions != {SCHEMA_VERSION}:
+            raise StoreError(f"{path} holds schema version(s) {sorted(versions)}, this nas reads {SCHEMA_VERSION}")
+        rows = []
+        for i, rec in enumerate(df[list(ROW_COLUMNS)].to_dict("records")):
+            row = {k: _clean(v) for k, v in rec.items()}
+            row["unstable"] = _as_bool(row["unstable"])
+            for k in ("batch", "channels", "height", "width", "scale", "n_samples", "attempts"):
+                row[k] = int(row[k])
+            if digest(json.loads(row["key_json"])) != row["key_hash"]:
+                raise StoreError(f"{path} row {i + 1}: key_hash does not match key_json (edited?); nothing imported")
+            rows.append(row)
+        inserted = self._insert_rows(rows)
+        return inserted, len(rows) - inserted
+
+
+def _file_format(path: str | os.PathLike[str]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise StoreError(f"{path}: use a .csv or .parquet file name")
+
+
+def _clean(value: Any) -> Any:
+    """pandas NaN/NA -> None; numpy scalars -> Python."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
+
+
+def open_store(url: str | None = None) -> LatencyStore:
+    """Open (creating when new) the latency database at ``url`` / $NAS_LATENCY_DB / the default file."""
+    return LatencyStore(url)

@@ -1,0 +1,54 @@
+"""``nas db stats|export|import``: inspect the latency database and pool it across machines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nas.commands.latency import add_db_arg, open_db
+from nas.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("db", help="latency database: stats, export, import",
+                       description="Inspect the latency database, or move its rows to and from a CSV or "
+                       "Parquet file so a team can pool measurements (import never overwrites a row).")
+    actions = p.add_subparsers(dest="db_action", metavar="ACTION", required=True)
+    stats = actions.add_parser("stats", help="rows per device, backend and protocol")
+    stats.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    export = actions.add_parser("export", help="write every row to FILE (.csv or .parquet)")
+    export.add_argument("file", metavar="FILE")
+    imp = actions.add_parser("import", help="add the rows of FILE (.csv or .parquet) that are not stored yet")
+    imp.add_argument("file", metavar="FILE")
+    for q in (stats, export, imp):
+        add_db_arg(q)
+        q.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from latency_db import StoreError
+
+    store = open_db(args.latency_db)
+    try:
+        if args.db_action == "stats":
+            groups = store.stats()
+            if args.json:
+                print(json.dumps({"latency_db": store.display_url, "rows": store.count(), "groups": groups}))
+                return 0
+            print(f"{store.display_url}: {store.count()} rows")
+            for g in groups:
+                print(f"  {g['rows']:>6} rows  {g['errors']:>4} failed  {g['unstable']:>4} unstable  "
+                      f"{g['backend']:<12} {g['protocol']:<16} {g['device']}")
+        elif args.db_action == "export":
+            n = store.export(args.file)
+            print(f"exported {n} rows to {args.file}")
+        else:
+            inserted, present = store.import_file(args.file)
+            print(f"imported {inserted} rows from {args.file} ({present} already present)")
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+    finally:
+        store.close()
+    return 0
