@@ -14,7 +14,7 @@ from nas import __version__
 from nas.errors import EXIT_USAGE, NasError
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
-COMMAND_MODULES = ("spaces", "search", "report")
+COMMAND_MODULES = ("spaces", "search", "report", "latency", "db", "sweep", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
