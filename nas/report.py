@@ -675,6 +675,7 @@ table.kv td{word-break:break-word}
 table.top,table.layers{width:100%}
 table.top th,table.top td,table.layers th,table.layers td{border-bottom:1px solid #eee;padding:3px 6px;text-align:right}
 table.top th{background:#f4f6f8;position:sticky;top:0}
+table.top td,table.layers td{white-space:nowrap}
 table.top td.arch,table.layers td.l{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 table.top tr.winner{background:#fff8d6;font-weight:600}
 table.top tr[data-trial]{cursor:pointer}table.top tr[data-trial]:hover{background:#eef5fb}
@@ -764,9 +765,10 @@ SCRIPT = r"""
         x: a.loss.map(function (p) { return p[0]; }), y: a.loss.map(function (p) { return p[1]; })});
       if (a.val.length) tr.push({type: "scatter", mode: "lines+markers", name: "validation gain (dB)", yaxis: "y2",
         line: {color: "#D55E00"}, x: a.val.map(function (p) { return p[0]; }), y: a.val.map(function (p) { return p[1]; })});
-      Plotly.newPlot(c, tr, {title: {text: "Training curve"}, margin: {t: 40, r: 50, b: 45, l: 55},
+      Plotly.newPlot(c, tr, {title: {text: "Training curve"}, margin: {t: 40, r: 70, b: 45, l: 55},
         xaxis: {title: {text: "step"}}, yaxis: {title: {text: "loss"}, type: "log"},
-        yaxis2: {title: {text: "gain over bicubic (dB)"}, overlaying: "y", side: "right", showgrid: false},
+        yaxis2: {title: {text: "gain over bicubic (dB)"}, overlaying: "y", side: "right", showgrid: false,
+                 tickformat: ".2f", nticks: 5},
         legend: {orientation: "h", y: -0.25}}, CFG);
     } else {
       c.appendChild(el("p", t.over_budget ? "Over budget: never trained, so no training curve." :

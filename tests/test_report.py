@@ -1,0 +1,254 @@
+"""`nas report`: the HTML is one offline file that renders in a real browser, and run-dir text
+cannot inject markup. Browser tests use Debian's Chromium (/usr/bin/chromium) through playwright."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from nas.cli import main
+from nas.report import layer_table, load_run, pareto_front, render_html
+from search_spaces import count, get_space
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Centre (page pixels) and trial number of the trained, non-winner candidate farthest from any other marker.
+PICK_POINT = """() => {
+  const gd = document.getElementById('pareto');
+  gd.scrollIntoView({block: 'center'});
+  const D = JSON.parse(document.getElementById('nas-data').textContent);
+  const traces = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
+  const centre = p => { const b = p.getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; };
+  const all = traces.flatMap(t => Array.from(t.querySelectorAll('.points path')).map(centre));
+  const ci = gd.data.findIndex(t => t.name.startsWith('trained candidates'));
+  const paths = Array.from(traces[ci].querySelectorAll('.points path'));
+  let best = null;
+  paths.forEach((p, i) => {
+    const trial = gd.data[ci].customdata[i];
+    if (trial === D.winner) return;
+    const [x, y] = centre(p);
+    const d = Math.min(...all.map(([u, v]) => (u === x && v === y) ? Infinity : Math.hypot(u - x, v - y)));
+    if (!best || d > best.d) best = {x: x, y: y, trial: trial, d: d};
+  });
+  return best;
+}"""
+HOSTILE = "</script><script>alert('x')</script><img src=x onerror=alert(1)>&amp;\u2028"
+
+
+class Tags(HTMLParser):
+    """Collects start tags with their attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def parse(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = Tags()
+    p.feed(page)
+    return p.tags
+
+
+def expected_points(run_dir: Path) -> dict[str, int]:
+    """Points the Pareto chart must show, counted from trials.csv alone."""
+    with open(run_dir / "trials.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    has_lat = [r for r in rows if r["latency_ms"] != ""]
+    gain = [r for r in has_lat if r["psnr_gain_db"] != ""]
+    return {
+        "trained candidates": sum(r["reference"] == "" and r["trained"] == "True" for r in gain),
+        "reference nets": sum(r["reference"] != "" for r in gain),
+        "over budget": sum(r["over_budget"] == "True" for r in has_lat if r["psnr_gain_db"] == ""),
+        "failed": sum(r["over_budget"] != "True" and r["reference"] == "" for r in has_lat if r["psnr_gain_db"] == ""),
+    }
+
+
+# ---------------------------------------------------------------------- pure functions
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    pts = [(1.0, 0.5), (2.0, 0.4), (0.5, 0.1), (3.0, 0.9), (1.0, 0.2)]
+    assert pareto_front(pts) == [2, 0, 3]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_layer_table_adds_up_to_the_spec_counts(seed: int) -> None:
+    space = get_space("sr2x")
+    specs = [space.random_spec(seed, (32, 48)), *space.references().values()]
+    for spec in specs:
+        rows = layer_table(spec, 32, 48)
+        c = count(spec, 32, 48)
+        assert sum(r["macs"] for r in rows) == c.macs, spec.summary()
+        assert sum(r["params"] for r in rows) == c.params, spec.summary()
+        assert rows[-1]["shape"] == "3x64x96"
+
+
+# ---------------------------------------------------------------------- hostile input, bad input
+def _hostile_run(root: Path) -> Path:
+    """A run dir whose every free-text field carries markup, plus an arch id that walks out of archs/."""
+    run = root / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({
+        "config": {"task": HOSTILE, "budget_ms": 1.0, "budget_stat": HOSTILE},
+        "argv": ["nas", HOSTILE], "backend": HOSTILE, "device": {"name": HOSTILE, HOSTILE: 1},
+        "versions": {"torch": HOSTILE}, "workload": {"height": 32, "width": 48},
+        "summary": {"n_trials": 3, "best": {"trial": 0}}}))
+    secret = root / "outside"
+    secret.mkdir()
+    (secret / "latency.json").write_text(json.dumps({"samples_ms": [123456.789]}))
+    traversal = "../../outside"
+    cols = ["number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "over_budget",
+            "trained", "psnr_gain_db", "macs", "params", "error"]
+    rows = [[0, "COMPLETE", "a" * 64, "", HOSTILE, 0.5, 0.6, "False", "True", 0.3, 1000, 10, ""],
+            [1, "COMPLETE", "b" * 64, HOSTILE, HOSTILE, 0.7, 0.8, "False", "True", 0.1, 2000, 20, HOSTILE],
+            [2, "PRUNED", traversal, "", HOSTILE, 2.0, 2.5, "True", "False", "", 5000, 50, HOSTILE]]
+    with open(run / "trials.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerows(rows)
+    return run
+
+
+def test_hostile_strings_cannot_inject_html(tmp_path: Path) -> None:
+    run = load_run(_hostile_run(tmp_path))
+    page = render_html(run, crops={"error": HOSTILE})
+    tags = parse(page)
+    # Exactly our scripts: plotly.js, three figures, the data block, the click handler.
+    assert [t for t, _ in tags].count("script") == 6
+    assert not [t for t, _ in tags if t == "img"]
+    assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(&#x27;x&#x27;)" in page  # shown as text in the header
+    # The data block round-trips the text exactly (so the click handler shows it as text).
+    data = re.search(r'<script type="application/json" id="nas-data">(.*?)</script>', page, re.DOTALL)
+    assert data is not None
+    decoded = json.loads(data.group(1))
+    assert decoded["trials"]["1"]["reference"] == HOSTILE.strip()  # CSV text fields are stripped
+    assert decoded["trials"]["0"]["summary"] == HOSTILE.strip()
+    # The arch id that walks out of archs/ is refused, not read.
+    assert "123456.789" not in page
+    assert any("not a plain identifier" in p for p in run.problems)
+
+
+@pytest.mark.parametrize("breakage", ["no dir", "no trials.csv", "bad run.json", "missing column", "bad number"])
+def test_malformed_run_dir_is_a_one_line_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     breakage: str) -> None:
+    run = _hostile_run(tmp_path)
+    if breakage == "no dir":
+        run = tmp_path / "nope"
+    elif breakage == "no trials.csv":
+        (run / "trials.csv").unlink()
+    elif breakage == "bad run.json":
+        (run / "run.json").write_text("{not json")
+    elif breakage == "missing column":
+        (run / "trials.csv").write_text("number,arch_id\n0,abc\n")
+    else:
+        text = (run / "trials.csv").read_text().replace("\n1,", "\none,")
+        (run / "trials.csv").write_text(text)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas report: error: ") and err.count("\n") == 1, err
+    assert not (run / "report.html").exists()
+
+
+def test_png_without_kaleido_warns_and_still_writes_html(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _hostile_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido -> ImportError, installed or not
+    assert main(["report", str(run), "--png"]) == 0
+    out = capsys.readouterr()
+    assert "no PNG written: kaleido is not installed" in out.err
+    assert out.out.strip() == str(run / "report.html")
+    assert (run / "report.html").stat().st_size > 1_000_000
+    assert not (run / "pareto.png").exists()
+
+
+# ---------------------------------------------------------------------- the tiny search's report
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the session's tiny search, regenerated by `nas report` on a copy of its run dir."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(tiny_run_dir, run)
+    (run / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(run)]) == 0
+    return run
+
+
+def test_report_is_one_file_with_no_external_reference(tiny_report: Path) -> None:
+    from plotly.offline import get_plotlyjs
+
+    page = (tiny_report / "report.html").read_text(encoding="utf-8")
+    bundle = get_plotlyjs()
+    assert page.count(bundle) == 1  # plotly.js inline, once
+    # plotly.js itself names URLs (map tiles, docs) it never loads for these charts; nothing else may.
+    rest = page.replace(bundle, "")
+    assert not re.search(r"https?:|//cdn|mathjax|@import|@font-face", rest, re.IGNORECASE)
+    for tag, attrs in parse(rest):
+        for name in ("src", "href"):
+            assert attrs.get(name) is None or attrs[name].startswith("data:image/png;base64,"), (tag, attrs)
+        assert tag != "link"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)")
+def test_report_renders_offline_in_chromium(tiny_report: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    expected = expected_points(tiny_report)
+    url = (tiny_report / "report.html").as_uri()
+    requests: list[str] = []
+    errors: list[str] = []
+    shot = ARTIFACTS / "report.png"
+    shot.parent.mkdir(exist_ok=True)
+
+    def route(r: object) -> None:
+        requests.append(r.request.url)
+        r.continue_() if r.request.url == url else r.abort()
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", route)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#pareto .scatterlayer .trace .points path")
+            traces = page.evaluate("document.getElementById('pareto').data.map(t => [t.name, (t.x || []).length])")
+            svg_points = page.evaluate("document.querySelectorAll('#pareto .scatterlayer .trace .points path').length")
+            crops = page.evaluate("document.querySelectorAll('.crops img').length")
+            # A real mouse click on the trained candidate farthest from any other marker opens its details.
+            target = page.evaluate(PICK_POINT)
+            clicked = None
+            if target is not None:
+                page.mouse.move(target["x"], target["y"])
+                page.mouse.click(target["x"], target["y"])
+                page.wait_for_function("t => document.querySelector('#details h3').textContent.startsWith(t)",
+                                       arg=f"Trial {target['trial']}", timeout=5000)
+                clicked = page.inner_text("#details h3")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"report screenshot: {shot}")
+
+    assert requests == [url], f"the page tried to load {requests}"
+    assert errors == [], errors
+    by_name = {name.split(" (")[0].split(",")[0]: n for name, n in traces}
+    assert by_name["trained candidates"] == expected["trained candidates"]
+    assert by_name.get("reference nets", 0) == expected["reference nets"]
+    assert by_name.get("over budget", 0) == expected["over budget"]
+    assert by_name.get("failed", 0) == expected["failed"]
+    winner = 1 if expected["trained candidates"] else 0
+    assert svg_points == sum(expected.values()) + winner
+    assert crops == (3 if winner else 0)
+    if expected["trained candidates"] > 1:
+        assert clicked is not None and clicked.startswith(f"Trial {target['trial']}"), clicked
