@@ -234,11 +234,12 @@ class LatencyStore:
     def _insert_rows(self, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        stmt = self._insert()(latency).on_conflict_do_nothing(index_elements=["key_hash"])
+        # RETURNING counts what was inserted on both dialects (rowcount is unreliable with RETURNING).
+        stmt = self._insert()(latency).on_conflict_do_nothing(index_elements=["key_hash"]).returning(latency.c.id)
         inserted = 0
         with self.engine.begin() as conn:
             for row in rows:
-                inserted += conn.execute(stmt, row).rowcount
+                inserted += len(conn.execute(stmt, row).all())
         return inserted
 
     def count(self) -> int:

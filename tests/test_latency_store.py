@@ -1,0 +1,217 @@
+"""Store contract, run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from latency_db import LatencyKey, LatencyStore, StoreError, Workload
+from latency_db.fingerprint import canonical
+from latency_db.store import SCHEMA_VERSION
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a new SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'latency.db'}"
+        return
+    server = request.getfixturevalue("postgres_url")
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+KEY = LatencyKey(
+    arch_id="a" * 64, workload=Workload(height=135, width=240, scale=2, io_dtype="fp32"), precision="fp32",
+    backend="onnxruntime", backend_version="1.32.0", builder=canonical({"threads": 2}),
+    device=canonical({"kind": "cpu", "cpu_model": "X", "threads": 2}), protocol="cpu-fast-v1",
+)
+
+
+def row(median: float = 1.5, error: str | None = None) -> dict:
+    return {
+        "summary": "test", "device": "X (2 threads)", "status": "error" if error else "ok", "error": error,
+        "median_ms": None if error else median, "p10_ms": 1.0, "p90_ms": 2.0, "p99_ms": 2.5, "mean_ms": 1.6,
+        "cov": 0.01, "n_samples": 3, "samples_json": json.dumps([1.0, 1.5, 2.0]), "unstable": False,
+        "attempts": 1, "build_s": 0.2, "roofline_ms": 0.5, "host": "h", "measured_at": "2026-01-01T00:00:00+00:00",
+        "fingerprint_json": "{}", "details_json": "{}",
+    }
+
+
+def test_insert_get_and_ignore(store_url: str) -> None:
+    store = LatencyStore(store_url)
+    assert store.get(KEY) is None
+    assert store.put(KEY, row(1.5)) is True
+    got = store.get(KEY)
+    assert got is not None and got["median_ms"] == 1.5 and json.loads(got["samples_json"]) == [1.0, 1.5, 2.0]
+    assert got["height"] == 135 and got["backend"] == "onnxruntime" and got["unstable"] is False
+    assert store.put(KEY, row(9.9)) is False          # insert-or-ignore: the first row stays
+    assert store.get(KEY)["median_ms"] == 1.5
+    assert store.count() == 1
+    store.close()
+
+
+def test_failure_row_keeps_error_text(store_url: str) -> None:
+    store = LatencyStore(store_url)
+    store.put(KEY, row(error="engine build failed: no tactic"))
+    got = store.get(KEY)
+    assert got["status"] == "error" and got["error"] == "engine build failed: no tactic" and got["median_ms"] is None
+    assert store.stats()[0]["errors"] == 1
+
+
+def _variants() -> Iterator[tuple[str, LatencyKey]]:
+    for f in dataclasses.fields(LatencyKey):
+        if f.name == "workload":
+            continue
+        value = getattr(KEY, f.name)
+        changed = canonical({**json.loads(value), "extra": 1}) if f.name in ("builder", "device") else value + "x"
+        yield f.name, dataclasses.replace(KEY, **{f.name: changed})
+    w = KEY.workload
+    for name, changed in {"height": 136, "width": 241, "scale": 3, "batch": 2, "channels": 1,
+                          "io_dtype": "fp16"}.items():
+        yield f"workload.{name}", dataclasses.replace(KEY, workload=dataclasses.replace(w, **{name: changed}))
+    assert "layout" in {f.name for f in dataclasses.fields(Workload)}  # only one layout exists today
+
+
+def test_every_key_field_matters(store_url: str) -> None:
+    store = LatencyStore(store_url)
+    store.put(KEY, row())
+    names = []
+    for name, variant in _variants():
+        names.append(name)
+        assert variant.digest != KEY.digest, name
+        assert store.get(variant) is None, f"changing {name} still hit the cache"
+    assert len(names) == 13
+
+
+def _insert_same_key(url: str, barrier: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue) -> None:
+    barrier.wait()
+    store = LatencyStore(url)  # also races the schema creation on a new database
+    out.put(store.put(KEY, row()))
+
+
+def test_four_processes_insert_the_same_key(store_url: str) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_insert_same_key, args=(store_url, barrier, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    results = sorted(out.get(timeout=5) for _ in procs)
+    assert results == [False, False, False, True]
+    assert LatencyStore(store_url).count() == 1
+
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+
+
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 0])
+def test_schema_mismatch_is_a_clear_error_and_changes_nothing(store_url: str, version: int) -> None:
+    store = LatencyStore(store_url)
+    store.put(KEY, row())
+    with store.engine.connect() as conn:
+        conn.execute(text("UPDATE nas_meta SET value = :v WHERE name = 'schema_version'"), {"v": str(version)})
+        conn.commit()
+    store.close()
+    path = _sqlite_path(store_url)
+    before = path.read_bytes() if path else None
+    with pytest.raises(StoreError, match=f"schema version {version}, this nas reads version {SCHEMA_VERSION}") as exc:
+        LatencyStore(store_url)
+    assert "\n" not in str(exc.value)
+    assert ("upgrade nas" in str(exc.value)) == (version > SCHEMA_VERSION)
+    if path:
+        assert path.read_bytes() == before
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM nas_meta WHERE name='schema_version'")).scalar() == str(version)
+        assert conn.execute(text("SELECT count(*) FROM latency")).scalar() == 1
+    engine.dispose()
+
+
+def test_corrupt_file_is_a_clear_error_and_left_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "latency.db"
+    garbage = b"this is not a database\x00" + bytes(range(256)) * 20
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        LatencyStore(str(path))
+    assert path.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.db"]
+
+
+def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE latency (x INTEGER)"))
+    engine.dispose()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="no nas schema version"):
+        LatencyStore(str(path))
+    assert path.read_bytes() == before
+
+
+def test_url_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latency_db import resolve_url
+
+    monkeypatch.setenv("NAS_LATENCY_DB", str(tmp_path / "env.db"))
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'env.db'}"
+    assert resolve_url(str(tmp_path / "arg.db")) == f"sqlite:///{tmp_path / 'arg.db'}"
+    assert resolve_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    monkeypatch.delenv("NAS_LATENCY_DB")
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'cache' / 'latency.db'}"
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    store = LatencyStore(str(tmp_path / "w.db"))
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_import_round_trip(store_url: str, tmp_path: Path, suffix: str) -> None:
+    src = LatencyStore(store_url)
+    src.put(KEY, row(1.5))
+    other = dataclasses.replace(KEY, arch_id="b" * 64)
+    src.put(other, row(error="parse failed"))
+    file = tmp_path / f"rows{suffix}"
+    assert src.export(file) == 2
+    dst = LatencyStore(str(tmp_path / "dst.db"))
+    assert dst.import_file(file) == (2, 0)
+    assert dst.import_file(file) == (0, 2)
+    a, b = dst.get(KEY), dst.get(other)
+    assert a["median_ms"] == 1.5 and a["unstable"] is False and json.loads(a["samples_json"]) == [1.0, 1.5, 2.0]
+    assert b["error"] == "parse failed" and b["median_ms"] is None
+
+
+def test_import_refuses_edited_keys(tmp_path: Path) -> None:
+    import pandas as pd
+
+    src = LatencyStore(str(tmp_path / "a.db"))
+    src.put(KEY, row())
+    src.export(tmp_path / "rows.csv")
+    df = pd.read_csv(tmp_path / "rows.csv")
+    df.loc[0, "key_json"] = df.loc[0, "key_json"].replace("cpu-fast-v1", "cpu-fast-v9")
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    dst = LatencyStore(str(tmp_path / "b.db"))
+    with pytest.raises(StoreError, match="key_hash does not match"):
+        dst.import_file(tmp_path / "rows.csv")
+    assert dst.count() == 0
+    with pytest.raises(StoreError, match="use a .csv or .parquet"):
+        dst.import_file(tmp_path / "rows.txt")
