@@ -26,7 +26,7 @@ from typing import Any
 
 from nas import __version__
 from nas.errors import NasError, UsageError
-from nas.storage import mask_url, open_optuna_storage
+from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
 
 BUDGET_STATS = ("median", "p90")
 CPU_INPUT_SIZE = (135, 240)   # a 270x480 output at x2: what a 2-core CPU can do in a few ms
@@ -211,7 +211,7 @@ class Search:
     def _setup(self) -> None:
         import optuna
 
-        from latency_db import Workload, open_store, resolve_backend
+        from latency_db import BackendError, StoreError, Workload, open_store, resolve_backend
         from nas.data import load_data
         from nas.train import TrainConfig
         from nas.train_cache import TrainCache
@@ -219,7 +219,10 @@ class Search:
 
         cfg = self.config
         self.space = get_space(cfg.task)
-        self.backend = resolve_backend(cfg.backend)
+        try:
+            self.backend = resolve_backend(cfg.backend)
+        except BackendError as exc:
+            raise UsageError(f"--backend: {exc}") from None
         size = cfg.input_size or (GPU_INPUT_SIZE if self.backend.is_gpu else CPU_INPUT_SIZE)
         self.input_size = size
         self.workload = Workload(height=size[0], width=size[1], scale=self.space.scale,
@@ -240,10 +243,13 @@ class Search:
         self._check_run_dir()
         self.data = load_data(self.space.kind, self.space.scale, self.train_config.patch_size,
                               cfg.data, cfg.val_data)
-        self.store = open_store(cfg.latency_db)
-        self.train_cache = TrainCache(self.store.url)
-        remote = cfg.storage is not None and "://" in cfg.storage
+        remote = cfg.storage is not None and "://" in cfg.storage  # before the latency DB: a bad URL writes nothing
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
+        try:
+            self.store = open_store(cfg.latency_db)
+        except StoreError as exc:
+            raise UsageError(f"--latency-db: {exc}") from None
+        self.train_cache = TrainCache(self.store.url)
         self._make_run_dir()  # only now: every check above writes nothing
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
@@ -322,10 +328,9 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "arch.json").write_text(spec.to_json() + "\n")
 
-        with device_lock(self.backend) as lock:
-            latency = measure_or_get(spec, self.workload, self.backend, self.store)
-        tally.lock_wait_s += lock.waited_s
-        tally.measure_s += latency.measure_s
+        latency = measure_or_get(spec, self.workload, self.backend, self.store)  # takes the device lock
+        tally.lock_wait_s += latency.lock_wait_s
+        tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
         (folder / "latency.json").write_text(json.dumps(latency.to_dict(), indent=1) + "\n")
         trial.set_user_attr("latency", {
@@ -389,10 +394,11 @@ class Search:
         progress.update(tally, len(mine))
         with stop.installed(self.say):
             while len(mine) < cfg.trials and not stop.requested:
-                trial = self.study.ask()
+                trial = ask(self.study)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:
-                    self._trial(trial, tally)
+                    with heartbeat(self.study, trial):
+                        self._trial(trial, tally)
                 except KeyboardInterrupt:
                     self.study.tell(trial, state=TrialState.FAIL)
                     self._finish(tally, interrupted=True)
@@ -408,9 +414,12 @@ class Search:
         return self._finish(tally, interrupted=stop.requested)
 
     def _my_trials(self) -> list[int]:
+        """Finished trials of this run dir; a stale trial that another worker retries does not count."""
         here = str(self.run_dir.resolve())
-        return [t.number for t in self.study.get_trials(deepcopy=False)
-                if t.user_attrs.get("run_dir") == here and t.state.is_finished()]
+        trials = self.study.get_trials(deepcopy=False)
+        retried = retried_trial_numbers(trials)
+        return [t.number for t in trials
+                if t.user_attrs.get("run_dir") == here and t.state.is_finished() and t.number not in retried]
 
     # ------------------------------------------------------------------ outputs
     def _rows(self) -> list[dict[str, Any]]:
@@ -471,6 +480,7 @@ class Search:
         }
 
     def _finish(self, tally: Tally, interrupted: bool) -> dict[str, Any]:
+        self.interrupted = interrupted
         rows = self._write_trials_csv()
         summary = self._summary(rows, tally)
         self._write_run_json(summary, interrupted)

@@ -3,18 +3,30 @@
 SQLite is not meant for several writers, so local multi-process runs use Optuna's JournalStorage
 file backend; machines share a study through PostgreSQL, where heartbeats let a worker that died
 have its trial retried by another.
+
+Optuna records heartbeats and fails stale trials only inside ``Study.optimize``; the driver uses
+ask/tell, so it does both itself: ``fail_stale_trials`` before each ask and ``heartbeat`` around each
+trial. A stale trial is failed by the next worker that asks after the grace period, and
+``RetryHeartbeatStaleTrialCallback`` re-enqueues it (same parameters) as a WAITING trial that the
+next ``ask`` of any worker picks up.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
 
+HEARTBEAT_ENV = "NAS_HEARTBEAT_S"   # "INTERVAL" or "INTERVAL,GRACE" in whole seconds (tests use 1,3)
 HEARTBEAT_INTERVAL_S = 10
-GRACE_PERIOD_S = 30
+GRACE_PERIOD_S = 60                 # a thread beats during the whole trial: this only absorbs hiccups
 MAX_RETRY = 2
 
 
@@ -25,9 +37,24 @@ def mask_url(url: str | None) -> str | None:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds: defaults, or ``$NAS_HEARTBEAT_S`` as 'I' or 'I,G'."""
+    raw = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not raw:
+        return HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S
+    parts = raw.split(",")
+    if len(parts) > 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"${HEARTBEAT_ENV} must be INTERVAL or INTERVAL,GRACE in whole seconds, got {raw!r}")
+    interval = int(parts[0])
+    grace = int(parts[1]) if len(parts) == 2 else 3 * interval
+    if grace <= interval:
+        raise UsageError(f"${HEARTBEAT_ENV}: the grace period ({grace} s) must exceed the interval ({interval} s)")
+    return interval, grace
+
+
 def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
     """``None`` or a file path (or ``journal:PATH``): journal file; ``postgresql://...``: RDB storage."""
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
     if url is None or url.startswith("journal:") or "://" not in url:
@@ -40,12 +67,65 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
     if url.startswith("sqlite"):
         raise UsageError("--storage sqlite:// is not safe for several workers: use a journal file "
                          "(--storage journal:PATH) on one machine or postgresql://... across machines")
+    interval, grace = heartbeat_settings()
     try:
-        return RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning for heartbeat_interval
+            return RDBStorage(
+                url, heartbeat_interval=interval, grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                engine_kwargs={"pool_pre_ping": True},
+            )
     except Exception as exc:  # noqa: BLE001  (any driver error becomes one line, password hidden)
-        reason = mask_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) or ""
+        text = str(exc).strip()
+        reason = mask_url(text.splitlines()[0] if text else type(exc).__name__) or ""
         raise UsageError(f"cannot open --storage {mask_url(url)}: {reason[:200]}") from None
+
+
+def uses_heartbeat(study: Any) -> bool:
+    """Whether the study's storage has heartbeats on (RDB storage from ``open_optuna_storage``)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def ask(study: Any) -> Any:
+    """``study.ask()`` after failing (and so re-enqueueing) the trials of workers whose heartbeat
+    stopped; a re-enqueued trial is WAITING, so this very ask may pick it up."""
+    import optuna
+
+    with warnings.catch_warnings():
+        # ExperimentalWarning, and "heartbeat is supposed to be used with Study.optimize": we beat ourselves
+        warnings.simplefilter("ignore")
+        if uses_heartbeat(study):
+            optuna.storages.fail_stale_trials(study)
+        return study.ask()
+
+
+@contextmanager
+def heartbeat(study: Any, trial: Any) -> Iterator[None]:
+    """Record the trial's heartbeat every interval from a thread while the body runs (RDB only)."""
+    if not uses_heartbeat(study):
+        yield
+        return
+    storage = study._storage
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"nas-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def retried_trial_numbers(trials: list[Any]) -> set[int]:
+    """Numbers of stale trials that were re-enqueued: their retry, not they, counts as a trial done."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
