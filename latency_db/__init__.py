@@ -14,7 +14,14 @@ latency_db knows nothing of Optuna or training.
 from __future__ import annotations
 
 from latency_db.backends import (
-    BACKEND_NAMES, Backend, BackendError, BuildError, Protocol, RawMeasurement, get_backend, resolve_backend,
+    BACKEND_NAMES,
+    Backend,
+    BackendError,
+    BuildError,
+    Protocol,
+    RawMeasurement,
+    get_backend,
+    resolve_backend,
 )
 from latency_db.candidates import Candidate, ConvProbe, workload_for
 from latency_db.keys import LatencyKey, latency_key

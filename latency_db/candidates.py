@@ -7,12 +7,11 @@ a backend and the roofline need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
-
-from search_spaces import ArchSpec, Counts, count
+from typing import TYPE_CHECKING, Any
 
 from latency_db.fingerprint import digest
 from latency_db.workload import Workload
+from search_spaces import ArchSpec, Counts, count
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,7 +51,7 @@ class ConvProbe:
         return Counts(macs=macs, params=params, activation_bytes=act, weight_bytes=params * bytes_per_element)
 
 
-Candidate = Union[ArchSpec, ConvProbe]
+Candidate = ArchSpec | ConvProbe
 
 
 def build_module(spec: Candidate) -> nn.Module:

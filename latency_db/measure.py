@@ -97,7 +97,7 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
         raw = backend.measure(spec, workload)
     except BuildError as exc:
         return {**row, "status": "error", "error": str(exc)}, True
-    except Exception as exc:  # a failure that may not recur (out of memory, driver hiccup): not cached
+    except Exception as exc:  # noqa: BLE001  a failure that may not recur (out of memory, driver hiccup): not cached
         return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, False
     s = summarize(list(raw.samples_ms))
     row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,

@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from search_spaces import Counts
-
 from latency_db.fingerprint import digest
+from search_spaces import Counts
 
 if TYPE_CHECKING:
     from latency_db.backends import Backend

@@ -16,8 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, func,
-    inspect, select, text,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
@@ -298,7 +311,7 @@ class LatencyStore:
             df = pd.read_csv(path, keep_default_na=True) if fmt == "csv" else pd.read_parquet(path)
         except FileNotFoundError:
             raise StoreError(f"no such file: {path}") from None
-        except Exception as exc:  # pandas/pyarrow parse errors come in many types
+        except Exception as exc:  # noqa: BLE001  pandas/pyarrow parse errors come in many types
             raise StoreError(f"cannot read {path} as {fmt}: {exc}") from None
         missing = [c for c in ("schema_version", *ROW_COLUMNS) if c not in df.columns]
         if missing:

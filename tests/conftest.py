@@ -48,7 +48,7 @@ def postgres_url() -> Iterator[str]:
     port = _free_port()
 
     def run(*cmd: str) -> None:
-        proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
 
@@ -59,5 +59,5 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=60, check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 
 from latency_db import (
-    BACKEND_NAMES, BackendError, BuildError, ConvProbe, LatencyStore, Workload, device_lock, get_backend,
-    measure_or_get, resolve_backend, workload_for,
+    BACKEND_NAMES,
+    BackendError,
+    BuildError,
+    ConvProbe,
+    LatencyStore,
+    Workload,
+    device_lock,
+    get_backend,
+    measure_or_get,
+    resolve_backend,
+    workload_for,
 )
 from latency_db.backends.base import RawMeasurement
 from latency_db.backends.onnxruntime import OnnxRuntimeBackend

@@ -40,5 +40,14 @@ def resolve_backend(name: str = "auto", **options: object) -> Backend:
     raise BackendError(f"none of the backends {', '.join(BACKEND_NAMES)} is available")
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BuildError", "Protocol", "RawMeasurement",
-           "BackendError", "get_backend", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendError",
+    "BuildError",
+    "Protocol",
+    "RawMeasurement",
+    "get_backend",
+    "resolve_backend",
+]

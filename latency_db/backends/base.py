@@ -168,6 +168,7 @@ def export_graph(spec: Candidate, workload: Workload) -> bytes:
     gives a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs.
     """
     import torch
+
     from search_spaces.onnx_export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
 
     dtype = torch.float16 if workload.io_dtype == "fp16" else torch.float32

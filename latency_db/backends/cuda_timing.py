@@ -35,7 +35,7 @@ def capture_graph(launch: Callable[[], None], stream: Any) -> tuple[Callable[[],
     try:
         with torch.cuda.graph(graph, stream=stream):
             launch()
-    except Exception:  # capture is unsupported by some kernels: then time plain launches
+    except Exception:  # noqa: BLE001  capture is unsupported by some kernels: then time plain launches
         torch.cuda.synchronize()
         return launch, False
     return graph.replay, True
