@@ -83,9 +83,10 @@ class Run:
         return spec.summary() if spec is not None else str(row.summary or "(no arch.json)")
 
     def candidates(self) -> pd.DataFrame:
-        """Searched (non-reference) trials that were trained and have a gain."""
+        """Trials that were trained and have a gain, reference nets included (the search enqueues them
+        as trials, so one can win)."""
         t = self.trials
-        return t[(t.reference == "") & t.trained & t.psnr_gain_db.notna() & t.latency_ms.notna()]
+        return t[t.trained & t.psnr_gain_db.notna() & t.latency_ms.notna()]
 
     def winner(self) -> Any | None:
         """The run's best trial (run.json summary.best), else the candidate with the highest gain."""
@@ -320,35 +321,44 @@ def pareto_figure(run: Run) -> go.Figure:
     from plotly.subplots import make_subplots
 
     t = run.trials.dropna(subset=["latency_ms"])
-    cands = run.candidates()
-    refs = t[(t.reference != "") & t.psnr_gain_db.notna()]
-    over = t[t.over_budget & t.psnr_gain_db.isna()]
-    failed = t[~t.over_budget & t.psnr_gain_db.isna() & (t.reference == "")]
+    trained = run.candidates()
+    cands, refs = trained[trained.reference == ""], trained[trained.reference != ""]
+    untrained = t[t.psnr_gain_db.isna()]
+    over = untrained[untrained.over_budget & (untrained.reference == "")]
+    over_refs = untrained[untrained.over_budget & (untrained.reference != "")]
+    failed = untrained[~untrained.over_budget]
     budget = run.budget_ms
     xs = t.latency_ms.tolist() + ([budget] if budget else [])
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.03)
-    front = cands.iloc[pareto_front(list(zip(cands.latency_ms, cands.psnr_gain_db)))]
+    front = trained.iloc[pareto_front(list(zip(trained.latency_ms, trained.psnr_gain_db)))]
     fig.add_trace(go.Scatter(name="Pareto front", mode="lines", line={"color": VERMILION, "width": 2, "shape": "hv"},
                              x=front.latency_ms.tolist(), y=front.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
     fig.add_trace(go.Scatter(name=f"trained candidates ({len(cands)})", mode="markers",
                              marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
                              **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)
+    fig.add_trace(go.Scatter(name="reference nets", mode="markers+text", textposition="top center",
+                             marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
+                             **{**_points(run, refs, refs.psnr_gain_db.tolist()), "text": [_e(r) for r in refs.reference],
+                                "hovertext": [_hover(run, r) for r in refs.itertuples()],
+                                "hovertemplate": "%{hovertext}<extra></extra>"}), 1, 1)
     win = run.winner()
     if win is not None:
         wrow = t[t.number == win.number]
         fig.add_trace(go.Scatter(name="winner", mode="markers", marker={
             "symbol": "star", "size": 20, "color": YELLOW, "line": {"color": "black", "width": 1.5}},
             **_points(run, wrow, wrow.psnr_gain_db.tolist())), 1, 1)
-    fig.add_trace(go.Scatter(name="reference nets", mode="markers+text", textposition="top center",
-                             marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
-                             **{**_points(run, refs, refs.psnr_gain_db.tolist()), "text": [_e(r) for r in refs.reference],
-                                "hovertext": [_hover(run, r) for r in refs.itertuples()],
-                                "hovertemplate": "%{hovertext}<extra></extra>"}), 1, 1)
     fig.add_trace(go.Scatter(name=f"over budget, not trained ({len(over)})", mode="markers",
                              marker={"symbol": "x-thin", "size": 10, "color": GREY, "line": {"color": GREY, "width": 2}},
                              **_points(run, over, ["not trained"] * len(over))), 2, 1)
+    if len(over_refs):
+        fig.add_trace(go.Scatter(name="reference nets over budget", mode="markers+text", textposition="top center",
+                                 marker={"symbol": "diamond-open", "size": 11, "color": GREEN, "line": {"width": 2}},
+                                 **{**_points(run, over_refs, ["not trained"] * len(over_refs)),
+                                    "text": [_e(r) for r in over_refs.reference],
+                                    "hovertext": [_hover(run, r) for r in over_refs.itertuples()],
+                                    "hovertemplate": "%{hovertext}<extra></extra>"}), 2, 1)
     if len(failed):
         fig.add_trace(go.Scatter(name=f"failed ({len(failed)})", mode="markers",
                                  marker={"symbol": "circle-open", "size": 9, "color": VERMILION},
@@ -371,10 +381,10 @@ def pareto_figure(run: Run) -> go.Figure:
 
 
 def progress_figure(run: Run) -> go.Figure:
-    """Gain of each trained candidate against trial number, with the best so far as a step line."""
+    """Gain of each trained trial against trial number, with the best so far as a step line."""
     import plotly.graph_objects as go
 
-    t = run.trials[run.trials.reference == ""]
+    t = run.trials
     cands = run.candidates()
     best, xs, ys = -math.inf, [], []
     for row in t.itertuples():
@@ -385,7 +395,7 @@ def progress_figure(run: Run) -> go.Figure:
             ys.append(best)
     fig = go.Figure()
     fig.add_trace(go.Scatter(name="best so far", mode="lines", x=xs, y=ys, line={"color": VERMILION, "shape": "hv"}))
-    fig.add_trace(go.Scatter(name="trained candidate", mode="markers", x=cands.number.tolist(),
+    fig.add_trace(go.Scatter(name="trained (references included)", mode="markers", x=cands.number.tolist(),
                              y=cands.psnr_gain_db.tolist(), marker={"color": BLUE, "size": 7},
                              text=[_hover(run, r) for r in cands.itertuples()], customdata=cands.number.tolist(),
                              hovertemplate="%{text}<extra></extra>"))
@@ -528,13 +538,14 @@ def _kv_table(items: list[tuple[str, Any]]) -> str:
     return f"<table class='kv'>{rows}</table>"
 
 
-def _flat(d: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
-    """A dict as (key, text) pairs, nested values as compact JSON."""
-    out = []
+def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A dict as (key, value) pairs; nested dicts become dotted keys, lists compact JSON."""
+    out: list[tuple[str, Any]] = []
     for k, v in _dict(d).items():
-        if k in skip or v is None or v == "":
-            continue
-        out.append((str(k), v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)))
+        if isinstance(v, dict):
+            out += _flat(v, f"{prefix}{k}.")
+        elif v is not None and v != "":
+            out.append((f"{prefix}{k}", v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)))
     return out
 
 
@@ -546,10 +557,10 @@ def _protocol(run: Run) -> list[tuple[str, Any]]:
     win = run.winner()
     lat = run.latency.get(win.arch_id) if win is not None else None
     lat = lat or next(iter(run.latency.values()), {})
-    items = _flat(lat, skip=("samples_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "mean_ms", "cov",
-                             "unstable", "build_s", "error"))
+    items = [(k, lat[k]) for k in ("protocol", "backend", "backend_version", "precision", "n_samples")
+             if isinstance(lat.get(k), (str, int, float)) and not isinstance(lat.get(k), bool)]
     samples = lat.get("samples_ms")
-    if isinstance(samples, list):
+    if "n_samples" not in lat and isinstance(samples, list):
         items.append(("samples per candidate", len(samples)))
     items.append(("budget statistic", _dict(run.meta.get("config")).get("budget_stat", "median")))
     return items
@@ -561,11 +572,13 @@ def _header(run: Run) -> str:
     win = run.winner()
     task = cfg.get("task", "?")
     device = _dict(run.meta.get("device"))
-    device_name = device.get("gpu_name") or device.get("name") or device.get("cpu_model") or "unknown device"
+    device_name = next((str(device[k]) for k in ("device", "gpu_name", "name", "cpu_model")
+                        if isinstance(device.get(k), str) and device[k]), "unknown device")
     title = (f"nas report: {task}, budget {_fmt(run.budget_ms, 3)} ms on {device_name} "
              f"({run.meta.get('backend', cfg.get('backend', '?'))})")
     if win is not None:
-        verdict = (f"Winner: trial {win.number}, +{_fmt(win.psnr_gain_db, 2)} dB over bicubic at "
+        ref = f" (reference {win.reference})" if win.reference else ""
+        verdict = (f"Winner: trial {win.number}{ref}, {win.psnr_gain_db:+.2f} dB over bicubic at "
                    f"{_fmt(win.latency_ms, 3)} ms median ({_fmt(win.latency_p90_ms, 3)} ms p90), "
                    f"{_si(win.macs, 'MAC')}, {_si(win.params, 'params')}. {run.summary_of(win)}")
     else:
@@ -598,7 +611,7 @@ def _header(run: Run) -> str:
 def _top_table(run: Run) -> str:
     t = run.trials
     top = run.candidates().sort_values(["psnr_gain_db", "latency_ms"], ascending=[False, True]).head(TOP_N)
-    refs = t[t.reference != ""]
+    refs = t[(t.reference != "") & ~t.number.isin(top.number)]
     win = run.winner()
     head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>PSNR (dB)</th><th>SSIM</th>"
             "<th>latency median (ms)</th><th>p90 (ms)</th><th>MACs</th><th>params</th>"
@@ -610,10 +623,10 @@ def _top_table(run: Run) -> str:
                 f"<td>{_fmt(r.psnr_gain_db, 3)}</td><td>{_fmt(r.psnr_db)}</td><td>{_fmt(r.ssim, 4)}</td>"
                 f"<td>{_fmt(r.latency_ms, 3)}</td><td>{_fmt(r.latency_p90_ms, 3)}</td>"
                 f"<td>{_si(r.macs, 'MAC')}</td><td>{_si(r.params, '')}</td>"
-                f"<td class='arch'>{_e(run.summary_of(r))}</td><td><code>{_e(r.arch_id[:12])}</code></td></tr>")
+                f"<td class='arch'>{_e(('[' + r.reference + '] ') if r.reference else '')}{_e(run.summary_of(r))}</td><td><code>{_e(r.arch_id[:12])}</code></td></tr>")
 
     body = "".join(row(str(i + 1), r) for i, r in enumerate(top.itertuples()))
-    body += "".join(row(f"ref: {r.reference}", r) for r in refs.itertuples())
+    body += "".join(row("over budget" if r.over_budget else "ref", r) for r in refs.itertuples())
     return f"<table class='top' id='top-table'>{head}{body}</table>"
 
 
@@ -676,6 +689,7 @@ table.top,table.layers{width:100%}
 table.top th,table.top td,table.layers th,table.layers td{border-bottom:1px solid #eee;padding:3px 6px;text-align:right}
 table.top th{background:#f4f6f8;position:sticky;top:0}
 table.top td,table.layers td{white-space:nowrap}
+table.top td.arch{white-space:normal}
 table.top td.arch,table.layers td.l{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 table.top tr.winner{background:#fff8d6;font-weight:600}
 table.top tr[data-trial]{cursor:pointer}table.top tr[data-trial]:hover{background:#eef5fb}
@@ -751,8 +765,12 @@ SCRIPT = r"""
     var h = el("div", null, "plot"); h.id = "detail-hist"; right.appendChild(h);
     var c = el("div", null, "plot"); c.id = "detail-curve"; right.appendChild(c);
     if (a.samples.length) {
-      Plotly.newPlot(h, [{type: "histogram", x: a.samples, marker: {color: "#0072B2"}, name: "samples"}],
-        {title: {text: "Latency samples (" + a.samples.length + ")" +
+      var sorted = a.samples.slice().sort(function (x, y) { return x - y; });
+      var cut = 3 * sorted[Math.floor(sorted.length / 2)];
+      var shown = a.samples.filter(function (v) { return v <= cut; });
+      var off = a.samples.length - shown.length;
+      Plotly.newPlot(h, [{type: "histogram", x: shown, marker: {color: "#0072B2"}, name: "samples"}],
+        {title: {text: "Latency samples (" + a.samples.length + (off ? ", " + off + " above 3x median not shown" : "") + ")" +
          (D.budget_ms ? ", budget " + fmt(D.budget_ms, 3) + " ms" : "")},
          xaxis: {title: {text: "ms per frame"}}, yaxis: {title: {text: "count"}}, margin: {t: 40, r: 10, b: 45, l: 50},
          bargap: 0.05}, CFG);
@@ -824,8 +842,9 @@ The strip below the chart shows the candidates the latency gate rejected before 
 <h2>Details of the selected trial</h2>
 <div id="details"><p class="note">Click a point or a table row.</p></div>
 <h2>Top candidates</h2>
-<p class="hint">Trained candidates under the budget by PSNR gain over bicubic, then the reference networks
-trained by the same pipeline on the same device. Click a row for details.</p>
+<p class="hint">The best trained candidates under the budget by PSNR gain over bicubic (reference networks,
+run through the same pipeline on the same device, in [brackets]), then the references that did not make it.
+Click a row for details.</p>
 {_top_table(run)}
 <h2>Validation crops: bicubic, winner, ground truth</h2>
 {_crops_html(crops)}

@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-# Centre (page pixels) and trial number of the trained, non-winner candidate farthest from any other marker.
+# Viewport centre and trial number of the trained, non-winner point (searched or reference) farthest from any other marker.
 PICK_POINT = """() => {
   const gd = document.getElementById('pareto');
   gd.scrollIntoView({block: 'center'});
@@ -29,15 +29,17 @@ PICK_POINT = """() => {
   const traces = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
   const centre = p => { const b = p.getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; };
   const all = traces.flatMap(t => Array.from(t.querySelectorAll('.points path')).map(centre));
-  const ci = gd.data.findIndex(t => t.name.startsWith('trained candidates'));
-  const paths = Array.from(traces[ci].querySelectorAll('.points path'));
   let best = null;
-  paths.forEach((p, i) => {
-    const trial = gd.data[ci].customdata[i];
+  traces.forEach(g => {
+   const t = gd.data[g.__data__[0].trace.index];  // plotly binds each trace's calcdata to its <g>
+   if (!(t.name.startsWith('trained candidates') || t.name === 'reference nets')) return;
+   Array.from(g.querySelectorAll('.points path')).forEach((p, i) => {
+    const trial = t.customdata[i];
     if (trial === D.winner) return;
     const [x, y] = centre(p);
     const d = Math.min(...all.map(([u, v]) => (u === x && v === y) ? Infinity : Math.hypot(u - x, v - y)));
     if (!best || d > best.d) best = {x: x, y: y, trial: trial, d: d};
+   });
   });
   return best;
 }"""
@@ -66,12 +68,14 @@ def expected_points(run_dir: Path) -> dict[str, int]:
     with open(run_dir / "trials.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     has_lat = [r for r in rows if r["latency_ms"] != ""]
-    gain = [r for r in has_lat if r["psnr_gain_db"] != ""]
+    gain = [r for r in has_lat if r["psnr_gain_db"] != "" and r["trained"] == "True"]
+    untrained = [r for r in has_lat if r["psnr_gain_db"] == ""]
     return {
-        "trained candidates": sum(r["reference"] == "" and r["trained"] == "True" for r in gain),
+        "trained candidates": sum(r["reference"] == "" for r in gain),
         "reference nets": sum(r["reference"] != "" for r in gain),
-        "over budget": sum(r["over_budget"] == "True" for r in has_lat if r["psnr_gain_db"] == ""),
-        "failed": sum(r["over_budget"] != "True" and r["reference"] == "" for r in has_lat if r["psnr_gain_db"] == ""),
+        "over budget": sum(r["over_budget"] == "True" and r["reference"] == "" for r in untrained),
+        "reference nets over budget": sum(r["over_budget"] == "True" and r["reference"] != "" for r in untrained),
+        "failed": sum(r["over_budget"] != "True" for r in untrained),
     }
 
 
@@ -246,9 +250,11 @@ def test_report_renders_offline_in_chromium(tiny_report: Path) -> None:
     assert by_name["trained candidates"] == expected["trained candidates"]
     assert by_name.get("reference nets", 0) == expected["reference nets"]
     assert by_name.get("over budget", 0) == expected["over budget"]
+    assert by_name.get("reference nets over budget", 0) == expected["reference nets over budget"]
     assert by_name.get("failed", 0) == expected["failed"]
-    winner = 1 if expected["trained candidates"] else 0
+    n_trained = expected["trained candidates"] + expected["reference nets"]
+    winner = 1 if n_trained else 0
     assert svg_points == sum(expected.values()) + winner
     assert crops == (3 if winner else 0)
-    if expected["trained candidates"] > 1:
+    if n_trained > 1:
         assert clicked is not None and clicked.startswith(f"Trial {target['trial']}"), clicked
