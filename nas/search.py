@@ -237,9 +237,6 @@ class Search:
         self.train_config = TrainConfig(**train_kwargs)
         self.device = "cuda" if self.backend.is_gpu else "cpu"
         self.fingerprint = self.backend.fingerprint()
-        self.say(f"backend {self.backend.name} on {self.fingerprint['device']}; input {size[0]}x{size[1]} "
-                 f"({self.space.name}: output {size[0] * self.space.scale}x{size[1] * self.space.scale}); "
-                 f"budget {cfg.budget_ms:g} ms ({cfg.budget_stat})")
         self._check_run_dir()
         self.data = load_data(self.space.kind, self.space.scale, self.train_config.patch_size,
                               cfg.data, cfg.val_data)
@@ -251,6 +248,10 @@ class Search:
             raise UsageError(f"--latency-db: {exc}") from None
         self.train_cache = TrainCache(self.store.url)
         self._make_run_dir()  # only now: every check above writes nothing
+        # said after the checks, so that a refused run prints its error line alone
+        self.say(f"backend {self.backend.name} on {self.fingerprint['device']}; input {size[0]}x{size[1]} "
+                 f"({self.space.name}: output {size[0] * self.space.scale}x{size[1] * self.space.scale}); "
+                 f"budget {cfg.budget_ms:g} ms ({cfg.budget_stat})")
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)

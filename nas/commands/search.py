@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from nas.errors import NoFeasibleError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def _budget(text: str) -> float:
@@ -86,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(out))
+    if search.interrupted:
+        print(f"nas search: interrupted after {summary['this_run']['trials']} trials; everything is kept in "
+              f"{search.run_dir}: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if summary["best"] is None:
         raise NoFeasibleError(search.no_feasible_message())
     if not args.json:
