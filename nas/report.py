@@ -650,8 +650,8 @@ def _details_data(run: Run) -> dict[str, Any]:
     archs: dict[str, Any] = {}
     for arch_id in sorted(set(run.trials.arch_id)):
         spec, lat, tr = run.specs.get(arch_id), run.latency.get(arch_id, {}), run.train.get(arch_id, {})
-        samples = [v for v in (_num(x) for x in lat.get("samples_ms", []) or []) if v is not None] \
-            if isinstance(lat.get("samples_ms"), list) else []
+        raw = lat.get("samples_ms") if isinstance(lat.get("samples_ms"), list) else []
+        samples = [float(f"{v:.5g}") for v in (_num(x) for x in raw) if v is not None]  # 5 digits: ample for a histogram
         archs[arch_id] = {
             "layers": layer_table(spec, *hw) if spec is not None and hw else [],
             "samples": samples,
