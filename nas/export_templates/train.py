@@ -87,7 +87,7 @@ def load_image(path: Path) -> torch.Tensor:
                 array = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:
         fail(f"cannot read image {path} ({type(exc).__name__}: {exc}): remove or re-save the file")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()
 
 
 def make_input(target: torch.Tensor) -> torch.Tensor:
@@ -358,6 +358,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scratch", action="store_true", help="start from a fresh initialization")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default: OUT/last.pt)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="checkpoint and stop after STEP (a job's time limit); --resume continues the schedule")
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=100)
@@ -366,8 +368,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "patch", "val_every", "ckpt_every", "log_every"):
-        if getattr(args, name) <= 0:
+    for name in ("steps", "batch_size", "patch", "val_every", "ckpt_every", "log_every", "stop_at"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be a positive integer")
     if args.patch % SIZE_MULTIPLE:
         fail(f"--patch must be a multiple of {SIZE_MULTIPLE} (this network's space-to-depth and levels)")
@@ -413,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn = make_loss(args.loss)
     warmup = args.warmup if args.warmup is not None else min(2000, max(WARMUP, args.steps // 100))
     warmup = min(warmup, args.steps // 2)
+    stop = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
     log_path = args.out / "log.csv"
     new_log = not log_path.exists()
     with open(log_path, "a", newline="") as log_file:
@@ -421,20 +424,21 @@ def main(argv: list[str] | None = None) -> int:
             log.writerow(["step", "loss", "lr", "val_psnr_db", "val_baseline_psnr_db"])
         model.train()
         t0, t0_step, running = time.perf_counter(), step, 0.0
-        while step < args.steps:
+        while step < stop:
             lr = lr_at(step, args.steps, args.lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = train.batch(args.batch_size, args.patch, args.noise_sigma, args.rotate, gen)
             loss = loss_fn(model(x.to(device)), y.to(device))
-            if not math.isfinite(float(loss)):
-                fail(f"the loss is {float(loss)} at step {step + 1}: lower --lr or --resume from a checkpoint")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                fail(f"the loss is {value} at step {step + 1}: lower --lr or --resume from a checkpoint")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            running += float(loss)
-            row = [step, f"{float(loss):.6g}", f"{lr:.6g}", "", ""]
+            running += value
+            row = [step, f"{value:.6g}", f"{lr:.6g}", "", ""]
             if step % args.val_every == 0 or step == args.steps:
                 val_db, base_db = validate(model, val, device)
                 if val_db > best_db:
@@ -449,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train.py: step {step}/{args.steps} loss {running / n:.5f} lr {lr:.2e} ({rate:.1f} steps/s)")
                 running = 0.0
             log.writerow(row)
-            if step % args.ckpt_every == 0 or step == args.steps:
+            if step % args.ckpt_every == 0 or step == stop:
                 save_checkpoint(args.out / "last.pt", model, optimizer, step, gen, best_db)
 
+    if step < args.steps:
+        print(f"train.py: stopped at step {step} of {args.steps}: continue with --resume")
+        return 0
     weights = save_weights(model, args.out / "model")
     print(f"train.py: final weights in {weights}")
     if not args.no_onnx:
