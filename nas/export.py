@@ -560,15 +560,20 @@ def _self_check(spec: ArchSpec, weights: dict[str, torch.Tensor], mapped: dict[s
 
 
 def _manifest_matches(path: Path, arch_id: str | None) -> bool:
-    """True when ``path`` holds exactly a previous export's files (of ``arch_id`` unless None)."""
+    """True when ``path`` holds exactly a previous export's files, unchanged (of ``arch_id`` unless None)."""
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         names = sorted(p.name for p in path.iterdir())
     except (OSError, ValueError):
         return False
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT or names != sorted(EXPORT_FILES):
         return False
-    return names == sorted(EXPORT_FILES) and (arch_id is None or manifest.get("arch_id") == arch_id)
+    if arch_id is not None and manifest.get("arch_id") != arch_id:
+        return False
+    hashes = manifest.get("files")
+    return isinstance(hashes, dict) and all(
+        hashes.get(name) == _sha256(path / name) for name in EXPORT_FILES if name != MANIFEST
+    )
 
 
 def _check_target(out_dir: Path, arch_id: str, replace: bool) -> None:

@@ -294,6 +294,18 @@ def test_export_spec_writes_a_working_folder_for_each_space(space: str, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temp folder left behind
 
 
+def test_train_py_denoise_luma_with_levels(tmp_path: Path) -> None:
+    """The denoising path of train.py (noise per batch, noisy-input baseline) on a luma net with two levels."""
+    spec = next(s for s in space_specs("denoise") if len(s.levels) == 2 and s.color == "luma")
+    out = export_spec(spec, perturbed_state(spec, 0), tmp_path / "export",
+                      {"input_size": [32, 32], "train_config": {"noise_sigma": 20.0}})
+    data = write_pngs(tmp_path / "frames", 3, side=48)
+    proc = run_clean(out / "train.py", "--data", str(data), "--steps", "2", "--patch", "16", "--batch-size", "2",
+                     "--device", "cpu", "--out", "run", "--no-onnx", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "validation PSNR" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()
+
+
 # ---------------------------------------------------------------------- hostile and bad input
 HOSTILE = [
     ("upsample", lambda d: d.update(upsample='bilinear"""\nimport os\nos.system("touch /tmp/pwned")\n"""')),
@@ -368,12 +380,17 @@ def test_bad_runs_and_targets_are_refused(run_copy: Path, tmp_path: Path, capsys
         export_run(run_copy, busy)
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
 
-    # a previous untouched export of the same arch is replaced; once the user adds a file, it is not
+    # a previous untouched export of the same arch is replaced; once the user adds or edits a file, it is not
     out = export_run(run_copy, tmp_path / "again")
     assert export_run(run_copy, out) == out
     (out / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty"):
         export_run(run_copy, out)
+    (out / "notes.txt").unlink()
+    (out / "model.py").write_text((out / "model.py").read_text() + "# my edit\n")
+    with pytest.raises(UsageError, match="not empty"):
+        export_run(run_copy, out)
+    assert (out / "model.py").read_text().endswith("# my edit\n")
 
 
 def test_weights_that_do_not_fit_the_spec_are_refused(run_copy: Path, tmp_path: Path) -> None:
