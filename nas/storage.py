@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ HEARTBEAT_ENV = "NAS_HEARTBEAT_S"   # "INTERVAL" or "INTERVAL,GRACE" in whole se
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60                 # a thread beats during the whole trial: this only absorbs hiccups
 MAX_RETRY = 2
+CREATE_ATTEMPTS = 5
 
 
 def mask_url(url: str | None) -> str | None:
@@ -56,6 +58,7 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
     """``None`` or a file path (or ``journal:PATH``): journal file; ``postgresql://...``: RDB storage."""
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     if url is None or url.startswith("journal:") or "://" not in url:
         path = Path(url.removeprefix("journal:")) if url else default_journal
@@ -68,7 +71,8 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
         raise UsageError("--storage sqlite:// is not safe for several workers: use a journal file "
                          "(--storage journal:PATH) on one machine or postgresql://... across machines")
     interval, grace = heartbeat_settings()
-    try:
+
+    def create() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning for heartbeat_interval
             return RDBStorage(
@@ -76,6 +80,16 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 engine_kwargs={"pool_pre_ping": True},
             )
+
+    try:
+        for attempt in range(CREATE_ATTEMPTS - 1):
+            try:
+                return create()
+            except (IntegrityError, ProgrammingError):
+                # Workers starting together race to create Optuna's tables on an empty database
+                # (duplicate key / already exists); the loser finds them created on its next try.
+                time.sleep(0.2 * (attempt + 1))
+        return create()
     except Exception as exc:  # noqa: BLE001  (any driver error becomes one line, password hidden)
         text = str(exc).strip()
         reason = mask_url(text.splitlines()[0] if text else type(exc).__name__) or ""
