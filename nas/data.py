@@ -62,7 +62,7 @@ def _bundled(name: str) -> np.ndarray:
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> (3,H,W) uint8, contiguous."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # np.array copies: PIL arrays are read-only
 
 
 def load_default() -> tuple[list[Image8], list[Image8]]:

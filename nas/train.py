@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from nas.data import PatchSampler, TaskData, val_pairs
 from nas.errors import UsageError
 from nas.metrics import parse_loss, psnr, ssim
-from search_spaces import ArchSpec, build
+from search_spaces import ArchSpec, SearchedNet, build
 
 TRAIN_PROTOCOL = 1  # bump when the training loop changes meaning: it is part of the cache key
 LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
@@ -77,9 +77,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of one short training. ``moved`` is False when the net's output is still its
-    classical base plus at most a constant (dead ReLUs, diverged or zero gradients): a training
-    failure, not a verdict on the architecture. ``state_dict`` holds fp32 CPU tensors."""
+    """Outcome of one short training. ``moved`` is False when the output conv still has zero
+    weights or sees only dead (zero) features, or the loss diverged: a training failure, not a
+    verdict on the architecture. ``state_dict`` holds fp32 CPU tensors."""
 
     psnr_db: float
     bicubic_psnr_db: float
@@ -117,24 +117,35 @@ def baseline(inp: torch.Tensor, kind: str, scale: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(net: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], kind: str, scale: int,
+def validate(net: SearchedNet, pairs: list[tuple[torch.Tensor, torch.Tensor]], kind: str, scale: int,
              device: torch.device) -> Validation:
-    """Mean per-image PSNR / SSIM of the net (output clamped) and of the baseline on ``pairs``."""
+    """Mean per-image PSNR / SSIM of the net (output clamped) and of the baseline on ``pairs``.
+
+    ``moved`` is True when the output conv has nonzero weights and some feature reaching it is
+    nonzero on the validation images: otherwise the output is the classical base plus a fixed bias
+    pattern (zero-initialized output conv never reached, or every ReLU before it dead).
+    """
     border = scale if kind == "sr" else 0
     was_training = net.training
     net.eval()
-    p_net, p_base, s_net, moved = [], [], [], False
-    for inp, tgt in pairs:
-        inp, tgt = inp.to(device), tgt.to(device)
-        raw = net(inp)                                   # (1,3,sh,sw), unclamped
-        residual = raw - net.base(inp)
-        # a live net's residual varies over the image; a dead one is 0 or a per-channel constant
-        moved = moved or bool(residual.flatten(2).std(dim=2).max() > 1e-4)
-        out = raw.clamp(0, 1)
-        p_net.append(float(psnr(out, tgt, border)[0]))
-        p_base.append(float(psnr(baseline(inp, kind, scale), tgt, border)[0]))
-        s_net.append(float(ssim(out, tgt, border)[0]))
-    net.train(was_training)
+    live = [False]  # set by the hook: any nonzero feature at the output conv's input
+
+    def see_features(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        live[0] = live[0] or bool(args[0].abs().max() > 0)
+
+    hook = net.out.register_forward_pre_hook(see_features)
+    p_net, p_base, s_net = [], [], []
+    try:
+        for inp, tgt in pairs:
+            inp, tgt = inp.to(device), tgt.to(device)
+            out = net(inp).clamp(0, 1)                          # (1,3,sh,sw)
+            p_net.append(float(psnr(out, tgt, border)[0]))
+            p_base.append(float(psnr(baseline(inp, kind, scale), tgt, border)[0]))
+            s_net.append(float(ssim(out, tgt, border)[0]))
+    finally:
+        hook.remove()
+        net.train(was_training)
+    moved = live[0] and bool(net.out.weight.abs().max() > 0)
     n = len(pairs)
     return Validation(sum(p_net) / n, sum(p_base) / n, sum(s_net) / n, moved)
 

@@ -1,0 +1,118 @@
+"""Image sources, splits, user-folder errors, degradations and patch sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas.data import DEFAULT_TRAIN, DEFAULT_VAL, PatchSampler, add_noise, downscale, load_data, val_pairs
+from nas.errors import UsageError
+
+
+def _write(path: Path, w: int, h: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def _folder(root: Path, n: int, w: int = 64, h: int = 48) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        _write(root / f"frame_{i:03d}.png", w, h, i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sr2() -> object:
+    return load_data("sr", 2, 48)
+
+
+def test_default_split_is_fixed_and_disjoint(sr2) -> None:
+    assert sr2.train_names == DEFAULT_TRAIN and sr2.val_names == DEFAULT_VAL
+    assert not set(sr2.train_names) & set(sr2.val_names)
+    for hr, lr in zip(sr2.val_hr + sr2.train_hr, sr2.val_lr + sr2.train_lr):
+        assert hr.dtype == torch.uint8 and lr.shape[1:] == (hr.shape[1] // 2, hr.shape[2] // 2)
+    for lr in sr2.val_lr:
+        assert lr.shape[1] % 16 == 0 and lr.shape[2] % 16 == 0 and max(lr.shape[1:]) <= 256
+    assert sr2.data_id == load_data("sr", 2, 48).data_id
+
+
+def test_folder_split_takes_a_sorted_tail(tmp_path: Path) -> None:
+    data = load_data("sr", 2, 16, data=_folder(tmp_path / "frames", 12))
+    assert data.train_names == tuple(f"frame_{i:03d}.png" for i in range(11))
+    assert data.val_names == ("frame_011.png",)
+    assert data.data_id != load_data("sr", 2, 16).data_id
+
+
+def test_separate_val_folder_and_fingerprint(tmp_path: Path) -> None:
+    train_dir, val_dir = _folder(tmp_path / "a", 3), tmp_path / "b"
+    val_dir.mkdir()
+    _write(val_dir / "v.jpg", 64, 64, 99)
+    data = load_data("denoise", 1, 16, data=train_dir, val_data=val_dir)
+    assert len(data.train_names) == 3 and data.val_names == ("v.jpg",)
+    _write(train_dir / "frame_000.png", 64, 48, 1234)  # one changed file changes the fingerprint
+    assert load_data("denoise", 1, 16, data=train_dir, val_data=val_dir).data_id != data.data_id
+
+
+def _error(**kwargs: object) -> str:
+    with pytest.raises(UsageError) as info:
+        load_data("sr", 2, kwargs.pop("patch", 16), **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert str(missing) in _error(data=missing) and "does not exist" in _error(data=missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    assert str(empty) in _error(data=empty) and "no .png" in _error(data=empty)
+    assert "--val-data" in _error(val_data=empty)
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "f", 3)
+    (folder / "frame_001.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    message = _error(data=folder)
+    assert "frame_001.png" in message and "cannot read" in message
+
+
+def test_image_smaller_than_a_patch(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "f", 3)
+    _write(folder / "frame_000.png", 20, 48, 0)
+    message = _error(data=folder, patch=16)  # needs 32x32 at scale 2
+    assert "frame_000.png" in message and "20x48" in message and "patch" in message
+
+
+def test_single_image_needs_a_val_folder(tmp_path: Path) -> None:
+    assert "--val-data" in _error(data=_folder(tmp_path / "one", 1))
+
+
+def test_patches_are_deterministic_aligned_and_shaped(sr2) -> None:
+    a = PatchSampler(sr2, 24, seed=7, rotate=True).batch(6)
+    b = PatchSampler(sr2, 24, seed=7, rotate=True).batch(6)
+    c = PatchSampler(sr2, 24, seed=8, rotate=True).batch(6)
+    assert a[0].shape == (6, 3, 24, 24) and a[1].shape == (6, 3, 48, 48)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+    # input and target stay aligned through flips and rotations: the input is the target's downscale
+    err = (downscale(a[1], 2) - a[0])[..., 4:-4, 4:-4].abs().mean().item()
+    assert err < 3 / 255
+    wrong = (downscale(a[1].flip(-1), 2) - a[0])[..., 4:-4, 4:-4].abs().mean().item()
+    assert wrong > 3 * err
+
+
+def test_denoise_noise_level_and_fixed_validation_noise() -> None:
+    data = load_data("denoise", 1, 32)
+    inp, tgt = PatchSampler(data, 32, seed=0, noise_sigma=10.0).batch(4)
+    assert inp.shape == tgt.shape == (4, 3, 32, 32)
+    mid = (tgt > 0.15) & (tgt < 0.85)  # away from clipping
+    assert (inp - tgt)[mid].std().item() == pytest.approx(10 / 255, rel=0.1)
+    first, second = val_pairs(data, 10.0), val_pairs(data, 10.0)
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(first, second))
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(add_noise(torch.full((1, 1, 2, 2), 0.5), 0.0, gen), torch.full((1, 1, 2, 2), 0.5))

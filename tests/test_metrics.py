@@ -1,0 +1,86 @@
+"""PSNR, SSIM, HFEN and the --loss parser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from nas.errors import UsageError
+from nas.metrics import charbonnier_loss, hfen, l1_loss, log_kernel, parse_loss, psnr, ssim, to_luma
+
+
+def _images(seed: int = 0, shape: tuple[int, ...] = (2, 3, 40, 48)) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_psnr_known_values() -> None:
+    ref = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    assert psnr(ref + 0.1, ref)[0].item() == pytest.approx(20.0, abs=1e-6)     # mse 0.01
+    assert psnr(ref + 0.01, ref)[0].item() == pytest.approx(40.0, abs=1e-6)    # mse 1e-4
+    assert math.isinf(psnr(ref, ref)[0].item())
+
+
+def test_psnr_is_per_image_and_crops_the_border() -> None:
+    ref = torch.zeros(2, 3, 12, 12)
+    out = ref.clone()
+    out[0] += 0.1
+    out[1, :, :2, :] = 1.0  # error only in a 2-pixel border
+    values = psnr(out, ref, border=2)
+    assert values[0].item() == pytest.approx(20.0, abs=1e-6)
+    assert math.isinf(values[1].item())
+    assert math.isfinite(psnr(out, ref, border=1)[1].item())
+
+
+def test_ssim_matches_scikit_image_on_luma() -> None:
+    ref = _images(1, (1, 3, 48, 56))
+    out = (ref + 0.3 * _images(2, (1, 3, 48, 56))).clamp(0, 1)
+    y_out, y_ref = to_luma(out)[0, 0].double().numpy(), to_luma(ref)[0, 0].double().numpy()
+    expected = structural_similarity(y_out, y_ref, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False, data_range=1.0)
+    assert ssim(out, ref)[0].item() == pytest.approx(expected, abs=1e-6)
+    assert ssim(ref, ref)[0].item() == pytest.approx(1.0, abs=1e-12)
+    assert ssim(out, ref)[0].item() < 0.95
+
+
+def test_hfen_zero_on_equal_positive_otherwise() -> None:
+    ref = _images(3)
+    assert hfen(ref, ref).item() == 0.0
+    assert hfen(ref + 0.05 * _images(4), ref).item() > 0.0
+    # a constant offset has no high frequencies: LoG is zero-sum, replicate padding adds no edges
+    assert hfen(ref + 0.1, ref).item() < 1e-6
+    assert abs(log_kernel().sum().item()) < 1e-12 and log_kernel().shape == (15, 15)
+
+
+def test_l1_and_charbonnier() -> None:
+    ref = torch.zeros(1, 1, 4, 4)
+    assert l1_loss(ref + 0.25, ref).item() == pytest.approx(0.25)
+    assert charbonnier_loss(ref + 0.25, ref).item() == pytest.approx(math.sqrt(0.25**2 + 1e-6))
+    assert charbonnier_loss(ref, ref).item() == pytest.approx(1e-3)
+
+
+def test_parse_loss_accepts() -> None:
+    assert parse_loss("l1").terms == (("l1", 1.0),)
+    assert parse_loss("l1+hfen:0.1").terms == (("l1", 1.0), ("hfen", 0.1))
+    assert parse_loss(" Charbonnier + HFEN:0.10 ").canonical == "charbonnier+hfen:0.1"
+    ref = _images(5)
+    out = ref + 0.05 * _images(6)
+    combined = parse_loss("l1+hfen:0.1")(out, ref).item()
+    assert combined == pytest.approx(l1_loss(out, ref).item() + 0.1 * hfen(out, ref).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("text", ["", "l3", "l1+", "l1+hfen:x", "hfen:0", "l1:-1", "l1:nan", "l1:inf", "l1+l1"])
+def test_parse_loss_rejects_with_one_line(text: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_loss(text)
+    message = str(info.value)
+    assert "\n" not in message and "loss" in message
+
+
+def test_luma_weights() -> None:
+    x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    assert to_luma(x).item() == pytest.approx(0.299)
+    assert np.allclose(to_luma(torch.ones(1, 3, 2, 2)).numpy(), 1.0)
