@@ -17,6 +17,7 @@ import platform
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -257,10 +258,17 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+            sampler=optuna.samplers.TPESampler(seed=self._sampler_seed()),
         )
         self._check_study_settings()
         self._write_run_json(None)
+
+    def _sampler_seed(self) -> int:
+        """--seed alone for a study of its own; mixed with the run dir when --storage shares the study, so
+        that workers started with the same command do not all sample the same candidates."""
+        if self.config.storage is None:
+            return self.config.seed
+        return (self.config.seed + zlib.crc32(str(self.run_dir.resolve()).encode())) % 2**32
 
     def _identity(self) -> dict[str, Any]:
         """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers."""
