@@ -136,10 +136,13 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
+        """Parse and validate arch JSON; hostile input (bad syntax, NaN, absurd nesting) is a SpecError."""
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise SpecError(f"arch JSON is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise SpecError("arch JSON is nested too deeply to be an architecture spec") from None
         return cls.from_dict(data)
 
     def summary(self) -> str:

@@ -1,16 +1,19 @@
-"""Shared fixtures: a real PostgreSQL server for the store contract suite."""
+"""Shared fixtures: a real PostgreSQL server, and a real tiny search run once per session."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from tiny import TINY_ARGS, run_nas
 
 
 def _pg_bindir() -> str | None:
@@ -61,3 +64,21 @@ def postgres_url() -> Iterator[str]:
         subprocess.run([*prefix, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
                        capture_output=True, timeout=60, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real tiny `nas search --json`: its run dir, latency database URL and JSON summary."""
+    root = tmp_path_factory.mktemp("tiny_search")
+    db = f"sqlite:///{root / 'latency.db'}"
+    run_dir = root / "run"
+    proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stdout": proc.stdout, "stderr": proc.stderr,
+            "root": root}
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tiny_search: dict) -> Path:
+    """The run dir of the session's tiny search (run.json, trials.csv, archs/, report.html, best/)."""
+    return tiny_search["run_dir"]

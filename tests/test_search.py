@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import TINY_ARGS, run_nas
+from tiny import TINY_ARGS, run_nas
 
 JSON_FIELDS = {"n_trials", "n_trained", "n_over_budget", "backend", "device", "run_dir", "best"}
 BEST_FIELDS = {"trial", "arch_id", "latency_ms", "psnr_gain_db"}
@@ -21,12 +21,15 @@ def budget_of(args: list[str]) -> float:
     return float(args[args.index("--budget-ms") + 1])
 
 
+N_TRIALS = int(TINY_ARGS[TINY_ARGS.index("--trials") + 1])
+
+
 def test_json_summary_has_the_documented_fields(tiny_search: dict) -> None:
     summary = tiny_search["summary"]
     assert JSON_FIELDS <= set(summary)
     assert BEST_FIELDS <= set(summary["best"])
     assert summary["backend"] == "onnxruntime"
-    assert summary["n_trials"] == 6
+    assert summary["n_trials"] == N_TRIALS
     assert Path(summary["run_dir"]) == tiny_search["run_dir"]
 
 
@@ -45,7 +48,7 @@ def test_run_dir_holds_the_documented_files(tiny_run_dir: Path) -> None:
 def test_the_gate_trains_only_what_fits(tiny_run_dir: Path) -> None:
     budget = budget_of(TINY_ARGS)
     rows = read_trials(tiny_run_dir)
-    assert len(rows) == 6
+    assert len(rows) == N_TRIALS
     trained = [r for r in rows if r["trained"] == "True"]
     over = [r for r in rows if r["over_budget"] == "True"]
     assert trained and over, "the tiny search must exercise both sides of the gate"
@@ -75,7 +78,7 @@ def test_second_run_measures_and_trains_nothing_and_samples_the_same(tiny_search
                    "--json", "--no-report", "--no-export")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["this_run"]["latency_cache_hits"] == summary["this_run"]["trials"] == 6
+    assert summary["this_run"]["latency_cache_hits"] == summary["this_run"]["trials"] == N_TRIALS
     first, second = read_trials(tiny_search["run_dir"]), read_trials(run_dir)
     assert [r["arch_id"] for r in second] == [r["arch_id"] for r in first]  # same seed, same samples
     assert all(r["latency_cached"] == "True" for r in second)

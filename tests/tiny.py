@@ -1,0 +1,20 @@
+"""The tiny search every end-to-end test shares: its arguments and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# Small enough for CI on 2 cores, large enough that the gate, the cache and training all act:
+# 32x48 frames, a budget that the two larger references miss, 8 trials of 150 training steps (the
+# fewest at which the small references beat bicubic: they start from a bilinear base, 0.6 dB below).
+TINY_ARGS = ["--task", "sr2x", "--input-size", "32x48", "--budget-ms", "0.45", "--trials", "8",
+             "--train-steps", "150", "--seed", "0", "--backend", "onnxruntime"]
+
+
+def run_nas(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real ``nas`` CLI in a subprocess (as a user would)."""
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, check=False,
+                          timeout=timeout, env=env)
