@@ -138,6 +138,7 @@ class ExportInfo:
             "patch_size": _int_in(tc.get("patch_size"), 8, 4096, 48),
             "lr": lr if lr is not None and 0 < lr < 1 else 2e-3,
             "warmup_steps": _int_in(tc.get("warmup_steps"), 0, 10**9, 20),
+            "lr_fan_in": _int_in(tc.get("lr_fan_in"), 0, 10**6, 0),  # absent: a search from before it existed
             "noise_sigma": sigma if sigma is not None and 0 <= sigma <= 255 else 25.0,
             "rotate": tc.get("rotate") is True,
         }
@@ -438,6 +439,7 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"BATCH = {int(t['batch_size'])}\n"
         f"LR = {float(t['lr'])!r}\n"
         f"WARMUP = {int(t['warmup_steps'])}\n"
+        f"LR_FAN_IN = {int(t['lr_fan_in'])}  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)\n"
         f"ROTATE = {bool(t['rotate'])}\n"
     )
     return head + begin + settings + end + tail

@@ -25,7 +25,7 @@ from nas.errors import UsageError
 from nas.metrics import parse_loss, psnr, ssim
 from search_spaces import ArchSpec, SearchedNet, build
 
-TRAIN_PROTOCOL = 1  # bump when the training loop changes meaning: it is part of the cache key
+TRAIN_PROTOCOL = 2  # bump when the training loop changes meaning: it is part of the cache key
 LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
 
 
@@ -34,7 +34,8 @@ class TrainConfig:
     """Everything that decides a short training's result (with the spec and the data).
 
     ``patch_size`` is the low-resolution (network input) side; targets are ``patch_size * scale``.
-    ``warmup_steps`` is capped at half of ``steps``. ``noise_sigma`` is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
+    ``warmup_steps`` is capped at half of ``steps``. Conv weights whose fan-in exceeds ``lr_fan_in``
+    train at ``lr * sqrt(lr_fan_in / fan_in)`` (0 turns that off; see ``param_groups``). ``noise_sigma`` is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
     to ``val_curve`` during training (0: validate only at the end).
     """
 
@@ -44,7 +45,8 @@ class TrainConfig:
     batch_size: int = 16
     patch_size: int = 48
     lr: float = 3e-3
-    warmup_steps: int = 25
+    warmup_steps: int = 100
+    lr_fan_in: int = 144
     loss: str = "l1"
     seed: int = 0
     noise_sigma: float = 25.0
@@ -63,6 +65,7 @@ class TrainConfig:
         need(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
         need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
              f"warm-up steps must be >= 0, got {self.warmup_steps}")
+        need(isinstance(self.lr_fan_in, int) and self.lr_fan_in >= 0, f"lr_fan_in must be >= 0, got {self.lr_fan_in}")
         need(math.isfinite(self.noise_sigma) and self.noise_sigma >= 0,
              f"noise sigma must be >= 0 (8-bit levels), got {self.noise_sigma}")
         need(isinstance(self.val_every, int) and self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}")
@@ -160,6 +163,22 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def param_groups(net: torch.nn.Module, lr: float, lr_fan_in: int) -> list[dict[str, Any]]:
+    """Adam parameter groups: a conv weight with fan-in F > ``lr_fan_in`` gets lr * sqrt(lr_fan_in / F).
+
+    Adam moves every weight by about lr per step whatever its gradient's size, so the pre-activations of
+    a conv summing F inputs shift by up to ~lr * F * |x| per step while their spread under He init is
+    ~sqrt(2F) * |x|: the relative shift grows like lr * sqrt(F). Deep candidates with 5x5/48+ layers
+    (F >= 1200) lost every ReLU in the first steps at lr 3e-3 (reports/training.md, "Deep nets").
+    """
+    groups: list[dict[str, Any]] = []
+    for param in net.parameters():
+        fan_in = param[0].numel() if param.dim() == 4 else 0  # (out, in, k, k) -> in * k * k
+        scale = math.sqrt(lr_fan_in / fan_in) if lr_fan_in and fan_in > lr_fan_in else 1.0
+        groups.append({"params": [param], "lr": lr * scale})
+    return groups
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[None]:
     """Fork the CPU RNG (the caller's stream is untouched) and pin cuDNN to deterministic kernels."""
@@ -199,7 +218,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         net = build(spec).to(dev).train()
         sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                                noise_sigma=config.noise_sigma)
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+        opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
         loss_curve: list[list[float]] = []

@@ -10,7 +10,7 @@ import torch
 
 from nas.data import TaskData, load_data, val_pairs
 from nas.errors import UsageError
-from nas.train import TrainConfig, lr_factor, short_train, validate
+from nas.train import TrainConfig, lr_factor, param_groups, short_train, validate
 from nas.train_cache import TrainCache
 from search_spaces import ArchSpec, Conv, build, get_space
 
@@ -24,6 +24,11 @@ def _bicubic_net(head: tuple[Conv, ...] = (Conv(16, 3),)) -> ArchSpec:
 @pytest.fixture(scope="module")
 def sr2() -> TaskData:
     return load_data("sr", 2, 32)
+
+
+@pytest.fixture(scope="module")
+def sr2_48() -> TaskData:
+    return load_data("sr", 2, 48)
 
 
 def test_config_hash_is_canonical_and_sensitive() -> None:
@@ -67,6 +72,33 @@ def test_dead_net_is_not_moved(sr2: TaskData) -> None:
         net.head.convs[0].bias.fill_(-100.0)  # every ReLU dead: the output is base + a bias pattern
     v = validate(net, pairs, "sr", 2, cpu)
     assert not v.moved and v.gain_db != 0.0
+
+
+def test_wide_convs_train_at_a_fan_in_scaled_lr() -> None:
+    spec = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1,
+                    head=(Conv(16, 3), Conv(64, 5)))
+    net = build(spec)
+    lrs = {tuple(g["params"][0].shape): g["lr"] for g in param_groups(net, 3e-3, 144)}
+    assert lrs[(16, 3, 3, 3)] == 3e-3          # fan-in 27: the base lr
+    assert lrs[(64, 16, 5, 5)] == pytest.approx(3e-3 * (144 / 400) ** 0.5)
+    assert lrs[(64,)] == 3e-3                  # biases: the base lr
+    assert all(g["lr"] == 3e-3 for g in param_groups(net, 3e-3, 0))
+
+
+def test_deep_candidate_stays_alive(sr2_48: TaskData) -> None:
+    """A candidate whose ReLUs all died under a flat lr with a short warm-up (an H200 search, trial 8)."""
+    spec = ArchSpec.from_dict({
+        "schema_version": 1, "space": "sr", "scale": 2, "upsample": "bilinear", "color": "luma", "space_to_depth": 2,
+        "head": [{"op": "conv", "width": 40, "kernel": 5}, {"op": "conv", "width": 8, "kernel": 3},
+                 {"op": "conv", "width": 8, "kernel": 1}, {"op": "conv", "width": 56, "kernel": 5}],
+        "levels": [{"width": 32, "body": [{"op": "conv", "width": 8, "kernel": 3}, {"op": "conv", "width": 32, "kernel": 3}],
+                    "up_kernel": 1}],
+        "tail": [{"op": "conv", "width": 16, "kernel": 5}, {"op": "conv", "width": 40, "kernel": 1}],
+        "skip": "none", "output_kernel": 5})
+    flat = short_train(spec, sr2_48, TrainConfig(steps=100, lr_fan_in=0, warmup_steps=25))
+    scaled = short_train(spec, sr2_48, TrainConfig(steps=100))
+    assert not flat.moved
+    assert scaled.moved and scaled.psnr_gain_db > flat.psnr_gain_db
 
 
 def test_same_seed_same_weights_other_seed_differs(sr2: TaskData) -> None:
