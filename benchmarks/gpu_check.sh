@@ -6,6 +6,8 @@
 #
 #   OUT=/tmp/nas_gpu_check bash benchmarks/gpu_check.sh
 #
+# SKIP_TESTS=1 skips the tests, SKIP_PROBES=1 the reference latencies and the sweep; BENCH=1 adds
+# TPE-against-random searches at 1 ms (3 seeds) after the main search.
 # Needs PyTorch with CUDA and this project's dependencies importable (pip install -e . or PYTHONPATH).
 set -u
 OUT=${OUT:-/tmp/nas_gpu_check}
@@ -35,6 +37,21 @@ step() { echo "=== $(date -u +%H:%M:%S) $*"; }
   echo "search exit $? wall $(python3 -c "import time; print(round(time.time() - $start, 1))") s"
   cat "$WORK/search4.json"
 
+  if [ -n "${BENCH:-}" ]; then
+    # TPE against Optuna's RandomSampler at a budget that bites on this GPU (1 ms at 540x960),
+    # same trials and training steps, seeds 0-2, one shared latency database and training cache.
+    for seed in 0 1 2; do
+      for sampler in tpe random; do
+        step "bench: nas search --budget-ms 1 --trials 12 --sampler $sampler --seed $seed"
+        timeout 120 nas search --budget-ms 1 --trials 12 --sampler "$sampler" --seed "$seed" --no-report \
+          --no-export --run-dir "$WORK/bench1ms/$sampler-seed$seed" --latency-db "$DB" --json \
+          >"$WORK/bench1ms_$sampler-seed$seed.json"
+        echo "exit $? $(cat "$WORK/bench1ms_$sampler-seed$seed.json")"
+      done
+    done
+  fi
+
+  [ -n "${SKIP_PROBES:-}" ] || {
   step "references, torch-cuda, full protocol, 540x960 fp16"
   python3 - "$WORK" <<'EOF'
 import sys
@@ -52,9 +69,10 @@ EOF
   step "sweep, torch-cuda, 540x960, 3x3 convs, C = 8..256 step 8"
   timeout 150 nas sweep --backend torch-cuda --latency-db "$DB" --out "$WORK/sweep.html" --json >"$WORK/sweep.json"
   echo "sweep exit $?"
+  }
   step "done"
 } 2>&1 | tee "$WORK/gpu_check.log"
 
 cp "$WORK/gpu_check.log" "$OUT/"
 tar -czf "$OUT/gpu_check.tar.gz" -C "$WORK" --exclude=cache --exclude='*.onnx' --exclude='*.safetensors' \
-  --exclude=report.html gpu_check.log search4 search4.json sweep.json sweep.html latency.db $(cd "$WORK" && ls latency_*.json)
+  --exclude=report.html $(cd "$WORK" && ls -d gpu_check.log search4* sweep.* latency* bench1ms* 2>/dev/null)
