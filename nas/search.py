@@ -30,9 +30,10 @@ from nas.errors import NasError, UsageError
 from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
 
 BUDGET_STATS = ("median", "p90")
+SAMPLERS = ("tpe", "random")   # random: the blind-search control of `nas bench`
 CPU_INPUT_SIZE = (135, 240)   # a 270x480 output at x2: what a 2-core CPU can do in a few ms
 GPU_INPUT_SIZE = (540, 960)   # a 1080p output at x2: render low, display high
-DEFAULT_TRIALS = 20
+DEFAULT_TRIALS = 50  # on 2 CPU cores at 4 ms: ~3 min, most trials over budget and never trained (reports/search_default.md)
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
     "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
@@ -51,6 +52,7 @@ class SearchConfig:
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None              # None: TrainConfig's default
     seed: int = 0
+    sampler: str = "tpe"                        # one of SAMPLERS
     run_dir: str | None = None                  # None: runs/<study>
     storage: str | None = None                  # None: a journal file in the run dir
     study: str | None = None                    # None: derived from task, backend, size and budget
@@ -72,6 +74,8 @@ class SearchConfig:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
         if self.train_steps is not None and self.train_steps < 1:
             raise UsageError(f"--train-steps must be at least 1, got {self.train_steps}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.budget_stat not in BUDGET_STATS:
             raise UsageError(f"--budget-stat must be one of {', '.join(BUDGET_STATS)}, got {self.budget_stat!r}")
         if not math.isfinite(self.noise_sigma) or self.noise_sigma < 0:
@@ -187,7 +191,8 @@ def latency_gate(study: Any, trial: Any, latency_ms: float, budget_ms: float) ->
 
 def _default_study_name(config: SearchConfig, backend: str, size: tuple[int, int]) -> str:
     budget = f"{config.budget_ms:g}".replace(".", "p")
-    return f"{config.task}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-seed{config.seed}"
+    sampler = "" if config.sampler == "tpe" else f"-{config.sampler}"  # a random control gets a run dir of its own
+    return f"{config.task}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-seed{config.seed}{sampler}"
 
 
 def _fmt(value: Any) -> Any:
@@ -256,9 +261,10 @@ class Search:
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler_class = optuna.samplers.RandomSampler if cfg.sampler == "random" else optuna.samplers.TPESampler
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=self._sampler_seed()),
+            sampler=sampler_class(seed=self._sampler_seed()),
         )
         self._check_study_settings()
         self._write_run_json(None)

@@ -23,7 +23,7 @@ def _budget(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.search import BUDGET_STATS, DEFAULT_TRIALS
+    from nas.search import BUDGET_STATS, DEFAULT_TRIALS, SAMPLERS
 
     p = sub.add_parser(
         "search", help="search for the best network under a latency budget",
@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rerunning the same command resumes up to this number")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="Optuna sampler: tpe (default) or random (a blind-search control), seeded by --seed")
     p.add_argument("--run-dir", help="output folder (default runs/<study>)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: postgresql://... to share a study across machines, or journal:PATH "
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(
         budget_ms=args.budget_ms, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None,
-        trials=args.trials, train_steps=args.train_steps, seed=args.seed, run_dir=args.run_dir,
+        trials=args.trials, train_steps=args.train_steps, seed=args.seed, sampler=args.sampler,
+        run_dir=args.run_dir,
         storage=args.storage, study=args.study, latency_db=args.latency_db, data=args.data,
         val_data=args.val_data, loss=args.loss, noise_sigma=args.noise_sigma, budget_stat=args.budget_stat,
         warm_start=not args.no_warm_start, write_report=not args.no_report, write_export=not args.no_export,

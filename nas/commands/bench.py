@@ -1,0 +1,96 @@
+"""``nas bench``: the search against hand-designed networks and against random search, at equal latency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+T = TypeVar("T")
+
+
+def _list_of(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser that raises ValueError with a user-facing message."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from nas.bench import DEFAULT_BUDGETS, DEFAULT_SEEDS, LONG_FACTOR, SR_TASKS, parse_budgets, parse_seeds
+    from nas.search import DEFAULT_TRIALS
+
+    p = sub.add_parser(
+        "bench", help="does the search beat the reference nets and random search at equal latency?",
+        description="For each budget and seed run a TPE search and a RandomSampler search with the same trials "
+        "and training steps (both start from the reference nets), all sharing one latency database and "
+        "training cache; time plain bicubic and bilinear; train each budget's winner and the references "
+        "longer and report the Spearman rank correlation of short against long gain. Writes bench.json "
+        "and bench.md into --out, and each search's run dir under --out/<budget>ms/<sampler>-seed<k>/. "
+        "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 130 interrupted (rerun to resume).",
+    )
+    budgets = ",".join(f"{b:g}" for b in DEFAULT_BUDGETS)
+    seeds = ",".join(map(str, DEFAULT_SEEDS))
+    p.add_argument("--budgets", type=_list_of(parse_budgets), default=DEFAULT_BUDGETS, metavar="MS,MS,...",
+                   help=f"latency budgets in ms (default {budgets})")
+    p.add_argument("--seeds", type=_list_of(parse_seeds), default=DEFAULT_SEEDS, metavar="S,S,...",
+                   help=f"seeds; each seeds both samplers and the training (default {seeds})")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"trials per search, the reference nets included (default {DEFAULT_TRIALS})")
+    p.add_argument("--train-steps", type=int, help="short-training steps per candidate (default: the search's)")
+    p.add_argument("--long-steps", type=int,
+                   help=f"steps of the long training of winners and references (default {LONG_FACTOR}x the short)")
+    p.add_argument("--task", choices=SR_TASKS, default="sr2x", help="super-resolution task (default sr2x)")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default: tensorrt > torch-cuda > onnxruntime > torch-cpu), tensorrt, "
+                   "torch-cuda, onnxruntime, torch-cpu")
+    p.add_argument("--input-size", metavar="HxW",
+                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU)")
+    p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default bench)")
+    p.add_argument("--latency-db", metavar="URL",
+                   help="latency database (and training cache) shared by every search: SQLite path/URL or "
+                   "postgresql://... (default $NAS_LATENCY_DB or the user cache dir)")
+    p.add_argument("--json", action="store_true", help="print bench.json's object on stdout; no progress")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.bench import Bench, BenchConfig, finite
+    from nas.search import parse_input_size
+
+    config = BenchConfig(
+        budgets=args.budgets, seeds=args.seeds, trials=args.trials, train_steps=args.train_steps,
+        long_steps=args.long_steps, task=args.task, backend=args.backend,
+        input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
+        latency_db=args.latency_db,
+    )
+    bench = Bench(config, quiet=args.json)
+    result = bench.run()
+    if bench.interrupted:
+        print(f"nas bench: interrupted; every finished trial is kept under {config.out}: rerun the same command "
+              "to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(finite(result), allow_nan=False))
+    else:
+        for t in result["targets"]:
+            print(f"{t['budget_ms']:g} ms: winner {_fmt(t['winner_gain_db'])} dB, best reference "
+                  f"{t['reference'] or '-'} {_fmt(t['reference_gain_db'])} dB, random {_fmt(t['random_gain_db'])} "
+                  f"dB; {t['over_budget_trials']} over budget, {t['over_budget_train_s']:g} s of their training")
+        rho = result["long"]["spearman"]
+        print(f"Spearman short vs long gain over {result['long']['n_pairs']} nets: "
+              f"{'-' if rho is None else f'{rho:+.3f}'}")
+        print(f"written: {config.out}/bench.json, {config.out}/bench.md")
+    return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"

@@ -1,0 +1,146 @@
+"""`nas bench` end to end: a real tiny bench (ONNX Runtime on this CPU, real short and long training)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from tiny import run_nas
+
+BUDGETS, SEEDS, SAMPLERS = (0.3, 0.6), (0, 1), ("tpe", "random")
+TRIALS = 5
+BENCH_ARGS = ["--budgets", "0.3,0.6", "--seeds", "0,1", "--trials", str(TRIALS), "--train-steps", "40",
+              "--long-steps", "80", "--input-size", "32x48", "--backend", "onnxruntime"]
+REFERENCES = ("espcn", "fsrcnn", "fsrcnn_small", "tiny")
+
+
+def run_bench(out: Path, db: str) -> dict:
+    proc = run_nas("bench", *BENCH_ARGS, "--out", str(out), "--latency-db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert json.loads((out / "bench.json").read_text()) == result
+    return result
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real tiny bench, and a second identical one on the same latency database."""
+    root = tmp_path_factory.mktemp("bench")
+    db = f"sqlite:///{root / 'latency.db'}"
+    first = run_bench(root / "first", db)
+    second = run_bench(root / "second", db)
+    return {"root": root, "first": first, "second": second}
+
+
+def trials_of(run: dict) -> list[dict[str, str]]:
+    with (Path(run["run_dir"]) / "trials.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_budget_sampler_and_seed_ran(bench: dict) -> None:
+    result = bench["first"]
+    runs = {(r["budget_ms"], r["sampler"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == set(itertools.product(BUDGETS, SAMPLERS, SEEDS))
+    for (budget, sampler, seed), run in runs.items():
+        assert Path(run["run_dir"]) == bench["root"] / "first" / f"{budget:g}ms" / f"{sampler}-seed{seed}"
+        rows = trials_of(run)
+        assert len(rows) == run["n_trials"] == TRIALS
+        assert [r["reference"] for r in rows[:4]] == list(REFERENCES)  # both samplers start from the references
+    assert [t["budget_ms"] for t in result["budgets"]] == list(BUDGETS)
+    assert (bench["root"] / "first" / "bench.md").read_text().count("## Budget") == len(BUDGETS)
+
+
+def test_over_budget_trials_have_zero_training(bench: dict) -> None:
+    result = bench["first"]
+    n_over = 0
+    for run in result["runs"]:
+        for r in trials_of(run):
+            if r["over_budget"] == "True":
+                n_over += 1
+                assert float(r["latency_ms"]) > run["budget_ms"]
+                assert r["trained"] == "False" and float(r["train_s"] or 0) == 0.0 and r["psnr_gain_db"] == ""
+        assert run["gate_ok"] and run["over_budget_train_s"] == 0.0
+    assert n_over > 0, "the tiny bench must exercise the gate"
+    assert sum(t["over_budget_trials"] for t in result["targets"]) == n_over
+    assert all(t["gate_ok"] for t in result["targets"])
+
+
+def test_references_and_classical_baselines(bench: dict) -> None:
+    refs = bench["first"]["references"]
+    assert set(refs) == {*REFERENCES, "bicubic", "bilinear"}
+    for name in REFERENCES:
+        row = next(r for r in trials_of(bench["first"]["runs"][0]) if r["reference"] == name)
+        assert refs[name]["latency_ms"] == pytest.approx(float(row["latency_ms"]), rel=1e-5)
+        assert set(refs[name]["per_seed"]) == {str(s) for s in SEEDS}
+    for seed in map(str, SEEDS):
+        assert refs["bicubic"]["per_seed"][seed]["psnr_gain_db"] == 0.0
+        bicubic_psnr = refs["tiny"]["per_seed"][seed]["bicubic_psnr_db"]  # the trainer's own bicubic PSNR
+        bilinear = refs["bilinear"]["per_seed"][seed]
+        assert bilinear["psnr_gain_db"] == pytest.approx(bilinear["psnr_db"] - bicubic_psnr, abs=1e-9)
+        assert bilinear["psnr_gain_db"] < 0
+    assert refs["bicubic"]["latency_ms"] > 0 and refs["bilinear"]["latency_ms"] > 0
+
+
+def test_the_best_reference_is_the_best_that_fits(bench: dict) -> None:
+    refs = bench["first"]["references"]
+    for table in bench["first"]["budgets"]:
+        fits = {n: e["gain"]["mean"] for n, e in refs.items() if e["latency_ms"] <= table["budget_ms"]}
+        assert table["best_reference"]["name"] == max(fits, key=fits.get)
+
+
+def test_spearman_over_the_winners_and_references(bench: dict) -> None:
+    from scipy.stats import spearmanr
+
+    result = bench["first"]
+    long = result["long"]
+    keys = {(n["arch_id"], n["seed"]) for n in long["nets"]}
+    for budget in BUDGETS:  # each budget's TPE winner at its best seed
+        tpe = [r for r in result["runs"] if r["budget_ms"] == budget and r["sampler"] == "tpe"]
+        best = max(tpe, key=lambda r: r["best"]["psnr_gain_db"])
+        assert (best["best"]["arch_id"], best["seed"]) in keys
+    for name in REFERENCES:  # every reference at the first seed
+        assert (result["references"][name]["arch_id"], SEEDS[0]) in keys
+    assert len(keys) == len(long["nets"]) == long["n_pairs"]
+    short = [n["short"]["psnr_gain_db"] for n in long["nets"]]
+    longer = [n["long"]["psnr_gain_db"] for n in long["nets"]]
+    assert long["spearman"] == pytest.approx(spearmanr(short, longer).statistic, abs=1e-12)
+    for n in long["nets"]:  # the short gain is the search's own result for that net and seed
+        run = next(r for r in result["runs"] if r["seed"] == n["seed"] and r["sampler"] == "tpe")
+        row = next((r for r in trials_of(run) if r["arch_id"] == n["arch_id"] and r["psnr_gain_db"]), None)
+        if row is not None:
+            assert n["short"]["psnr_gain_db"] == pytest.approx(float(row["psnr_gain_db"]), rel=1e-5)
+
+
+def test_spearman_with_ties_and_degenerate_input() -> None:
+    from scipy.stats import spearmanr
+
+    from nas.bench import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    tied = ([1, 2, 2, 3, 5], [2, 1, 4, 3, 5])  # ties get their average rank, as in scipy
+    assert spearman(*tied) == pytest.approx(spearmanr(*tied).statistic, abs=1e-12)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_second_identical_bench_measures_and_trains_nothing(bench: dict) -> None:
+    first, second = bench["first"], bench["second"]
+    assert first["new_latency_rows"] > 0 and first["new_trainings"] > 0
+    assert second["new_latency_rows"] == 0 and second["new_trainings"] == 0
+    assert all(r["n_measured"] == 0 for r in second["runs"])
+    assert all(e["latency_cached"] for e in second["references"].values())
+    assert [r["best"] for r in second["runs"]] == [r["best"] for r in first["runs"]]
+    assert second["long"]["spearman"] == first["long"]["spearman"]
+
+
+@pytest.mark.parametrize("args", [["--budgets", "abc"], ["--seeds", ""], ["--budgets", "2,-1"],
+                                  ["--seeds", "0,0"], ["--long-steps", "0"], ["--task", "denoise"]])
+def test_bad_input_is_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_nas("bench", *args, "--out", str(out), "--latency-db", f"sqlite:///{tmp_path / 'l.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+    assert not out.exists()
