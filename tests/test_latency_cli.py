@@ -47,6 +47,18 @@ def test_latency_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert corrupt.read_bytes() == b"not a database at all"
 
 
+@pytest.mark.parametrize("level", ["0", "6", "fast"])
+def test_bad_tensorrt_opt_level_is_a_usage_error(level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Level 0 ignores the timing cache; any level outside 1..5 is refused before TensorRT is touched."""
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    monkeypatch.setenv("NAS_TRT_OPT_LEVEL", level)
+    assert main(["latency", str(arch), "--backend", "tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "NAS_TRT_OPT_LEVEL" in err and f"{level!r}" in err and len(err.splitlines()) == 1
+
+
 def test_db_stats_export_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps(ARCH))

@@ -24,7 +24,10 @@ def get_backend(name: str, **options: object) -> Backend:
         return resolve_backend("auto", **options)
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKEND_NAMES)}")
-    return BACKENDS[name](**options)
+    try:
+        return BACKENDS[name](**options)
+    except ValueError as exc:  # a bad setting (protocol, NAS_TRT_OPT_LEVEL): the user's to fix
+        raise BackendError(str(exc)) from None
 
 
 def resolve_backend(name: str = "auto", **options: object) -> Backend:

@@ -95,11 +95,15 @@ class TensorRTBackend(Backend):
     default_io_dtype = "fp16"
     protocols = GPU_PROTOCOLS
 
-    def __init__(self, protocol: str = "fast", opt_level: int = 3, workspace_mib: int = 4096) -> None:
+    def __init__(self, protocol: str = "fast", opt_level: int | None = None, workspace_mib: int = 4096) -> None:
         super().__init__(protocol)
+        if opt_level is None:  # the CLI's way to set it: NAS_TRT_OPT_LEVEL=1..5, default 3
+            text = os.environ.get("NAS_TRT_OPT_LEVEL", "3")
+            opt_level = int(text) if text.strip().isdigit() else -1
         if not 1 <= opt_level <= 5:
-            raise ValueError(f"TensorRT builder optimization level must be 1..5, got {opt_level} "
-                             "(0 picks the first tactic and ignores the timing cache)")
+            raise ValueError(f"TensorRT builder optimization level (NAS_TRT_OPT_LEVEL) must be 1..5, got "
+                             f"{os.environ.get('NAS_TRT_OPT_LEVEL', opt_level)!r} (0 picks the first tactic "
+                             "and ignores the timing cache)")
         self.opt_level = opt_level
         self.workspace_mib = workspace_mib
 
