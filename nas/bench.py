@@ -214,7 +214,6 @@ class Bench:
         self.out = Path(config.out)
         self.interrupted = False
         self.searches: dict[tuple[float, str, int], Search] = {}
-        self.long_trainings = 0
 
     def say(self, message: str) -> None:
         if not self.quiet:
