@@ -15,6 +15,7 @@ from typing import Any
 
 from latency_db.backends import Backend, BuildError
 from latency_db.candidates import Candidate, check_workload, counts_for
+from latency_db.contention import others_cpus, snapshot
 from latency_db.fingerprint import host
 from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import device_lock
@@ -44,6 +45,7 @@ class LatencyResult:
     roofline_ms: float | None
     cached: bool
     error: str | None
+    background_cpus: float | None  # other processes' CPU use while this was timed (None: unknown)
     backend: str
     backend_version: str
     device: str
@@ -76,7 +78,8 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
         p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
         samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
         measure_s=measure_s, lock_wait_s=lock_wait_s, roofline_ms=row["roofline_ms"], cached=cached,
-        error=row["error"], backend=row["backend"], backend_version=row["backend_version"], device=device,
+        error=row["error"], background_cpus=json.loads(row.get("details_json") or "{}").get("background_cpus"),
+        backend=row["backend"], backend_version=row["backend_version"], device=device,
         protocol=row["protocol"], host=row["host"], measured_at=row["measured_at"],
     )
 
@@ -93,6 +96,7 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
         "cov": None, "n_samples": 0, "samples_json": "[]", "unstable": False, "attempts": 0, "build_s": None,
         "details_json": "{}",
     }
+    before = snapshot()
     try:
         raw = backend.measure(spec, workload)
     except BuildError as exc:
@@ -100,10 +104,12 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
     except Exception as exc:  # noqa: BLE001  a failure that may not recur (out of memory, driver hiccup): not cached
         return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, False
     s = summarize(list(raw.samples_ms))
+    others = others_cpus(before, snapshot())
+    details = {**raw.details, "background_cpus": None if others is None else round(others, 3)}
     row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
                mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),
                unstable=raw.unstable, attempts=raw.attempts, build_s=raw.build_s,
-               details_json=json.dumps(raw.details, sort_keys=True, default=str))
+               details_json=json.dumps(details, sort_keys=True, default=str))
     return row, True
 
 

@@ -92,6 +92,7 @@ class Tally:
     measure_s: float = 0.0
     train_s: float = 0.0
     lock_wait_s: float = 0.0
+    contended: int = 0          # CPU measurements timed while other processes were busy
     best_gain: float | None = None
     best_latency: float | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -322,6 +323,18 @@ class Search:
             raise UsageError(f"study '{self.study_name}' was created with other settings ({', '.join(changed)} "
                              "differ): use another --study name or the same settings")
 
+    def _note_contention(self, latency: Any, number: int, tally: Tally) -> None:
+        """Count CPU measurements timed beside busy processes, and say so once: they are stored as measured."""
+        from latency_db.contention import CONTENDED_CPUS
+
+        if latency.cached or self.backend.is_gpu or (latency.background_cpus or 0) <= CONTENDED_CPUS:
+            return
+        tally.contended += 1
+        if tally.contended == 1:
+            self.say(f"warning: other processes used {latency.background_cpus:.1f} CPUs while trial {number} was "
+                     "timed; CPU latencies measured beside busy processes come out too high and are stored as "
+                     "measured: search on a quiet machine (the summary counts contended measurements)")
+
     # ------------------------------------------------------------------ one trial
     def _trial(self, trial: Any, tally: Tally) -> None:
         from optuna.trial import TrialState
@@ -347,6 +360,7 @@ class Search:
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
+        self._note_contention(latency, trial.number, tally)
         (folder / "latency.json").write_text(json.dumps(latency.to_dict(), indent=1) + "\n")
         trial.set_user_attr("latency", {
             "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "cov": latency.cov,
@@ -484,7 +498,7 @@ class Search:
             "n_latency_cache_hits": sum(1 for r in rows if r["latency_cached"]),
             "n_train_cache_hits": sum(1 for r in rows if r["train_cached"]),
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
-                         "train_cache_hits": tally.train_hits},
+                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": None if best is None else {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -243,3 +245,53 @@ def test_device_lock_waits_for_another_process_and_is_reentrant(tmp_path: Path) 
             assert inner.waited_s < 0.1
     holder.join(10)
     assert holder.exitcode == 0
+
+
+def _spinner(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _busy_child(seconds: float) -> subprocess.Popen:
+    """Another process keeping one CPU busy for ``seconds``."""
+    code = f"import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_contention_counts_other_processes_not_our_own() -> None:
+    from latency_db.contention import others_cpus, snapshot
+
+    before = snapshot()
+    _spinner(0.6)  # our own work: excluded
+    after = snapshot()
+    own_and_others = after.busy_s - before.busy_s
+    others = others_cpus(before, after)
+    assert others is not None and others <= own_and_others / (after.wall_s - before.wall_s) - 0.5
+    child = _busy_child(2.0)
+    try:
+        time.sleep(0.3)  # let the child start spinning
+        before = snapshot()
+        time.sleep(1.0)
+        busy = others_cpus(before, snapshot())
+    finally:
+        child.wait()
+    assert busy is not None and busy > 0.5  # the child alone keeps one CPU busy
+
+
+def test_measurement_beside_a_busy_process_is_flagged(store: LatencyStore) -> None:
+    from latency_db.contention import CONTENDED_CPUS
+
+    backend = CountingOrt()
+    spec = sr_spec(16, 2)
+    w = workload_for(spec, 64, 96, backend.default_io_dtype)
+    child = _busy_child(30.0)
+    try:
+        time.sleep(0.3)
+        result = measure_or_get(spec, w, backend, store)
+    finally:
+        child.kill()
+        child.wait()
+    assert result.background_cpus is not None and result.background_cpus > CONTENDED_CPUS
+    again = measure_or_get(spec, w, backend, store)
+    assert again.cached and again.background_cpus == result.background_cpus and backend.calls == 1
