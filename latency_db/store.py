@@ -287,6 +287,14 @@ class LatencyStore:
             conn.execute(stmt, {"device_hash": device_hash, "device": device, "peak_gflops": peak_gflops,
                                 "bandwidth_gbs": bandwidth_gbs, "measured_at": now_iso()})
 
+    def raise_peak(self, device_hash: str, peak_gflops: float, bandwidth_gbs: float) -> None:
+        """Raise a stored peak to at least these rates (never lowers: a peak is the best seen)."""
+        with self.engine.begin() as conn:
+            for column, value in ((device_peaks.c.peak_gflops, peak_gflops),
+                                  (device_peaks.c.bandwidth_gbs, bandwidth_gbs)):
+                conn.execute(device_peaks.update().where(device_peaks.c.device_hash == device_hash, column < value)
+                             .values({column.name: value, "measured_at": now_iso()}))
+
     # ------------------------------------------------------------------ export / import
     def export(self, path: str | os.PathLike[str]) -> int:
         """Write every row to a .csv or .parquet file (by suffix); returns the row count."""

@@ -204,6 +204,24 @@ def test_cpu_peak_is_probed_once_per_fingerprint(store: LatencyStore, monkeypatc
     assert calls == [backend.threads]
 
 
+def test_a_measurement_faster_than_its_bound_raises_the_probed_peak(store: LatencyStore,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe run on a busy machine (here: a peak 1000x too low) cannot make the bound exceed a measurement."""
+    from latency_db import roofline
+    from latency_db.fingerprint import digest
+
+    low = roofline.Peak(0.05, 0.05, "probe")
+    monkeypatch.setattr(roofline, "probe_cpu", lambda threads: low)
+    backend = OnnxRuntimeBackend()
+    spec = sr_spec(16, 2)
+    r = measure_or_get(spec, workload_for(spec, 64, 96, backend.default_io_dtype), backend, store)
+    assert r.error is None and r.roofline_ms is not None and r.roofline_ms <= r.median_ms
+    gflops, bandwidth = store.get_peak(digest(backend.fingerprint()["key"]))
+    assert gflops > low.gflops and bandwidth > low.bandwidth_gbs
+    store.raise_peak(digest(backend.fingerprint()["key"]), 0.01, 0.01)  # never lowered
+    assert store.get_peak(digest(backend.fingerprint()["key"])) == (gflops, bandwidth)
+
+
 def test_gpu_peak_table_and_roofline() -> None:
     from latency_db.roofline import gpu_peak, roofline_ms
     from search_spaces import Counts
