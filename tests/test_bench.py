@@ -91,6 +91,18 @@ def test_the_best_reference_is_the_best_that_fits(bench: dict) -> None:
         assert table["best_reference"]["name"] == max(fits, key=fits.get)
 
 
+def test_targets_are_judged_seed_by_seed(bench: dict) -> None:
+    result = bench["first"]
+    for t in result["targets"]:
+        best = {(r["sampler"], r["seed"]): r["best"] for r in result["runs"] if r["budget_ms"] == t["budget_ms"]}
+        ref = result["references"][t["reference"]]["per_seed"]
+        beating = sum(1 for k in SEEDS if best[("tpe", k)] is not None
+                      and best[("tpe", k)]["psnr_gain_db"] > ref[str(k)]["psnr_gain_db"])
+        assert t["seeds_beating_reference"] == beating
+        assert t["winner_beats_reference"] == (beating == len(SEEDS))
+        assert sum(t["tpe_vs_random"].values()) == len(SEEDS)  # bilinear fits every budget: no seed is skipped
+
+
 def test_spearman_over_the_winners_and_references(bench: dict) -> None:
     from scipy.stats import spearmanr
 
