@@ -550,6 +550,11 @@ def _pm(s: dict[str, Any], fmt: str = "+.3f") -> str:
     return f"{s['mean']:{fmt}} ± {s['sd']:.3f}" + (f" (n={s['n']})" if s["n"] != 1 else "")
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: an arch summary's '|' separators would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def _yes(flag: bool) -> str:
     return "**met**" if flag else "**missed**"
 
@@ -576,7 +581,7 @@ def render_md(r: dict[str, Any]) -> str:
     ]
     for name, e in r["references"].items():
         lines.append(f"| {name} | {_ms(e['latency_ms'])} | {_pm(e['gain'])} | {_pm(e['ssim'], '.4f')} | "
-                     f"{e['summary']} |")
+                     f"{_cell(e['summary'])} |")
     lines += ["", ("Plain bicubic and bilinear are timed as graphs holding only the Resize (no learned layer; "
               "the search space needs at least one); bicubic's gain is 0 by definition, bilinear's is its "
               "PSNR minus bicubic's on the same images. The reference nets' gains come from the searches' "
@@ -604,7 +609,7 @@ def render_md(r: dict[str, Any]) -> str:
             lines.append(f"| {x['sampler']} | {x['seed']} | " + (
                 "- | - | - | nothing under the budget |" if b is None else
                 f"{_db(b['psnr_gain_db'])} | {_ms(b['latency_ms'])} | {b['ssim']:.4f} | "
-                f"{(b['reference'] + ': ') if b['reference'] else ''}{b['summary']} |"))
+                f"{(b['reference'] + ': ') if b['reference'] else ''}{_cell(b['summary'])} |"))
         lines.append("")
     lg = r["long"]
     rho = "not defined (fewer than 3 nets or a constant side)" if lg["spearman"] is None else f"{lg['spearman']:+.3f}"
@@ -613,7 +618,7 @@ def render_md(r: dict[str, Any]) -> str:
               "| net | seed | short gain dB | long gain dB | long SSIM | arch |", "|---|---|---|---|---|---|"]
     for n in lg["nets"]:
         lines.append(f"| {' = '.join(n['labels'])} | {n['seed']} | {_db(n['short']['psnr_gain_db'])} | "
-                     f"{_db(n['long']['psnr_gain_db'])} | {n['long']['ssim']:.4f} | {n['summary']} |")
+                     f"{_db(n['long']['psnr_gain_db'])} | {n['long']['ssim']:.4f} | {_cell(n['summary'])} |")
     lines += ["", f"Spearman rank correlation, short vs long gain, over {lg['n_pairs']} nets: {rho}.", "",
               "## Targets", "",
               ("Judged seed by seed: the winner must beat the best fitting reference trained with the same seed on "
