@@ -15,7 +15,7 @@ from typing import Any
 
 from latency_db.backends import Backend, BuildError
 from latency_db.candidates import Candidate, check_workload, counts_for
-from latency_db.contention import others_cpus, snapshot
+from latency_db.contention import CONTENDED_CPUS, others_cpus, snapshot
 from latency_db.fingerprint import host
 from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import device_lock
@@ -45,7 +45,7 @@ class LatencyResult:
     roofline_ms: float | None
     cached: bool
     error: str | None
-    background_cpus: float | None  # other processes' CPU use while this was timed (None: unknown)
+    background_cpus: float | None  # CPU backends: other processes' CPU use while this was timed (else None)
     backend: str
     backend_version: str
     device: str
@@ -56,6 +56,11 @@ class LatencyResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def contended(self) -> bool:
+        """Measured just now on a CPU while other processes were busy: likely too slow, yet stored."""
+        return not self.cached and (self.background_cpus or 0.0) > CONTENDED_CPUS
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,7 +112,7 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
     s = summarize(list(raw.samples_ms))
     if peak is not None:  # a CPU probe proved low by this measurement is raised, so the bound stays a bound
         row["roofline_ms"] = roofline_ms(counts, raise_to_measured(backend, store, peak, counts, s.median_ms))
-    others = others_cpus(before, snapshot())
+    others = None if backend.is_gpu else others_cpus(before, snapshot())  # a GPU is not slowed by busy CPUs
     details = {**raw.details, "background_cpus": None if others is None else round(others, 3)}
     row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
                mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),

@@ -34,8 +34,7 @@ if TYPE_CHECKING:
 
     from nas.data import TaskData
     from nas.train import TrainConfig, TrainResult
-    from nas.train_cache import TrainCache
-    from search_spaces import ArchSpec, Counts
+    from search_spaces import Counts
 
 DEFAULT_BUDGETS = (2.0, 4.0, 8.0)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -258,21 +257,6 @@ class Bench:
             },
         }
 
-    # ------------------------------------------------------------------ training outside the searches
-    def _train(self, spec: ArchSpec, config: TrainConfig, cache: TrainCache, data: TaskData,
-               device: str, backend: Any) -> TrainResult:
-        """Short-train ``spec`` with ``config`` through the shared training cache, as the search does."""
-        from latency_db import device_lock
-        from nas.train import short_train
-
-        key = (spec.arch_id, config.hash(), data.data_id)
-        result = cache.get(*key)
-        if result is None:
-            with device_lock(backend):
-                result = short_train(spec, data, config, device=device)
-            cache.put(*key, result, config.to_dict())
-        return result
-
     # ------------------------------------------------------------------ the whole bench
     def run(self) -> dict[str, Any]:
         cfg = self.config
@@ -360,8 +344,8 @@ class Bench:
             lat = measure_or_get(spec, search.workload, search.backend, search.store)
             per_seed = {}
             for seed in self.config.seeds:
-                result = self._train(spec, self._config_for(seed), search.train_cache, search.data,
-                                     search.device, search.backend)
+                result, _, _ = search.train_cache.train(spec, search.data, self._config_for(seed), search.backend,
+                                                        search.device)
                 per_seed[str(seed)] = _train_result(result)
             out[name] = self._reference_entry("net", spec.arch_id, spec.summary(), lat, per_seed)
         resize_workload = Workload(height=search.input_size[0], width=search.input_size[1], scale=1, channels=3,
@@ -438,10 +422,10 @@ class Bench:
         rows = []
         for n, ((arch_id, seed), net) in enumerate(nets.items(), 1):
             short_cfg = self._config_for(seed)
-            short = self._train(net["spec"], short_cfg, search.train_cache, search.data, search.device, search.backend)
+            short, _, _ = search.train_cache.train(net["spec"], search.data, short_cfg, search.backend, search.device)
             self.say(f"long training [{n}/{len(nets)}] {' = '.join(net['labels'])}: {long_steps} steps")
-            long = self._train(net["spec"], replace(short_cfg, steps=long_steps), search.train_cache, search.data,
-                               search.device, search.backend)
+            long, _, _ = search.train_cache.train(net["spec"], search.data, replace(short_cfg, steps=long_steps),
+                                                  search.backend, search.device)
             rows.append({"labels": net["labels"], "arch_id": arch_id, "seed": seed, "summary": net["spec"].summary(),
                          "short": _train_result(short), "long": _train_result(long)})
         pairs = [(r["short"]["psnr_gain_db"], r["long"]["psnr_gain_db"]) for r in rows

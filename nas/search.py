@@ -325,9 +325,7 @@ class Search:
 
     def _note_contention(self, latency: Any, number: int, tally: Tally) -> None:
         """Count CPU measurements timed beside busy processes, and say so once: they are stored as measured."""
-        from latency_db.contention import CONTENDED_CPUS
-
-        if latency.cached or self.backend.is_gpu or (latency.background_cpus or 0) <= CONTENDED_CPUS:
+        if not latency.contended:
             return
         tally.contended += 1
         if tally.contended == 1:
@@ -339,8 +337,7 @@ class Search:
     def _trial(self, trial: Any, tally: Tally) -> None:
         from optuna.trial import TrialState
 
-        from latency_db import device_lock, measure_or_get
-        from nas.train import short_train
+        from latency_db import measure_or_get
         from search_spaces import count
 
         cfg = self.config
@@ -375,17 +372,14 @@ class Search:
         if not latency_gate(self.study, trial, value, cfg.budget_ms):
             return
 
-        key = (arch_id, self.train_config.hash(), self.data.data_id)
-        result = self.train_cache.get(*key)
-        trial.set_user_attr("train_cached", result is not None)
-        if result is None:
-            with device_lock(self.backend) as lock:
-                result = short_train(spec, self.data, self.train_config, device=self.device)
-            tally.lock_wait_s += lock.waited_s
-            tally.train_s += result.train_s
-            self.train_cache.put(*key, result)
-        else:
+        result, cached, waited_s = self.train_cache.train(spec, self.data, self.train_config, self.backend,
+                                                          self.device)
+        trial.set_user_attr("train_cached", cached)
+        tally.lock_wait_s += waited_s
+        if cached:
             tally.train_hits += 1
+        else:
+            tally.train_s += result.train_s
         self._write_training(folder, result)
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,

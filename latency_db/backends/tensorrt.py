@@ -97,13 +97,11 @@ class TensorRTBackend(Backend):
 
     def __init__(self, protocol: str = "fast", opt_level: int | None = None, workspace_mib: int = 4096) -> None:
         super().__init__(protocol)
-        if opt_level is None:  # the CLI's way to set it: NAS_TRT_OPT_LEVEL=1..5, default 3
-            text = os.environ.get("NAS_TRT_OPT_LEVEL", "3")
-            opt_level = int(text) if text.strip().isdigit() else -1
-        if not 1 <= opt_level <= 5:
-            raise ValueError(f"TensorRT builder optimization level (NAS_TRT_OPT_LEVEL) must be 1..5, got "
-                             f"{os.environ.get('NAS_TRT_OPT_LEVEL', opt_level)!r} (0 picks the first tactic "
-                             "and ignores the timing cache)")
+        given = str(opt_level) if opt_level is not None else os.environ.get("NAS_TRT_OPT_LEVEL", "3")
+        if given.strip() not in ("1", "2", "3", "4", "5"):  # the CLI's way to set it: NAS_TRT_OPT_LEVEL
+            raise ValueError(f"TensorRT builder optimization level (NAS_TRT_OPT_LEVEL) must be 1..5, got {given!r} "
+                             "(0 picks the first tactic and ignores the timing cache)")
+        opt_level = int(given)
         self.opt_level = opt_level
         self.workspace_mib = workspace_mib
 

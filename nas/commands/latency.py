@@ -78,7 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from latency_db import measure_or_get, workload_for
-    from latency_db.contention import CONTENDED_CPUS
     from search_spaces import load_spec
 
     spec = load_spec(args.arch_json)
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
           f"{', UNSTABLE' if result.unstable else ''})")
     if result.roofline_ms is not None:
         print(f"  roofline lower bound {result.roofline_ms:.3f} ms")
-    if not result.cached and (result.background_cpus or 0) > CONTENDED_CPUS and not backend.is_gpu:
+    if result.contended:
         print(f"  warning: other processes used {result.background_cpus:.1f} CPUs while this was timed: "
               "the number is likely too high; re-measure on a quiet machine (a fresh --latency-db)")
     print(f"  {where}, protocol {result.protocol}")
