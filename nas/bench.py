@@ -1,8 +1,9 @@
 """`nas bench`: does the search beat hand-designed networks, and blind search, at equal latency?
 
-Per budget and seed it runs two ordinary searches (``Search``), one with TPE and one with Optuna's
-RandomSampler, with the same trials and training steps; both enqueue the reference networks as
-their first trials. Every search has its own run dir under ``out/<budget>ms/<sampler>-seed<k>/`` and
+Per budget and seed it runs one ordinary search (``Search``) per sampler, the search's own (the
+first of ``samplers``, budget-aware evolution by default) and Optuna's RandomSampler as the blind
+control, with the same trials and training steps; all enqueue the reference networks as their first
+trials. Every search has its own run dir under ``out/<budget>ms/<sampler>-seed<k>/`` and
 all share one latency database and its training cache, so a candidate is measured once and an
 (arch, training config) is trained once across the whole bench. Plain bicubic and bilinear are
 timed as graphs that hold only the classical resize. Afterwards each budget's winner and every
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
-from nas.search import DEFAULT_TRIALS, SAMPLERS, Search, SearchConfig
+from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS, Search, SearchConfig
 from nas.storage import mask_url
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BUDGETS = (2.0, 4.0, 8.0)
 DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SAMPLERS = (DEFAULT_SAMPLER, "random")   # the search, then its blind-search control
 LONG_FACTOR = 4          # default --long-steps: this many times the short training's steps
 CLASSICAL = ("bicubic", "bilinear")
 SR_TASKS = ("sr2x", "sr3x", "sr4x")
@@ -51,6 +53,7 @@ class BenchConfig:
 
     budgets: tuple[float, ...] = DEFAULT_BUDGETS
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+    samplers: tuple[str, ...] = DEFAULT_SAMPLERS   # the first is the search judged against the targets
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None     # None: TrainConfig's default
     long_steps: int | None = None      # None: LONG_FACTOR x the short steps
@@ -66,6 +69,10 @@ class BenchConfig:
             raise UsageError(f"--budgets must be positive milliseconds, got {list(self.budgets)}")
         if not self.seeds or any(s < 0 for s in self.seeds):
             raise UsageError(f"--seeds must be non-negative integers, got {list(self.seeds)}")
+        unknown = [s for s in self.samplers if s not in SAMPLERS]
+        if unknown or len(set(self.samplers)) != len(self.samplers) or "random" not in self.samplers[1:]:
+            raise UsageError(f"--samplers must list distinct samplers of {', '.join(SAMPLERS)}, the search first "
+                             f"and random among the others (the control), got {','.join(self.samplers)}")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
         for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps)):
@@ -137,6 +144,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if len(set(values)) != len(values):
         raise ValueError(f"lists a seed twice: {text!r}")
     return values
+
+
+def parse_samplers(text: str) -> tuple[str, ...]:
+    """'evolution,tpe,random' -> ('evolution', 'tpe', 'random'); BenchConfig.validate checks the names."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -263,7 +275,7 @@ class Bench:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         load_before, t0 = loadavg(), time.perf_counter()
         runs: list[dict[str, Any]] = []
-        plan = [(b, sampler, s) for b in cfg.budgets for s in cfg.seeds for sampler in SAMPLERS]
+        plan = [(b, sampler, s) for b in cfg.budgets for s in cfg.seeds for sampler in cfg.samplers]
         counts_before = self._db_counts()
         for i, (budget, sampler, seed) in enumerate(plan, 1):
             self.say(f"[{i}/{len(plan)}] budget {budget:g} ms, {sampler}, seed {seed}: "
@@ -374,7 +386,7 @@ class Bench:
                       references: dict[str, Any]) -> dict[str, Any]:
         """Per sampler: best found (mean ± sd over seeds), gate and time split; the best reference that fits."""
         table: dict[str, Any] = {"budget_ms": budget, "samplers": {}}
-        for sampler in SAMPLERS:
+        for sampler in self.config.samplers:
             mine = [r for r in runs if r["budget_ms"] == budget and r["sampler"] == sampler]
             bests = [r["best"] for r in mine if r["best"] is not None]
             table["samplers"][sampler] = {
@@ -400,21 +412,22 @@ class Bench:
         return table
 
     def _long_training(self, search: Search, runs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Long training of each budget's TPE winner (the seed with the best short gain) and of every
+        """Long training of each budget's winner (the search's, at the seed with the best short gain) and of every
         reference net (at the first seed); Spearman of short against long gain over those nets."""
         from search_spaces import ArchSpec
 
         long_steps = self._long_steps(search)
         first_seed = self.config.seeds[0]
+        searcher = self.config.samplers[0]
         nets: dict[tuple[str, int], dict[str, Any]] = {}
         for budget in self.config.budgets:
-            tpe = [r for r in runs if r["budget_ms"] == budget and r["sampler"] == "tpe" and r["best"]]
-            if not tpe:
+            mine = [r for r in runs if r["budget_ms"] == budget and r["sampler"] == searcher and r["best"]]
+            if not mine:
                 continue
-            win = max(tpe, key=lambda r: r["best"]["psnr_gain_db"])
+            win = max(mine, key=lambda r: r["best"]["psnr_gain_db"])
             spec = ArchSpec.from_json((Path(win["run_dir"]) / "archs" / win["best"]["arch_id"] / "arch.json")
                                       .read_text())
-            label = f"winner {budget:g} ms (tpe seed {win['seed']})"
+            label = f"winner {budget:g} ms ({searcher} seed {win['seed']})"
             nets.setdefault((spec.arch_id, win["seed"]), {"spec": spec, "labels": []})["labels"].append(label)
         for name, spec in search.space.references().items():
             nets.setdefault((spec.arch_id, first_seed), {"spec": spec, "labels": []})["labels"].append(
@@ -431,7 +444,7 @@ class Bench:
         pairs = [(r["short"]["psnr_gain_db"], r["long"]["psnr_gain_db"]) for r in rows
                  if math.isfinite(r["short"]["psnr_gain_db"]) and math.isfinite(r["long"]["psnr_gain_db"])]
         return {"short_steps": search.train_config.steps, "long_steps": long_steps,
-                "which": "each budget's TPE winner at the seed with the best short gain; every reference net "
+                "which": f"each budget's {searcher} winner at the seed with the best short gain; every reference net "
                          f"at seed {first_seed}; bicubic and bilinear are left out (nothing to train)",
                 "nets": rows, "n_pairs": len(pairs),
                 "spearman": spearman([a for a, _ in pairs], [b for _, b in pairs])}
@@ -479,12 +492,14 @@ def classical_scores(data: TaskData, scale: int, noise_sigma: float) -> dict[str
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's three targets per budget, judged seed by seed (each seed trains every net the same way).
 
-    Winner vs reference: TPE's best must beat the best fitting reference's gain at the same seed, on every
-    seed. TPE vs random: mean over seeds of each sampler's best, where a seed that found nothing under the
-    budget counts at the best fitting reference's gain (what a user would ship instead); per-seed wins,
-    ties and losses beside it. Gate: no over-budget trial was trained.
+    Winner vs reference: the search's best (the first sampler's) must beat the best fitting reference's
+    gain at the same seed, on every seed. Search vs random: mean over seeds of each sampler's best, where a
+    seed that found nothing under the budget counts at the best fitting reference's gain (what a user
+    would ship instead); per-seed wins, ties and losses beside it. Gate: no over-budget trial of any
+    sampler was trained.
     """
     seeds = result["config"]["seeds"]
+    searcher = result["config"]["samplers"][0]
     out = []
     for table in result["budgets"]:
         budget, ref = table["budget_ms"], table["best_reference"]
@@ -492,29 +507,29 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 for r in result["runs"] if r["budget_ms"] == budget}
         fallback = {k: None if ref is None else
                     result["references"][ref["name"]]["per_seed"][str(k)]["psnr_gain_db"] for k in seeds}
-        beating = sum(1 for k in seeds if best[("tpe", k)] is not None
-                      and (fallback[k] is None or best[("tpe", k)] > fallback[k]))
+        beating = sum(1 for k in seeds if best[(searcher, k)] is not None
+                      and (fallback[k] is None or best[(searcher, k)] > fallback[k]))
         scores = {key: fallback[key[1]] if gain is None else gain for key, gain in best.items()}
-        paired = [(scores[("tpe", k)], scores[("random", k)]) for k in seeds]
+        paired = [(scores[(searcher, k)], scores[("random", k)]) for k in seeds]
         paired = [(a, b) for a, b in paired if a is not None and b is not None]
-        tpe_mean = statistics.fmean(a for a, _ in paired) if paired else None
+        search_mean = statistics.fmean(a for a, _ in paired) if paired else None
         rnd_mean = statistics.fmean(b for _, b in paired) if paired else None
-        tpe, rnd = table["samplers"]["tpe"], table["samplers"]["random"]
+        mine, rnd, every = table["samplers"][searcher], table["samplers"]["random"], table["samplers"].values()
         out.append({
-            "budget_ms": budget, "seeds": len(seeds),
+            "budget_ms": budget, "seeds": len(seeds), "sampler": searcher,
             "winner_beats_reference": beating == len(seeds), "seeds_beating_reference": beating,
-            "seeds_found": {"tpe": tpe["seeds_with_result"], "random": rnd["seeds_with_result"]},
-            "winner_gain_db": tpe["gain"]["mean"], "random_gain_db": rnd["gain"]["mean"],
+            "seeds_found": {name: s["seeds_with_result"] for name, s in table["samplers"].items()},
+            "winner_gain_db": mine["gain"]["mean"], "random_gain_db": rnd["gain"]["mean"],
             "reference": None if ref is None else ref["name"],
             "reference_gain_db": None if ref is None else ref["gain"]["mean"],
-            "winners_are_references": tpe["winners_are_references"],
-            "tpe_beats_random": tpe_mean is not None and rnd_mean is not None and tpe_mean > rnd_mean,
-            "tpe_mean_db": tpe_mean, "random_mean_db": rnd_mean,
-            "tpe_vs_random": {"wins": sum(a > b for a, b in paired), "ties": sum(a == b for a, b in paired),
-                              "losses": sum(a < b for a, b in paired)},
-            "gate_ok": tpe["gate_ok"] and rnd["gate_ok"],
-            "over_budget_trials": tpe["n_over_budget"] + rnd["n_over_budget"],
-            "over_budget_train_s": tpe["over_budget_train_s"] + rnd["over_budget_train_s"],
+            "winners_are_references": mine["winners_are_references"],
+            "search_beats_random": search_mean is not None and rnd_mean is not None and search_mean > rnd_mean,
+            "search_mean_db": search_mean, "random_mean_db": rnd_mean,
+            "search_vs_random": {"wins": sum(a > b for a, b in paired), "ties": sum(a == b for a, b in paired),
+                                 "losses": sum(a < b for a, b in paired)},
+            "gate_ok": all(s["gate_ok"] for s in every),
+            "over_budget_trials": sum(s["n_over_budget"] for s in every),
+            "over_budget_train_s": sum(s["over_budget_train_s"] for s in every),
         })
     return out
 
@@ -551,7 +566,8 @@ def render_md(r: dict[str, Any]) -> str:
         (f"Backend {r['backend']} (protocol {r['protocol']}) on {r['machine']['device']}; input "
         f"{r['input_size'][0]}x{r['input_size'][1]}, task {c['task']}; budgets {', '.join(f'{b:g}' for b in c['budgets'])} ms; "
         f"seeds {', '.join(map(str, c['seeds']))}; {c['trials']} trials per search; short training "
-        f"{r['train_config']['steps']} steps, long training {c['long_steps']} steps. Every search (TPE and the "
+        f"{r['train_config']['steps']} steps, long training {c['long_steps']} steps. Samplers: "
+        f"{', '.join(c['samplers'])}; the first is the search, judged against the targets. Every search (the "
         "RandomSampler control alike) enqueues the reference nets as its first trials. Gains are validation "
         "PSNR over plain bicubic on held-out images the search never trains on "
         f"({', '.join(r['data']['val'])}); ± is the sample standard deviation over seeds."), "",
@@ -606,21 +622,22 @@ def render_md(r: dict[str, Any]) -> str:
     lines += ["", f"Spearman rank correlation, short vs long gain, over {lg['n_pairs']} nets: {rho}.", "",
               "## Targets", "",
               ("Judged seed by seed: the winner must beat the best fitting reference trained with the same seed on "
-              "every seed; for TPE against random, a seed where a sampler found nothing under the budget counts at "
+              "every seed; for the search against random, a seed where a sampler found nothing under the budget counts at "
               "that reference's gain (the fallback a user would ship)."), "",
-              ("| budget ms | winner beats best reference that fits, every seed | TPE beats random (mean over "
+              ("| budget ms | winner beats best reference that fits, every seed | search beats random (mean over "
                "seeds) | gate trained no over-budget candidate |"), "|---|---|---|---|"]
     for t in r["targets"]:
         ref = "nothing fits" if t["reference"] is None else f"{t['reference']} {_db(t['reference_gain_db'])}"
         found = t["seeds_found"]
         first = (f"{_yes(t['winner_beats_reference'])}: beats it on {t['seeds_beating_reference']}/{t['seeds']} "
-                 f"seeds; TPE best {_db(t['winner_gain_db'])} (found on {found['tpe']}/{t['seeds']}) vs {ref}")
+                 f"seeds; {t['sampler']} best {_db(t['winner_gain_db'])} (found on {found[t['sampler']]}/{t['seeds']}) "
+                 f"vs {ref}")
         if t["winners_are_references"]:
             first += f"; the winner is that reference on {t['winners_are_references']} seeds"
-        wtl = t["tpe_vs_random"]
+        wtl = t["search_vs_random"]
         lines.append(
-            f"| {t['budget_ms']:g} | {first} | {_yes(t['tpe_beats_random'])}: {_db(t['tpe_mean_db'])} vs "
-            f"{_db(t['random_mean_db'])} (random found on {found['random']}/{t['seeds']}); per seed TPE "
+            f"| {t['budget_ms']:g} | {first} | {_yes(t['search_beats_random'])}: {_db(t['search_mean_db'])} vs "
+            f"{_db(t['random_mean_db'])} (random found on {found['random']}/{t['seeds']}); per seed {t['sampler']} "
             f"{wtl['wins']} better, {wtl['ties']} tied, {wtl['losses']} worse | {_yes(t['gate_ok'])}: "
             f"{t['over_budget_trials']} over-budget trials, {t['over_budget_train_s']:g} s of training |")
     return "\n".join(lines) + "\n"

@@ -2,8 +2,9 @@
 
 One objective (maximize validation PSNR gain over bicubic, dB) under one constraint (latency minus
 budget <= 0, reported with ``trial.set_constraint``). A candidate over the budget is told PRUNED
-right after its measurement: it is never trained, and TPE ranks it as infeasible by how far it
-missed (see tests/test_search_gate.py). Latency comes from the latency database first; training
+right after its measurement: it is never trained; TPE ranks it as infeasible by how far it missed
+(tests/test_search_gate.py), and the default evolution sampler shrinks the nets it derives from it
+(nas/samplers.py). Latency comes from the latency database first; training
 results come from a training cache keyed by arch_id + training-config hash + data fingerprint.
 """
 
@@ -30,7 +31,8 @@ from nas.errors import NasError, UsageError
 from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
 
 BUDGET_STATS = ("median", "p90")
-SAMPLERS = ("tpe", "random")   # random: the blind-search control of `nas bench`
+SAMPLERS = ("evolution", "tpe", "random")   # random: the blind-search control of `nas bench`
+DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 CPU_INPUT_SIZE = (135, 240)   # a 270x480 output at x2: what a 2-core CPU can do in a few ms
 GPU_INPUT_SIZE = (540, 960)   # a 1080p output at x2: render low, display high
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: about 3 minutes (reports/search_default.md)
@@ -52,7 +54,7 @@ class SearchConfig:
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None              # None: TrainConfig's default
     seed: int = 0
-    sampler: str = "tpe"                        # one of SAMPLERS
+    sampler: str = DEFAULT_SAMPLER              # one of SAMPLERS
     run_dir: str | None = None                  # None: runs/<study>
     storage: str | None = None                  # None: a journal file in the run dir
     study: str | None = None                    # None: derived from task, backend, size and budget
@@ -192,7 +194,8 @@ def latency_gate(study: Any, trial: Any, latency_ms: float, budget_ms: float) ->
 
 def _default_study_name(config: SearchConfig, backend: str, size: tuple[int, int]) -> str:
     budget = f"{config.budget_ms:g}".replace(".", "p")
-    sampler = "" if config.sampler == "tpe" else f"-{config.sampler}"  # a random control gets a run dir of its own
+    # another sampler (the random control) gets a study and run dir of its own
+    sampler = "" if config.sampler == DEFAULT_SAMPLER else f"-{config.sampler}"
     return f"{config.task}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-seed{config.seed}{sampler}"
 
 
@@ -262,13 +265,24 @@ class Search:
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler_class = optuna.samplers.RandomSampler if cfg.sampler == "random" else optuna.samplers.TPESampler
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=sampler_class(seed=self._sampler_seed()),
+            sampler=self._sampler(),
         )
         self._check_study_settings()
         self._write_run_json(None)
+
+    def _sampler(self) -> Any:
+        import optuna
+
+        from nas.samplers import EvolutionSampler
+
+        seed = self._sampler_seed()
+        if self.config.sampler == "evolution":
+            return EvolutionSampler(budget=self.config.budget_ms, seed=seed)
+        if self.config.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
 
     def _sampler_seed(self) -> int:
         """--seed alone for a study of its own; mixed with the run dir when --storage shares the study, so

@@ -25,13 +25,22 @@ def _list_of(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.bench import DEFAULT_BUDGETS, DEFAULT_SEEDS, LONG_FACTOR, SR_TASKS, parse_budgets, parse_seeds
+    from nas.bench import (
+        DEFAULT_BUDGETS,
+        DEFAULT_SAMPLERS,
+        DEFAULT_SEEDS,
+        LONG_FACTOR,
+        SR_TASKS,
+        parse_budgets,
+        parse_samplers,
+        parse_seeds,
+    )
     from nas.search import DEFAULT_TRIALS
 
     p = sub.add_parser(
         "bench", help="does the search beat the reference nets and random search at equal latency?",
-        description="For each budget and seed run a TPE search and a RandomSampler search with the same trials "
-        "and training steps (both start from the reference nets), all sharing one latency database and "
+        description="For each budget and seed run the search (its default sampler) and a RandomSampler search "
+        "with the same trials and training steps (all start from the reference nets), all sharing one latency database and "
         "training cache; time plain bicubic and bilinear; train each budget's winner and the references "
         "longer and report the Spearman rank correlation of short against long gain. Writes bench.json "
         "and bench.md into --out, and each search's run dir under --out/<budget>ms/<sampler>-seed<k>/. "
@@ -42,7 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budgets", type=_list_of(parse_budgets), default=DEFAULT_BUDGETS, metavar="MS,MS,...",
                    help=f"latency budgets in ms (default {budgets})")
     p.add_argument("--seeds", type=_list_of(parse_seeds), default=DEFAULT_SEEDS, metavar="S,S,...",
-                   help=f"seeds; each seeds both samplers and the training (default {seeds})")
+                   help=f"seeds; each seeds every sampler and the training (default {seeds})")
+    p.add_argument("--samplers", type=_list_of(parse_samplers), default=DEFAULT_SAMPLERS, metavar="NAME,...",
+                   help=f"samplers to run, the search first and random among the others as the control "
+                   f"(default {','.join(DEFAULT_SAMPLERS)}; e.g. evolution,tpe,random)")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials per search, the reference nets included (default {DEFAULT_TRIALS})")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate (default: the search's)")
@@ -67,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import parse_input_size
 
     config = BenchConfig(
-        budgets=args.budgets, seeds=args.seeds, trials=args.trials, train_steps=args.train_steps,
-        long_steps=args.long_steps, task=args.task, backend=args.backend,
+        budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
+        train_steps=args.train_steps, long_steps=args.long_steps, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
         latency_db=args.latency_db,
     )

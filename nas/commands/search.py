@@ -23,7 +23,7 @@ def _budget(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.search import BUDGET_STATS, DEFAULT_TRIALS, SAMPLERS
+    from nas.search import BUDGET_STATS, DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
 
     p = sub.add_parser(
         "search", help="search for the best network under a latency budget",
@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rerunning the same command resumes up to this number")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="Optuna sampler: tpe (default) or random (a blind-search control), seeded by --seed")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                   help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
+                   "them while latency is left and shrinking them when over), tpe, or random (a blind-search control)")
     p.add_argument("--run-dir", help="output folder (default runs/<study>)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: postgresql://... to share a study across machines, or journal:PATH "

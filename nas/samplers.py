@@ -1,0 +1,151 @@
+"""Budget-aware regularized evolution: an Optuna sampler for a search under a latency constraint.
+
+Why not TPE alone: most candidates of a space miss a tight budget, and the best net sits near the
+budget's edge, right beside nets that miss it. Random search spends most trials over budget; TPE
+learns to avoid them but drifts to small, safe nets (reports/bench.md). Regularized evolution
+(Real et al. 2019, "Regularized Evolution for Image Classifier Architecture Search") instead edits
+good trials: a tournament among the most recent feasible trials picks a parent, and the child
+changes one or two of its parameters. Here the edit knows the budget: a parent with latency to
+spare grows (wider, deeper, larger kernels: the larger of ordered choices), a parent over the
+budget shrinks. The first ``n_startup_trials`` (the enqueued reference nets among them) are random.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+MAX_REDRAWS = 20   # mutations drawn again when the child would repeat a trial the study already has
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one trial inherits: its parent's parameters and distributions, and the values that change."""
+
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+    changed: dict[str, Any]
+
+
+def violation(trial: FrozenTrial) -> float:
+    """How far a trial is over its constraints (0 when it meets them all)."""
+    return sum(v for v in trial.constraints.values() if v > 0)
+
+
+def grow_probability(trial: FrozenTrial, budget: float) -> float:
+    """0.5 at the budget's edge; towards 0.9 the more latency the parent leaves unused, towards 0.1
+    the further it is over (the constraint is latency minus budget, so -c/budget is the spare share)."""
+    spare = -sum(trial.constraints.values()) / budget
+    return min(0.9, max(0.1, 0.5 + spare))
+
+
+class EvolutionSampler(BaseSampler):
+    """Tournament selection from the last ``population`` feasible trials, then a budget-aware mutation.
+
+    ``budget`` is the constraint's scale (the latency budget, in the constraint's unit): it turns a
+    parent's constraint value into the share of the budget it leaves unused. Parameters a child has
+    but its parent lacked (a layer added by a deeper draw) are drawn at random.
+    """
+
+    def __init__(self, budget: float, seed: int | None = None, n_startup_trials: int = 10,
+                 population: int = 20, tournament: int = 5) -> None:
+        if budget <= 0:
+            raise ValueError(f"budget must be positive, got {budget}")
+        self.budget = budget
+        self.n_startup_trials = n_startup_trials
+        self.population = population
+        self.tournament = tournament
+        self._rng = random.Random(seed)
+        self._random = RandomSampler(seed=seed)
+        self._plans: dict[int, _Plan] = {}
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ parent and plan
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        history = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if len(history) < self.n_startup_trials:
+            return
+        parent = self._select_parent(study, history)
+        if parent is None or not parent.params:
+            return
+        names = sorted(n for n, d in parent.distributions.items()
+                       if isinstance(d, (IntDistribution, CategoricalDistribution)))
+        if not names:
+            return
+        p_grow = grow_probability(parent, self.budget)
+        seen = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        for _ in range(MAX_REDRAWS):
+            mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
+            changed = {n: self._mutate(parent.params[n], parent.distributions[n], p_grow) for n in mutate}
+            if _key({**parent.params, **changed}) not in seen:
+                break
+        self._plans[trial.number] = _Plan(dict(parent.params), dict(parent.distributions), changed)
+
+    def _select_parent(self, study: Study, history: list[FrozenTrial]) -> FrozenTrial | None:
+        """Best of a random tournament among the newest feasible trials; with none feasible yet, the
+        trial closest to meeting the constraints (its child will likely shrink)."""
+        feasible = [t for t in history if t.state == TrialState.COMPLETE and t.value is not None
+                    and violation(t) == 0]
+        if feasible:
+            recent = sorted(feasible, key=lambda t: t.number)[-self.population:]
+            contenders = self._rng.sample(recent, min(self.tournament, len(recent)))
+            sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+            return max(contenders, key=lambda t: sign * t.value)
+        constrained = [t for t in history if t.constraints]
+        return min(constrained, key=violation) if constrained else None
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        self._plans.pop(trial.number, None)
+
+    # ------------------------------------------------------------------ one parameter
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        plan = self._plans.get(trial.number)
+        if plan is None or plan.distributions.get(param_name) != param_distribution:
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        return plan.changed.get(param_name, plan.params[param_name])
+
+    def _mutate(self, value: Any, dist: IntDistribution | CategoricalDistribution, p_grow: float) -> Any:
+        """Ordered choices (integers) move one or two steps, larger with probability ``p_grow``; other
+        choices (strings, booleans) change to another at random."""
+        direction = 1 if self._rng.random() < p_grow else -1
+        steps = 1 if self._rng.random() < 0.75 else 2
+        if isinstance(dist, IntDistribution):
+            values = list(range(dist.low, dist.high + 1, dist.step))
+        elif _ordered(dist.choices):
+            values = sorted(dist.choices)
+        else:
+            others = [c for c in dist.choices if c != value]
+            return self._rng.choice(others) if others else value
+        i = values.index(value)
+        j = i + direction * steps
+        if not 0 <= j < len(values):   # at the end of the range: move the other way instead
+            j = i - direction * steps
+        return values[min(max(j, 0), len(values) - 1)]
+
+
+def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable form of a trial's parameters, to tell a repeat."""
+    return tuple(sorted((name, repr(value)) for name, value in params.items()))
+
+
+def _ordered(choices: tuple[Any, ...]) -> bool:
+    """Numeric choices (not booleans) have an order that tracks cost: width, kernel, depth."""
+    return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)

@@ -1,0 +1,91 @@
+"""EvolutionSampler: seeded, edits good trials a parameter or two at a time, and grows or shrinks them
+toward the budget. A stand-in cost (MACs of the real sr2x space) replaces measuring, so that many
+seeds run in seconds; the real comparison against random search is `nas bench` (reports/bench.md)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.samplers import EvolutionSampler, grow_probability
+from nas.search import latency_gate
+from search_spaces import count, get_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = get_space("sr2x")
+SIZE = (135, 240)
+MACS_PER_MS = 1e8   # the stand-in device: 100 M multiply-adds per millisecond
+N_TRIALS = 50
+
+
+def run(sampler: optuna.samplers.BaseSampler, budget: float, n_trials: int = N_TRIALS) -> optuna.Study:
+    """A search as nas runs it (references enqueued first, the latency gate), with latency = MACs /
+    MACS_PER_MS and quality = log(parameters): more capacity is better, until the budget stops it."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for spec in SPACE.references().values():
+        study.enqueue_trial(SPACE.params_of(spec))
+    for _ in range(n_trials):
+        trial = study.ask()
+        counts = count(SPACE.sample(trial, SIZE), *SIZE)
+        if latency_gate(study, trial, counts.macs / MACS_PER_MS, budget):
+            study.tell(trial, math.log(counts.params))
+    return study
+
+
+def best(study: optuna.Study) -> float:
+    return max((t.value for t in study.trials if t.state == TrialState.COMPLETE), default=0.0)
+
+
+def test_same_seed_same_trials() -> None:
+    first, second = (run(EvolutionSampler(2.0, seed=7), 2.0, n_trials=30) for _ in range(2))
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    assert [t.params for t in first.trials] != [t.params for t in run(EvolutionSampler(2.0, seed=8), 2.0,
+                                                                      n_trials=30).trials]
+
+
+def test_children_are_small_edits_of_earlier_feasible_trials() -> None:
+    """After the start-up, each trial differs from some earlier feasible trial in few parameters."""
+    study = run(EvolutionSampler(2.0, seed=0, n_startup_trials=10), 2.0, n_trials=40)
+    trials = study.trials
+    edits = []
+    for t in trials[10:]:
+        parents = [p for p in trials[:t.number] if p.state == TrialState.COMPLETE]
+        edits.append(min(len(set(t.params.items()) ^ set(p.params.items())) for p in parents))
+    assert statistics.median(edits) <= 4   # one changed value shows as 2 (old and new); a new layer adds 2-3
+    assert sum(e == 0 for e in edits) < len(edits) / 4   # mostly new candidates, not repeats
+
+
+def test_grow_probability_follows_the_spare_latency() -> None:
+    def trial_at(latency: float, budget: float = 4.0) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=None if latency > budget else 1.0,
+                                         state=TrialState.PRUNED if latency > budget else TrialState.COMPLETE,
+                                         constraints={"latency_ms": latency - budget})
+
+    half, edge, over = (grow_probability(trial_at(x), 4.0) for x in (2.0, 4.0, 8.0))
+    assert half > edge > over
+    assert edge == pytest.approx(0.5)
+    assert grow_probability(trial_at(0.01), 4.0) == pytest.approx(0.9)  # capped: always some shrinking
+    assert grow_probability(trial_at(40.0), 4.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("budget", [1.0, 4.0])
+def test_beats_random_search_at_equal_trials(budget: float) -> None:
+    """Mean best over seeds above random search's, and more trials under the budget."""
+    seeds = range(4)
+    evo = [run(EvolutionSampler(budget, seed=s), budget) for s in seeds]
+    rnd = [run(optuna.samplers.RandomSampler(seed=s), budget) for s in seeds]
+    assert statistics.fmean(map(best, evo)) > statistics.fmean(map(best, rnd))
+
+    def n_feasible(study: optuna.Study) -> int:
+        return sum(t.state == TrialState.COMPLETE for t in study.trials)
+
+    assert statistics.fmean(map(n_feasible, evo)) > 1.5 * statistics.fmean(map(n_feasible, rnd))
+
+
+def test_rejects_a_non_positive_budget() -> None:
+    with pytest.raises(ValueError, match="budget must be positive"):
+        EvolutionSampler(0.0)
