@@ -7,7 +7,9 @@ learns to avoid them but drifts to small, safe nets (reports/bench.md). Regulari
 good trials: a tournament among the most recent feasible trials picks a parent, and the child
 changes one or two of its parameters. Here the edit knows the budget: a parent with latency to
 spare grows (wider, deeper, larger kernels: the larger of ordered choices), a parent over the
-budget shrinks. The first ``n_startup_trials`` (the enqueued reference nets among them) are random.
+budget shrinks, and trials just over the budget are parents too, so that a good design a few
+percent too slow is shrunk into it. The first ``n_startup_trials`` (the enqueued reference nets
+among them) are random.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ def violation(trial: FrozenTrial) -> float:
 
 
 def grow_probability(trial: FrozenTrial, budget: float) -> float:
-    """0.5 at the budget's edge; towards 0.9 the more latency the parent leaves unused, towards 0.1
-    the further it is over (the constraint is latency minus budget, so -c/budget is the spare share)."""
+    """0.5 at the budget's edge, towards 0.9 the more latency the parent leaves unused (the constraint
+    is latency minus budget, so -c/budget is the spare share); 0.1 over the budget, where any growth
+    stays over it."""
+    if violation(trial) > 0:
+        return 0.1
     spare = -sum(trial.constraints.values()) / budget
-    return min(0.9, max(0.1, 0.5 + spare))
+    return min(0.9, 0.5 + spare)
 
 
 class EvolutionSampler(BaseSampler):
@@ -51,16 +56,22 @@ class EvolutionSampler(BaseSampler):
     ``budget`` is the constraint's scale (the latency budget, in the constraint's unit): it turns a
     parent's constraint value into the share of the budget it leaves unused. Parameters a child has
     but its parent lacked (a layer added by a deeper draw) are drawn at random.
+
+    With probability ``p_shrink`` the parent is instead a trial just over the budget (within
+    ``near`` of it): the best design may sit there, one smaller layer away (a reference net a few
+    percent too slow, say), and the feasible trials alone would never lead to it.
     """
 
     def __init__(self, budget: float, seed: int | None = None, n_startup_trials: int = 10,
-                 population: int = 20, tournament: int = 5) -> None:
+                 population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25) -> None:
         if budget <= 0:
             raise ValueError(f"budget must be positive, got {budget}")
         self.budget = budget
         self.n_startup_trials = n_startup_trials
         self.population = population
         self.tournament = tournament
+        self.p_shrink = p_shrink
+        self.near = near
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=seed)
         self._plans: dict[int, _Plan] = {}
@@ -98,10 +109,13 @@ class EvolutionSampler(BaseSampler):
         self._plans[trial.number] = _Plan(dict(parent.params), dict(parent.distributions), changed)
 
     def _select_parent(self, study: Study, history: list[FrozenTrial]) -> FrozenTrial | None:
-        """Best of a random tournament among the newest feasible trials; with none feasible yet, the
-        trial closest to meeting the constraints (its child will likely shrink)."""
+        """Best of a random tournament among the newest feasible trials; sometimes (and always while none
+        is feasible) a trial just over the budget, the least over of a random tournament among them."""
         feasible = [t for t in history if t.state == TrialState.COMPLETE and t.value is not None
                     and violation(t) == 0]
+        near = [t for t in history if 0 < violation(t) <= self.near * self.budget]
+        if near and (not feasible or self._rng.random() < self.p_shrink):
+            return min(self._rng.sample(near, min(self.tournament, len(near))), key=violation)
         if feasible:
             recent = sorted(feasible, key=lambda t: t.number)[-self.population:]
             contenders = self._rng.sample(recent, min(self.tournament, len(recent)))

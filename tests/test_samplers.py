@@ -47,16 +47,29 @@ def test_same_seed_same_trials() -> None:
                                                                       n_trials=30).trials]
 
 
-def test_children_are_small_edits_of_earlier_feasible_trials() -> None:
-    """After the start-up, each trial differs from some earlier feasible trial in few parameters."""
+def edit_distance(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> int:
+    """Parameters in which two trials differ (a changed value counts 2: old and new)."""
+    return len(set(a.params.items()) ^ set(b.params.items()))
+
+
+def test_children_are_small_edits_of_earlier_trials() -> None:
+    """After the start-up, each trial differs from some earlier trial in few parameters."""
     study = run(EvolutionSampler(2.0, seed=0, n_startup_trials=10), 2.0, n_trials=40)
     trials = study.trials
-    edits = []
-    for t in trials[10:]:
-        parents = [p for p in trials[:t.number] if p.state == TrialState.COMPLETE]
-        edits.append(min(len(set(t.params.items()) ^ set(p.params.items())) for p in parents))
+    edits = [min(edit_distance(t, p) for p in trials[:t.number]) for t in trials[10:]]
     assert statistics.median(edits) <= 4   # one changed value shows as 2 (old and new); a new layer adds 2-3
     assert sum(e == 0 for e in edits) < len(edits) / 4   # mostly new candidates, not repeats
+
+
+def test_a_reference_just_over_the_budget_is_shrunk_into_it() -> None:
+    """FSRCNN-small 3 % over the budget: a one- or two-value edit of it lands under the budget."""
+    fsrcnn_small = SPACE.references()["fsrcnn_small"]
+    budget = 0.97 * count(fsrcnn_small, *SIZE).macs / MACS_PER_MS
+    for seed in range(3):
+        study = run(EvolutionSampler(budget, seed=seed), budget)
+        reference = study.trials[list(SPACE.references()).index("fsrcnn_small")]  # enqueued in this order
+        assert reference.state == TrialState.PRUNED
+        assert any(t.state == TrialState.COMPLETE and edit_distance(t, reference) <= 4 for t in study.trials)
 
 
 def test_grow_probability_follows_the_spare_latency() -> None:

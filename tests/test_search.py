@@ -104,3 +104,19 @@ def test_json_stdout_is_exactly_one_object_and_progress_is_quiet(tiny_search: di
     assert len(lines) == 1
     assert isinstance(json.loads(lines[0]), dict)
     assert "it/s" not in tiny_search["stderr"] and "trial/s" not in tiny_search["stderr"]
+
+
+def test_every_sampler_runs_past_its_start_up(tiny_search: dict, tmp_path: Path) -> None:
+    """14 trials: the references, 6 start-up draws, then 4 chosen by the sampler itself. Evolution redraws
+    a child that would repeat an earlier trial's parameters; only a shrunk child (a layer dropped) can
+    still land on a known net, so at least 3 of its 4 are new."""
+    args = [a if a != str(N_TRIALS) else "14" for a in TINY_ARGS]
+    for sampler in ("evolution", "tpe"):
+        run_dir = tmp_path / sampler
+        proc = run_nas("search", *args, "--sampler", sampler, "--run-dir", str(run_dir),
+                       "--latency-db", tiny_search["latency_db"], "--json", "--no-report", "--no-export")
+        assert proc.returncode == 0, proc.stderr
+        rows = read_trials(run_dir)
+        assert len(rows) == json.loads(proc.stdout)["n_trials"] == 14
+        if sampler == "evolution":
+            assert len({r["arch_id"] for r in rows[10:]} - {r["arch_id"] for r in rows[:10]}) >= 3
