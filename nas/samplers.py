@@ -7,9 +7,9 @@ learns to avoid them but drifts to small, safe nets (reports/bench.md). Regulari
 good trials: a tournament among the most recent feasible trials picks a parent, and the child
 changes one or two of its parameters. Here the edit knows the budget: a parent with latency to
 spare grows (wider, deeper, larger kernels: the larger of ordered choices), a parent over the
-budget shrinks, and trials just over the budget are parents too, so that a good design a few
-percent too slow is shrunk into it. The first ``n_startup_trials`` (the enqueued reference nets
-among them) are random.
+budget shrinks, and the enqueued trials (the hand-designed reference nets) just over the budget are
+parents too, so that a good design a few percent too slow is cut down to fit. The first
+``n_startup_trials`` (the enqueued reference nets among them) are random.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ class EvolutionSampler(BaseSampler):
     parent's constraint value into the share of the budget it leaves unused. Parameters a child has
     but its parent lacked (a layer added by a deeper draw) are drawn at random.
 
-    With probability ``p_shrink`` the parent is instead a trial just over the budget (within
-    ``near`` of it): the best design may sit there, one smaller layer away (a reference net a few
-    percent too slow, say), and the feasible trials alone would never lead to it.
+    With probability ``p_shrink`` the parent is instead an enqueued trial (a design someone chose: the
+    reference nets) just over the budget, within ``near`` of it: the best design may be one smaller
+    layer away from it, and the feasible trials alone would never lead there. Random draws just over
+    the budget are not used so: nothing says they are good designs, and their children were seen to
+    waste trials over the budget.
     """
 
     def __init__(self, budget: float, seed: int | None = None, n_startup_trials: int = 10,
@@ -110,12 +112,14 @@ class EvolutionSampler(BaseSampler):
 
     def _select_parent(self, study: Study, history: list[FrozenTrial]) -> FrozenTrial | None:
         """Best of a random tournament among the newest feasible trials; sometimes (and always while none
-        is feasible) a trial just over the budget, the least over of a random tournament among them."""
+        is feasible) an enqueued trial just over the budget, the least over of them; with neither, the
+        trial closest to the budget."""
         feasible = [t for t in history if t.state == TrialState.COMPLETE and t.value is not None
                     and violation(t) == 0]
-        near = [t for t in history if 0 < violation(t) <= self.near * self.budget]
+        near = [t for t in history if "fixed_params" in t.system_attrs
+                and 0 < violation(t) <= self.near * self.budget]
         if near and (not feasible or self._rng.random() < self.p_shrink):
-            return min(self._rng.sample(near, min(self.tournament, len(near))), key=violation)
+            return min(near, key=violation)
         if feasible:
             recent = sorted(feasible, key=lambda t: t.number)[-self.population:]
             contenders = self._rng.sample(recent, min(self.tournament, len(recent)))
