@@ -91,7 +91,8 @@ class EvolutionSampler(BaseSampler):
 
     # ------------------------------------------------------------------ parent and plan
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        history = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        trials = study.get_trials(deepcopy=False)   # read once: the finished ones, and every one for repeats
+        history = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         if len(history) < self.n_startup_trials:
             return
         parent = self._select_parent(study, history)
@@ -102,7 +103,7 @@ class EvolutionSampler(BaseSampler):
         if not names:
             return
         p_grow = grow_probability(parent, self.budget)
-        seen = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        seen = {_key(t.params) for t in trials}
         for _ in range(MAX_REDRAWS):
             mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
             changed = {n: self._mutate(parent.params[n], parent.distributions[n], p_grow) for n in mutate}

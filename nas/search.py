@@ -35,7 +35,7 @@ SAMPLERS = ("evolution", "tpe", "random")   # random: the blind-search control o
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 CPU_INPUT_SIZE = (135, 240)   # a 270x480 output at x2: what a 2-core CPU can do in a few ms
 GPU_INPUT_SIZE = (540, 960)   # a 1080p output at x2: render low, display high
-DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: about 3 minutes (reports/search_default.md)
+DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
     "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
