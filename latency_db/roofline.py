@@ -9,6 +9,7 @@ kernel faster than torch.mm), and raises the stored peak to what that measuremen
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -103,13 +104,30 @@ def raise_to_measured(backend: Backend, store: LatencyStore, peak: Peak, counts:
     """A probed (CPU) peak raised so that a network measured at ``median_ms`` respects its own bound."""
     if peak.source != "probe" or median_ms <= 0 or roofline_ms(counts, peak) <= median_ms:
         return peak
-    seconds = median_ms / 1e3
-    raised = Peak(gflops=max(peak.gflops, counts.flops / seconds / 1e9),
-                  bandwidth_gbs=max(peak.bandwidth_gbs, counts.bytes_moved / seconds / 1e9), source="probe")
+    raised = Peak(gflops=max(peak.gflops, _rate_within(counts.flops, median_ms)),
+                  bandwidth_gbs=max(peak.bandwidth_gbs, _rate_within(counts.bytes_moved, median_ms)), source="probe")
     fp = backend.fingerprint()
     store.raise_peak(digest(fp["key"]), raised.gflops, raised.bandwidth_gbs)
     return raised
 
 
+def _rate_within(amount: float, median_ms: float) -> float:
+    """The smallest rate (giga-units/s) at which ``amount`` takes at most ``median_ms`` in floating point.
+
+    ``amount / (median_ms / 1e3) / 1e9`` is that rate in exact arithmetic only: rounded, the time
+    ``roofline_ms`` computes back from it can land one ulp above ``median_ms``, so nudge it up.
+    """
+    if amount <= 0:
+        return 0.0
+    rate = amount / (median_ms / 1e3) / 1e9
+    while _term_ms(amount, rate) > median_ms:
+        rate = math.nextafter(rate, math.inf)
+    return rate
+
+
+def _term_ms(amount: float, rate: float) -> float:
+    return 1e3 * (amount / (rate * 1e9))
+
+
 def roofline_ms(counts: Counts, peak: Peak) -> float:
-    return 1e3 * max(counts.flops / (peak.gflops * 1e9), counts.bytes_moved / (peak.bandwidth_gbs * 1e9))
+    return max(_term_ms(counts.flops, peak.gflops), _term_ms(counts.bytes_moved, peak.bandwidth_gbs))
