@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
 TABLE = "nas_train_cache"
+_PG_LOCK_ID = 0x6E61735F74726E  # "nas_trn": the advisory lock that serializes creating the table
 metadata = sa.MetaData()
 train_cache = sa.Table(
     TABLE, metadata,
@@ -62,6 +63,25 @@ def make_engine(url: str | Engine) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def create_table(engine: Engine) -> None:
+    """Create the table once, however many workers start at the same moment.
+
+    PostgreSQL's CREATE TABLE is not safe to race (two workers collide on ``pg_type``'s unique
+    index): an advisory lock held for the transaction serializes the check and the create. SQLite
+    serializes writers itself; a worker that loses the race sees "already exists" and moves on.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+            metadata.create_all(conn, checkfirst=True)
+        return
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.OperationalError as exc:
+        if "already exists" not in str(exc):
+            raise
+
+
 def _num(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
@@ -75,7 +95,7 @@ class TrainCache:
 
     def __init__(self, url: str | Engine) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine, checkfirst=True)
+        create_table(self.engine)
 
     def get(self, arch_id: str, config_hash: str, data_id: str) -> TrainResult | None:
         """The cached result with its weights, or None."""
