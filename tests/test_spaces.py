@@ -167,3 +167,35 @@ def test_enqueued_reference_is_sampled_exactly_by_optuna() -> None:
         study.enqueue_trial(space.params_of(spec))
     drawn = [space.sample(study.ask(), (135, 240)) for _ in refs]
     assert drawn == list(refs.values())
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_the_plan_is_the_network_the_builder_makes(name: str) -> None:
+    """Every conv of the plan is a conv of build(spec), in forward order, under its state_dict key, with its
+    shapes; the plan's MACs equal those of the convs as they run (forward hooks on a real input)."""
+    from search_spaces.plan import convs
+
+    h, w = SMALL
+    for spec in [*ss.get_space(name).references().values(), *random_specs(name)]:
+        if h % spec.size_multiple or w % spec.size_multiple:
+            continue
+        net = ss.build(spec)
+        ran: list[tuple[str, int]] = []
+        modules = {mod: key for key, mod in net.named_modules()}
+
+        def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
+                 ran: list[tuple[str, int]] = ran, modules: dict[nn.Module, str] = modules) -> None:
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            ran.append((modules[mod], out.shape[2] * out.shape[3] * mod.in_channels * mod.out_channels * k))
+
+        handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            net(torch.rand(1, 3, h, w))
+        for handle in handles:
+            handle.remove()
+        planned = convs(spec, h, w)
+        assert [(op.source, op.macs) for op in planned] == ran, spec.summary()
+        for op in planned:
+            conv = net.get_submodule(op.source)
+            assert (conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0]) == \
+                (op.cin, op.cout, op.kernel, op.stride), (op.source, spec.summary())
