@@ -18,26 +18,16 @@ ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike[str] | None,
-    height: int,
-    width: int,
-    *,
-    fp16: bool = False,
-    batch: int = 1,
-) -> bytes:
-    """Export ``model`` for an input of (batch, 3, height, width); returns the serialized graph.
+def graph_bytes(model: nn.Module, shape: tuple[int, ...], *, fp16: bool = False, check: bool = True) -> bytes:
+    """The ONNX graph of ``model`` for an input of ``shape`` (N, C, H, W): the one exporter.
 
-    The model is deep-copied, so the caller's weights and dtype are untouched. The result passes
-    ``onnx.checker``. With ``path`` given the bytes are also written there (atomically).
+    The model is deep-copied, so the caller's weights and dtype are untouched. fp16 gives a true
+    fp16 graph (weights, inputs and outputs). ``check`` runs ``onnx.checker`` on the result.
     """
-    import onnx  # imported here: only exporting needs it
-
     net = copy.deepcopy(model).eval()
     dtype = torch.float16 if fp16 else torch.float32
     net = net.to(dtype=dtype, device="cpu")
-    example = torch.rand(batch, 3, height, width, dtype=dtype)
+    example = torch.rand(*shape, dtype=dtype)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -48,7 +38,27 @@ def export_onnx(
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
         )
     data = buffer.getvalue()
-    onnx.checker.check_model(onnx.load_from_string(data))
+    if check:
+        import onnx  # imported here: only checking needs it
+
+        onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str] | None,
+    height: int,
+    width: int,
+    *,
+    fp16: bool = False,
+    batch: int = 1,
+) -> bytes:
+    """Export ``model`` for an input of (batch, 3, height, width); returns the checked graph.
+
+    With ``path`` given the bytes are also written there (atomically).
+    """
+    data = graph_bytes(model, (batch, 3, height, width), fp16=fp16)
     if path is not None:
         tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
         with open(tmp, "wb") as fh:

@@ -8,9 +8,7 @@ cache together with the protocol.
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,28 +159,15 @@ class Backend(ABC):
 
 
 def export_graph(spec: Candidate, workload: Workload) -> bytes:
-    """ONNX bytes of the candidate at the workload's fixed shape and IO dtype.
+    """ONNX bytes of the candidate at the workload's fixed shape and IO dtype (search_spaces' exporter;
+    the input channel count comes from the workload so conv probes export too). An fp16 workload gives
+    a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs."""
+    from search_spaces.onnx_export import graph_bytes
 
-    Same exporter settings as search_spaces.export_onnx (TorchScript exporter, opset, tensor names),
-    but the input channel count comes from the workload so conv probes export too. An fp16 workload
-    gives a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs.
-    """
-    import torch
-
-    from search_spaces.onnx_export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
-
-    dtype = torch.float16 if workload.io_dtype == "fp16" else torch.float32
-    net = build_module(spec).to(dtype=dtype, device="cpu")
-    example = torch.rand(*workload.shape, dtype=dtype)
-    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+        return graph_bytes(build_module(spec), workload.shape, fp16=workload.io_dtype == "fp16", check=False)
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise BuildError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-    return buffer.getvalue()
 
 
 def host_timing(run: Callable[[], Any], protocol: Protocol) -> list[float]:
