@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from nas.errors import UsageError
+from search_spaces.registry import Registry
+
+# Loss terms by the name ``--loss`` spells them (out, ref) -> scalar, in the order the help lists them.
+LOSSES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("loss")
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601, no offset: Y in [0, 1] for RGB in [0, 1]
 
@@ -69,14 +73,17 @@ def ssim(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- losses
+@LOSSES.register("l1")
 def l1_loss(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (out - ref).abs().mean()
 
 
+@LOSSES.register("mse")
 def mse_loss(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return ((out - ref) ** 2).mean()
 
 
+@LOSSES.register("charbonnier")
 def charbonnier_loss(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Smooth L1: mean of sqrt(d^2 + eps^2); differentiable at 0, L1-like for large errors."""
     return torch.sqrt((out - ref) ** 2 + eps * eps).mean()
@@ -104,6 +111,7 @@ def _log_filter(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (7, 7, 7, 7), mode="replicate"), k, groups=c)
 
 
+@LOSSES.register("hfen")
 def hfen(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """High-frequency error norm (Ravishankar and Bresler 2011): ||LoG(out - ref)||_2 / ||LoG(ref)||_2
     over the whole batch. 0 for equal images; used as a loss term and as a metric."""
@@ -112,12 +120,6 @@ def hfen(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tenso
     return num / (den + eps)
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "l1": l1_loss,
-    "mse": mse_loss,
-    "charbonnier": charbonnier_loss,
-    "hfen": hfen,
-}
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,9 @@ class Loss:
     terms: tuple[tuple[str, float], ...]
 
     def __call__(self, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        total = LOSSES[self.terms[0][0]](out, ref) * self.terms[0][1]
+        total = LOSSES.get(self.terms[0][0])(out, ref) * self.terms[0][1]
         for name, weight in self.terms[1:]:
-            total = total + LOSSES[name](out, ref) * weight
+            total = total + LOSSES.get(name)(out, ref) * weight
         return total
 
     @property
@@ -144,7 +146,7 @@ def parse_loss(text: str) -> Loss:
     Raises UsageError (one line) for an unknown name, a bad or non-positive weight, a repeated term
     or an empty string.
     """
-    known = ", ".join(LOSSES)
+    known = ", ".join(LOSSES.names())
     if not isinstance(text, str) or not text.strip():
         raise UsageError(f"--loss is empty: give one or more of {known}, e.g. 'l1' or 'l1+hfen:0.1'")
     terms: list[tuple[str, float]] = []

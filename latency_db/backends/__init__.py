@@ -7,11 +7,12 @@ from latency_db.backends.onnxruntime import OnnxRuntimeBackend
 from latency_db.backends.tensorrt import TensorRTBackend
 from latency_db.backends.torch_cpu import TorchCpuBackend
 from latency_db.backends.torch_cuda import TorchCudaBackend
+from search_spaces.registry import Registry
 
-BACKENDS: dict[str, type[Backend]] = {
-    cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend)
-}
-BACKEND_NAMES = tuple(BACKENDS)  # also the order ``auto`` tries them in
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+for _cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend):  # the order ``auto`` tries
+    BACKENDS.register(_cls.name)(_cls)
+BACKEND_NAMES = BACKENDS.names()
 
 
 class BackendError(ValueError):
@@ -25,7 +26,7 @@ def get_backend(name: str, **options: object) -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKEND_NAMES)}")
     try:
-        return BACKENDS[name](**options)
+        return BACKENDS.get(name)(**options)
     except ValueError as exc:  # a bad setting (protocol, NAS_TRT_OPT_LEVEL): the user's to fix
         raise BackendError(str(exc)) from None
 
