@@ -1,8 +1,8 @@
-"""Errors the CLI turns into one clear line and an exit code (see DESIGN.md's interface)."""
+"""Errors the CLI turns into one clear line and an exit code (1 runtime, 2 usage or input, 3 no net fits)."""
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_NO_FEASIBLE = 0, 1, 2, 3
+EXIT_RUNTIME, EXIT_USAGE, EXIT_NO_FEASIBLE = 1, 2, 3
 
 
 class NasError(Exception):

@@ -19,7 +19,6 @@ SCHEMA_VERSION = 1
 SPACE_KINDS = ("sr", "denoise")
 SR_SCALES = (2, 3, 4)
 SR_UPSAMPLES = ("nearest", "bilinear", "bicubic")
-UPSAMPLES = (*SR_UPSAMPLES, "identity")
 COLORS = ("rgb", "luma")
 SKIPS = ("none", "add")
 KERNELS = (1, 3, 5)

@@ -16,7 +16,7 @@ from typing import Any
 from latency_db.backends.base import Protocol
 
 GPU_PROTOCOLS = {
-    # DESIGN.md: warm-up >= 200 ms, then >= 200 samples or >= 3 s, CoV above 2.5 % is unstable.
+    # docs/design.md, "Measuring latency": warm-up >= 200 ms, then >= 200 samples or >= 3 s, CoV above 2.5 % is unstable.
     "full": Protocol(name="gpu-trtexec-v1", warmup_s=0.2, min_warmup_runs=1, min_runs=200, min_s=3.0,
                      require_both=False, max_s=3.0, max_runs=200, cov_threshold=0.025),
     # Screening: same shape of protocol, a tenth of the samples.
