@@ -29,12 +29,12 @@ from latency_db.lock import DeviceLock, device_lock
 from latency_db.measure import LatencyResult, measure_or_get
 from latency_db.roofline import Peak, device_peak, gpu_peak, roofline_ms
 from latency_db.store import SCHEMA_VERSION, LatencyStore, StoreError, open_store, resolve_url
-from latency_db.workload import Workload, parse_input_size
+from latency_db.workload import Workload
 
 __all__ = [
     "BACKEND_NAMES", "SCHEMA_VERSION", "Backend", "BackendError", "BuildError", "Candidate", "ConvProbe",
     "DeviceLock", "LatencyKey", "LatencyResult", "LatencyStore", "Peak", "Protocol", "RawMeasurement",
     "StoreError", "Workload", "device_lock", "device_peak", "get_backend", "gpu_peak", "latency_key",
-    "measure_or_get", "open_store", "parse_input_size", "resolve_backend", "resolve_url", "roofline_ms",
+    "measure_or_get", "open_store", "resolve_backend", "resolve_url", "roofline_ms",
     "workload_for",
 ]

@@ -46,14 +46,3 @@ class Workload:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Workload:
         return cls(**{k: data[k] for k in ("height", "width", "scale", "batch", "channels", "io_dtype", "layout")})
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """'135x240' -> (135, 240); raises ValueError with a user-facing message."""
-    parts = text.lower().replace("*", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"input size must look like HxW (e.g. 540x960), got {text!r}")
-    h, w = (int(p) for p in parts)
-    if h < 1 or w < 1:
-        raise ValueError(f"input size must be positive, got {text!r}")
-    return h, w

@@ -13,7 +13,6 @@ short training ranks networks as a longer one does. Writes ``bench.json`` and ``
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -27,8 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
+from nas.rundir import RunDir
 from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS, Search, SearchConfig
 from nas.storage import mask_url
+from nas.target import Budget, Target
 
 if TYPE_CHECKING:
     from torch import nn
@@ -71,7 +72,7 @@ class BenchConfig:
             raise UsageError(f"--seeds must be non-negative integers, got {list(self.seeds)}")
         unknown = [s for s in self.samplers if s not in SAMPLERS]
         if unknown or len(set(self.samplers)) != len(self.samplers) or "random" not in self.samplers[1:]:
-            raise UsageError(f"--samplers must list distinct samplers of {', '.join(SAMPLERS)}, the search first "
+            raise UsageError(f"--samplers must list distinct samplers of {', '.join(SAMPLERS.names())}, the search first "
                              f"and random among the others (the control), got {','.join(self.samplers)}")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
@@ -196,20 +197,6 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def _num(text: str) -> float | None:
-    return float(text) if text not in ("", None) else None
-
-
-def read_trials(run_dir: Path) -> list[dict[str, Any]]:
-    """trials.csv with the numbers the bench uses parsed (booleans and floats)."""
-    with (run_dir / "trials.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [{**r, "number": int(r["number"]), "over_budget": r["over_budget"] == "True",
-             "trained": r["trained"] == "True", "latency_ms": _num(r["latency_ms"]),
-             "psnr_gain_db": _num(r["psnr_gain_db"]), "ssim": _num(r["ssim"]), "psnr_db": _num(r["psnr_db"]),
-             "train_s": _num(r["train_s"]), "measure_s": _num(r["measure_s"])} for r in rows]
-
-
 def _train_result(result: TrainResult) -> dict[str, Any]:
     return {"psnr_gain_db": result.psnr_gain_db, "psnr_db": result.psnr_db, "ssim": result.ssim,
             "bicubic_psnr_db": result.bicubic_psnr_db, "moved": result.moved, "train_s": result.train_s}
@@ -225,6 +212,7 @@ class Bench:
         self.out = Path(config.out)
         self.interrupted = False
         self.searches: dict[tuple[float, str, int], Search] = {}
+        self.targets: dict[tuple[float, int], Target] = {}
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -234,38 +222,52 @@ class Bench:
         return self.out / f"{budget:g}ms" / f"{sampler}-seed{seed}"
 
     # ------------------------------------------------------------------ the searches
+    def target(self, budget: float, seed: int) -> Target:
+        """The target of the searches at one budget and seed (the seed is part of the training config)."""
+        key = (budget, seed)
+        if key not in self.targets:
+            cfg = self.config
+            self.targets[key] = Target.resolve(budget=Budget(budget), task=cfg.task, backend=cfg.backend,
+                                               input_size=cfg.input_size, seed=seed, train_steps=cfg.train_steps,
+                                               latency_db=cfg.latency_db)
+        return self.targets[key]
+
     def _search(self, budget: float, sampler: str, seed: int) -> Search | None:
-        """One ordinary search; None when it was interrupted (rerunning the bench resumes it)."""
-        cfg = self.config
-        search = Search(SearchConfig(
-            budget_ms=budget, task=cfg.task, backend=cfg.backend, input_size=cfg.input_size, trials=cfg.trials,
-            train_steps=cfg.train_steps, seed=seed, sampler=sampler,
-            run_dir=str(self.run_dir(budget, sampler, seed)), latency_db=cfg.latency_db, write_export=False,
-        ), quiet=self.quiet)
-        search.run()
-        return None if search.interrupted else search
+        """One ordinary search and its report; None when it was interrupted (rerunning the bench resumes it)."""
+        from nas.report import write_report
+
+        config = SearchConfig(trials=self.config.trials, seed=seed, sampler=sampler,
+                              run_dir=str(self.run_dir(budget, sampler, seed)))
+        search = Search(self.target(budget, seed), config, quiet=self.quiet)
+        summary = search.run()
+        if search.interrupted:
+            return None
+        if summary["best"] is not None:
+            write_report(search.run_dir)
+        return search
 
     def _run_record(self, budget: float, sampler: str, seed: int, search: Search) -> dict[str, Any]:
         summary = search.summary
-        rows = read_trials(search.run_dir)
-        over = [r for r in rows if r["over_budget"]]
-        gate_ok = all(not r["trained"] and (r["train_s"] or 0.0) == 0.0 for r in over)
+        assert summary is not None  # a finished search
+        rows = RunDir.load(search.run_dir).trials
+        over = [r for r in rows if r.over_budget]
+        gate_ok = all(not r.trained and (r.train_s or 0.0) == 0.0 for r in over)
         best = summary["best"]
-        best_row = next((r for r in rows if best and r["number"] == best["trial"]), None)
+        best_row = next((r for r in rows if best and r.number == best["trial"]), None)
         measure_s, train_s, wall_s = summary["measure_s"], summary["train_s"], summary["wall_s"]
         return {
             "budget_ms": budget, "sampler": sampler, "seed": seed, "run_dir": str(search.run_dir),
             "n_trials": summary["n_trials"], "n_trained": summary["n_trained"], "n_failed": summary["n_failed"],
             "n_over_budget": len(over), "gate_ok": gate_ok,
-            "over_budget_train_s": sum(r["train_s"] or 0.0 for r in over),
+            "over_budget_train_s": sum(r.train_s or 0.0 for r in over),
             "n_measured": summary["this_run"]["trials"] - summary["this_run"]["latency_cache_hits"],
             "time_s": {"measure": measure_s, "train": train_s, "lock_wait": summary["lock_wait_s"],
                        "other": max(0.0, wall_s - measure_s - train_s), "wall": wall_s},
             "best": None if best is None else {
                 "trial": best["trial"], "arch_id": best["arch_id"], "summary": best["summary"],
                 "reference": best["reference"], "latency_ms": best["latency_ms"],
-                "psnr_gain_db": best["psnr_gain_db"], "ssim": best_row["ssim"] if best_row else None,
-                "psnr_db": best_row["psnr_db"] if best_row else None,
+                "psnr_gain_db": best["psnr_gain_db"], "ssim": best_row.ssim if best_row else None,
+                "psnr_db": best_row.psnr_db if best_row else None,
             },
         }
 
@@ -297,16 +299,17 @@ class Bench:
         references = self._references(first)
         t_long = time.perf_counter()
         long = self._long_training(first, runs)
+        target = first.target
         phase_s = {"searches": t_refs - t0, "references": t_long - t_refs, "long": time.perf_counter() - t_long}
         counts_after = self._db_counts()
         result = {
             "nas_bench_version": 1, "started": started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv, "config": {**asdict(cfg), "long_steps": self._long_steps(first)},
-            "machine": {"device": first.fingerprint["device"], "cpus": os.cpu_count(),
+            "machine": {"device": target.device_name, "cpus": os.cpu_count(),
                         "platform": platform.platform(), "loadavg_before": load_before, "loadavg_after": loadavg()},
-            "backend": first.backend.name, "protocol": first.backend.protocol.name,
-            "input_size": list(first.input_size), "train_config": first.train_config.to_dict(),
+            "backend": target.backend.name, "protocol": target.backend.protocol.name,
+            "input_size": list(target.input_size), "train_config": target.train_config.to_dict(),
             "data": first.data.describe(), "latency_db": mask_url(first.store.url),
             "wall_s": round(time.perf_counter() - t0, 1), "phase_s": {k: round(v, 1) for k, v in phase_s.items()},
             "new_latency_rows": counts_after[0] - counts_before[0],
@@ -342,30 +345,31 @@ class Bench:
 
     def _config_for(self, seed: int) -> TrainConfig:
         """The exact training config (and so cache key) the searches used with this seed."""
-        return next(s.train_config for (_, _, k), s in self.searches.items() if k == seed)
+        return self.target(self.config.budgets[0], seed).train_config
 
     def _long_steps(self, search: Search) -> int:
-        return self.config.long_steps or LONG_FACTOR * search.train_config.steps
+        return self.config.long_steps or LONG_FACTOR * search.target.train_config.steps
 
     def _references(self, search: Search) -> dict[str, Any]:
         """Latency and short-training gain per seed of each reference net, plain bicubic and bilinear."""
         from latency_db import Workload, measure_or_get
 
+        target = search.target
         out: dict[str, Any] = {}
-        for name, spec in search.space.references().items():
-            lat = measure_or_get(spec, search.workload, search.backend, search.store)
+        for name, spec in target.space.references().items():
+            lat = measure_or_get(spec, target.workload, target.backend, search.store)
             per_seed = {}
             for seed in self.config.seeds:
-                result, _, _ = search.train_cache.train(spec, search.data, self._config_for(seed), search.backend,
-                                                        search.device)
+                result, _, _ = search.train_cache.train(spec, search.data, self._config_for(seed), target.backend,
+                                                        target.device)
                 per_seed[str(seed)] = _train_result(result)
             out[name] = self._reference_entry("net", spec.arch_id, spec.summary(), lat, per_seed)
-        resize_workload = Workload(height=search.input_size[0], width=search.input_size[1], scale=1, channels=3,
-                                   io_dtype=search.workload.io_dtype)
-        scores = classical_scores(search.data, search.space.scale, search.train_config.noise_sigma)
+        resize_workload = Workload(height=target.input_size[0], width=target.input_size[1], scale=1, channels=3,
+                                   io_dtype=target.workload.io_dtype)
+        scores = classical_scores(search.data, target.space.scale, target.train_config.noise_sigma)
         for mode in CLASSICAL:
-            probe = ClassicalResize(mode, search.space.scale)
-            lat = measure_or_get(probe, resize_workload, search.backend, search.store)
+            probe = ClassicalResize(mode, target.space.scale)
+            lat = measure_or_get(probe, resize_workload, target.backend, search.store)
             gain = scores[mode]["psnr_db"] - scores["bicubic"]["psnr_db"]
             per_seed = {str(seed): {"psnr_gain_db": gain, "psnr_db": scores[mode]["psnr_db"],
                                     "ssim": scores[mode]["ssim"], "train_s": 0.0} for seed in self.config.seeds}
@@ -429,21 +433,22 @@ class Bench:
                                       .read_text())
             label = f"winner {budget:g} ms ({searcher} seed {win['seed']})"
             nets.setdefault((spec.arch_id, win["seed"]), {"spec": spec, "labels": []})["labels"].append(label)
-        for name, spec in search.space.references().items():
+        target = search.target
+        for name, spec in target.space.references().items():
             nets.setdefault((spec.arch_id, first_seed), {"spec": spec, "labels": []})["labels"].append(
                 f"{name} (seed {first_seed})")
         rows = []
         for n, ((arch_id, seed), net) in enumerate(nets.items(), 1):
             short_cfg = self._config_for(seed)
-            short, _, _ = search.train_cache.train(net["spec"], search.data, short_cfg, search.backend, search.device)
+            short, _, _ = search.train_cache.train(net["spec"], search.data, short_cfg, target.backend, target.device)
             self.say(f"long training [{n}/{len(nets)}] {' = '.join(net['labels'])}: {long_steps} steps")
             long, _, _ = search.train_cache.train(net["spec"], search.data, replace(short_cfg, steps=long_steps),
-                                                  search.backend, search.device)
+                                                  target.backend, target.device)
             rows.append({"labels": net["labels"], "arch_id": arch_id, "seed": seed, "summary": net["spec"].summary(),
                          "short": _train_result(short), "long": _train_result(long)})
         pairs = [(r["short"]["psnr_gain_db"], r["long"]["psnr_gain_db"]) for r in rows
                  if math.isfinite(r["short"]["psnr_gain_db"]) and math.isfinite(r["long"]["psnr_gain_db"])]
-        return {"short_steps": search.train_config.steps, "long_steps": long_steps,
+        return {"short_steps": target.train_config.steps, "long_steps": long_steps,
                 "which": f"each budget's {searcher} winner at the seed with the best short gain; every reference net "
                          f"at seed {first_seed}; bicubic and bilinear are left out (nothing to train)",
                 "nets": rows, "n_pairs": len(pairs),

@@ -7,15 +7,11 @@ handlers), so ``nas --help`` and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import NoReturn
 
 from nas import __version__
 from nas.errors import EXIT_RUNTIME, EXIT_USAGE, NasError
-
-# Each module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
-COMMAND_MODULES = ("spaces", "search", "report", "latency", "db", "sweep", "export", "bench")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"nas.commands.{name}").register(sub)
+    from nas.commands import COMMANDS
+
+    for register in COMMANDS.values():
+        register(sub)
     return parser
 
 

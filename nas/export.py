@@ -15,7 +15,6 @@ is written next to the target and renamed into place, so a failure leaves nothin
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -33,13 +32,26 @@ from typing import Any
 import torch
 
 from nas.errors import NasError, UsageError
-from search_spaces import ArchSpec, Conv, Level, SpecError, build, count, export_onnx, load_spec
+from nas.rundir import RunDir, TrialRow
+from nas.target import CPU_INPUT_SIZE
+from search_spaces import ArchSpec, build, count, export_onnx
+from search_spaces.plan import (
+    CONV,
+    DEPTH_TO_SPACE,
+    LUMA,
+    MERGE,
+    RESIDUAL,
+    RESIZE,
+    SPACE_TO_DEPTH,
+    WHITEN,
+    Op,
+    plan,
+)
 
 EXPORT_FORMAT = 1
 MANIFEST = "export.json"
 EXPORT_FILES = ("model.py", "train.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
                 "model_fp32.onnx", "README.md", MANIFEST)
-DEFAULT_INPUT_SIZE = (135, 240)
 TEMPLATES = Path(__file__).with_name("export_templates")
 _ARCH_ID = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._-]")
@@ -160,7 +172,7 @@ def _input_size(spec: ArchSpec, value: Any) -> tuple[int, int]:
     """(H, W) of the low-resolution input the ONNX graphs are exported for."""
     m = spec.size_multiple
     if value is None:
-        return tuple(max(m, v // m * m) for v in DEFAULT_INPUT_SIZE)  # type: ignore[return-value]
+        return tuple(max(m, v // m * m) for v in CPU_INPUT_SIZE)  # type: ignore[return-value]
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16384 for v in value)):
         raise UsageError(f"input_size must be [height, width] in pixels, got {safe_text(value)}")
@@ -170,22 +182,20 @@ def _input_size(spec: ArchSpec, value: Any) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------- model.py generation
-@dataclass(frozen=True)
-class _Layer:
-    """One conv of the generated module: its attribute, SearchedNet's key prefix, and geometry."""
+def _conv_code(op: Op) -> str:
+    pad = f", padding={op.kernel // 2}" if op.stride == 1 and op.kernel > 1 else ""
+    stride = f", stride={op.stride}" if op.stride > 1 else ""
+    return f"nn.Conv2d({op.cin}, {op.cout}, {op.kernel}{stride}{pad})"
 
-    name: str
-    source: str
-    cin: int
-    cout: int
-    kernel: int
-    stride: int = 1
-    note: str = ""
 
-    def code(self) -> str:
-        pad = f", padding={self.kernel // 2}" if self.stride == 1 and self.kernel > 1 else ""
-        stride = f", stride={self.stride}" if self.stride > 1 else ""
-        return f"nn.Conv2d({self.cin}, {self.cout}, {self.kernel}{stride}{pad})"
+def _conv_note(op: Op) -> str:
+    if op.name == "out":
+        return "output conv, zero-init: the untrained net is its base"
+    if op.stride > 1:
+        return "strided 2x2 conv down + ReLU"
+    if not op.relu:
+        return "conv up (before depth-to-space)"
+    return f"{op.kernel}x{op.kernel} conv + ReLU"
 
 
 def _res(div: int, mul: int = 1) -> str:
@@ -197,68 +207,60 @@ def _res(div: int, mul: int = 1) -> str:
     return f"H/{div}, W/{div}"
 
 
-class _Plan:
-    """Walks a spec once, in SearchedNet's order, collecting layers and forward() lines."""
+class _Code:
+    """model.py's layers and forward() lines, one or two per op of the spec's plan (search_spaces.plan)."""
 
     def __init__(self, spec: ArchSpec) -> None:
         self.spec = spec
-        self.layers: list[_Layer] = []
         self.lines: list[tuple[str, str]] = []  # (code, shape comment)
+        # the plan at a nominal input: only channels and the resolution relative to the input are used
+        h, w = spec.size_multiple, spec.size_multiple
+        self.ops = plan(spec, h, w)
+        self.layers = [op for op in self.ops if op.kind == CONV]
         c, f, s = spec.in_channels, spec.space_to_depth, spec.scale
-        if spec.space == "sr":
-            self.emit("base = " + _BASE_CODE[spec.upsample].format(s=s), f"(N, 3, {_res(1, s)}) classical result")
-        if spec.color == "luma":
-            self.emit("h = F.conv2d(x, self.luma_weight) - 0.5", "(N, 1, H, W) luma, whitened to [-0.5, 0.5]")
-        else:
-            self.emit("h = x - 0.5", "(N, 3, H, W) whitened to [-0.5, 0.5]")
-        if f > 1:
-            self.emit(f"h = F.pixel_unshuffle(h, {f})", f"(N, {c * f * f}, {_res(f)}) space-to-depth")
-        width = self.stage("head", "head.convs", spec.head, c * f * f, f)
-        if spec.levels:
-            self.level(0, "levels", width, f)
-        width = self.stage("tail", "tail.convs", spec.tail, width, f)
-        out_ch = c * (s * f) ** 2
-        self.layers.append(_Layer("out", "out", width, out_ch, spec.output_kernel,
-                                  note="output conv, zero-init: the untrained net is its base"))
-        self.emit("r = self.out(h)", f"(N, {out_ch}, {_res(f)})")
-        if s * f > 1:
-            self.emit(f"r = F.pixel_shuffle(r, {s * f})", f"(N, {c}, {_res(1, s)}) residual, depth-to-space")
-        if spec.space == "sr":
-            self.emit("return base + r", f"(N, 3, {_res(1, s)})" + (" luma residual on R, G and B" if c == 1 else ""))
-        else:
-            self.emit("return x + r", "(N, 3, H, W)" + (" luma residual on R, G and B" if c == 1 else ""))
+        for op in self.ops:
+            div = f * 2 ** op.level  # resolution divisor of the op's output (feature maps)
+            if op.kind == RESIZE:
+                self.emit("base = " + _BASE_CODE[spec.upsample].format(s=s), f"(N, 3, {_res(1, s)}) classical result")
+            elif op.kind == LUMA:
+                self.emit("h = F.conv2d(x, self.luma_weight) - 0.5", "(N, 1, H, W) luma, whitened to [-0.5, 0.5]")
+            elif op.kind == WHITEN and spec.color == "rgb":
+                self.emit("h = x - 0.5", "(N, 3, H, W) whitened to [-0.5, 0.5]")
+            elif op.kind == SPACE_TO_DEPTH:
+                self.emit(f"h = F.pixel_unshuffle(h, {f})", f"(N, {c * f * f}, {_res(f)}) space-to-depth")
+            elif op.kind == CONV:
+                self._conv(op, div)
+            elif op.kind == MERGE:
+                self.emit(f"h = F.relu(skip{op.level} + F.pixel_shuffle(self.up{op.level}(h), 2))",
+                          f"(N, {op.cout}, {_res(f * 2 ** (op.level - 1))})")
+            elif op.kind == DEPTH_TO_SPACE:
+                self.emit(f"r = F.pixel_shuffle(r, {s * f})", f"(N, {c}, {_res(1, s)}) residual, depth-to-space")
+            elif op.kind == RESIDUAL:
+                luma = " luma residual on R, G and B" if c == 1 else ""
+                if spec.space == "sr":
+                    self.emit("return base + r", f"(N, 3, {_res(1, s)})" + luma)
+                else:
+                    self.emit("return x + r", "(N, 3, H, W)" + luma)
 
     def emit(self, code: str, comment: str = "") -> None:
         self.lines.append((code, comment))
 
-    def stage(self, prefix: str, source: str, layers: tuple[Conv, ...], cin: int, div: int) -> int:
-        for i, conv in enumerate(layers):
-            name = f"{prefix}{i + 1}"
-            residual = self.spec.skip == "add" and cin == conv.width
-            self.layers.append(_Layer(name, f"{source}.{i}", cin, conv.width, conv.kernel,
-                                      note=f"{conv.kernel}x{conv.kernel} conv + ReLU"))
-            if residual:
-                self.emit(f"h = h + F.relu(self.{name}(h))", f"(N, {conv.width}, {_res(div)}) additive skip")
-            else:
-                self.emit(f"h = F.relu(self.{name}(h))", f"(N, {conv.width}, {_res(div)})")
-            cin = conv.width
-        return cin
-
-    def level(self, i: int, source: str, cin: int, div: int) -> None:
-        lv: Level = self.spec.levels[i]
-        n = i + 1
-        self.emit(f"# level {n}: strided 2x2 conv down, body at half resolution,")
-        self.emit(f"# conv up to 4x{cin} channels, depth-to-space, add the skip, ReLU")
-        self.emit(f"skip{n} = h", f"(N, {cin}, {_res(div)})")
-        self.layers.append(_Layer(f"down{n}", f"{source}.down", cin, lv.width, 2, stride=2,
-                                  note="strided 2x2 conv down + ReLU"))
-        self.emit(f"h = F.relu(self.down{n}(h))", f"(N, {lv.width}, {_res(2 * div)})")
-        width = self.stage(f"body{n}_", f"{source}.body.convs", lv.body, lv.width, 2 * div)
-        if i + 1 < len(self.spec.levels):
-            self.level(i + 1, f"{source}.inner", width, 2 * div)
-        self.layers.append(_Layer(f"up{n}", f"{source}.up", width, 4 * cin, lv.up_kernel,
-                                  note="conv up (before depth-to-space)"))
-        self.emit(f"h = F.relu(skip{n} + F.pixel_shuffle(self.up{n}(h), 2))", f"(N, {cin}, {_res(div)})")
+    def _conv(self, op: Op, div: int) -> None:
+        n = op.level
+        if op.name == "out":
+            self.emit("r = self.out(h)", f"(N, {op.cout}, {_res(div)})")
+        elif op.stride > 1:
+            cin = op.cin
+            self.emit(f"# level {n}: strided 2x2 conv down, body at half resolution,")
+            self.emit(f"# conv up to 4x{cin} channels, depth-to-space, add the skip, ReLU")
+            self.emit(f"skip{n} = h", f"(N, {cin}, {_res(div // 2)})")
+            self.emit(f"h = F.relu(self.{op.name}(h))", f"(N, {op.cout}, {_res(div)})")
+        elif not op.relu:
+            pass  # the up conv: applied inside the level's merge line
+        elif op.residual:
+            self.emit(f"h = h + F.relu(self.{op.name}(h))", f"(N, {op.cout}, {_res(div)}) additive skip")
+        else:
+            self.emit(f"h = F.relu(self.{op.name}(h))", f"(N, {op.cout}, {_res(div)})")
 
 
 def _numbers_doc(spec: ArchSpec, info: ExportInfo) -> list[str]:
@@ -278,7 +280,7 @@ def _numbers_doc(spec: ArchSpec, info: ExportInfo) -> list[str]:
 
 def model_source(spec: ArchSpec, info: ExportInfo) -> str:
     """The text of model.py for ``spec`` (generated from validated fields and formatted numbers only)."""
-    plan = _Plan(spec)
+    code = _Code(spec)
     s, m = spec.scale, spec.size_multiple
     cls = f"SR{s}xNet" if spec.space == "sr" else "DenoiseNet"
     out_shape = f"(N, 3, {_res(1, s)})"
@@ -295,15 +297,13 @@ def model_source(spec: ArchSpec, info: ExportInfo) -> str:
         "Generated by `nas export` from arch.json; edit freely.",
         '"""',
     ]
-    init = []
-    for layer in plan.layers:
-        init.append(f"        self.{layer.name} = {layer.code()}  # {layer.note}")
+    init = [f"        self.{op.name} = {_conv_code(op)}  # {_conv_note(op)}" for op in code.layers]
     fwd = []
-    for code, comment in plan.lines:
-        if code.startswith("#"):
-            fwd.append(f"        {code}")
+    for line, comment in code.lines:
+        if line.startswith("#"):
+            fwd.append(f"        {line}")
         else:
-            fwd.append(f"        {code}" + (f"  # {comment}" if comment else ""))
+            fwd.append(f"        {line}" + (f"  # {comment}" if comment else ""))
     luma = []
     if spec.color == "luma":
         luma = [
@@ -393,9 +393,9 @@ def map_state_dict(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> dict[
     generated module's keys (``head1.weight``, ``up2.bias``, ...); the fixed luma buffer is dropped.
     ``state_dict`` must already be checked with ``check_state_dict``."""
     out: dict[str, torch.Tensor] = {}
-    for layer in _Plan(spec).layers:
+    for op in _Code(spec).layers:
         for kind in ("weight", "bias"):
-            out[f"{layer.name}.{kind}"] = state_dict[f"{layer.source}.{kind}"]
+            out[f"{op.name}.{kind}"] = state_dict[f"{op.source}.{kind}"]
     return out
 
 
@@ -665,56 +665,22 @@ def _write(spec: ArchSpec, weights: dict[str, torch.Tensor], info: ExportInfo, f
 
 
 # ---------------------------------------------------------------------- run dirs
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a JSON object")
-    return data
-
-
-def _read_trials(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "trials.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not a valid trials table: {exc}") from None
-    if rows and not {"number", "arch_id", "trained"} <= set(rows[0]):
-        raise UsageError(f"{path} lacks the columns number, arch_id and trained")
-    return rows
-
-
-def _pick_trial(run_dir: Path, run: dict[str, Any], rows: list[dict[str, str]], trial: int | None) -> dict[str, str]:
-    """The trials.csv row to export: ``trial``, or the best feasible trained one."""
-    by_number = {r.get("number"): r for r in rows}
-    trained = [r for r in rows if r.get("trained") == "True"]
+def _pick_trial(run: RunDir, trial: int | None) -> TrialRow:
+    """The trial to export: ``trial``, or the run's winner (nas.rundir.best_trial)."""
+    trained = [r for r in run.trials if r.trained]
+    numbers = ", ".join(str(r.number) for r in trained) or "none"
     if trial is None:
-        summary = run.get("summary")
-        best = summary.get("best") if isinstance(summary, dict) else None
-        if isinstance(best, dict) and isinstance(best.get("trial"), int) and str(best["trial"]) in by_number:
-            trial = best["trial"]
-        else:
-            feasible = [r for r in trained if r.get("over_budget") != "True" and _number(r.get("psnr_gain_db")) is not None]
-            if not feasible:
-                raise UsageError(f"{run_dir}: no trial was trained within the budget, so there is no best to "
-                                 "export: pass --trial N for a trained trial, or run the search again")
-            return max(feasible, key=lambda r: (_number(r["psnr_gain_db"]), -int(r["number"])))
-    row = by_number.get(str(trial))
+        best = run.best()
+        if best is None:
+            raise UsageError(f"{run.path}: no trial was trained within the budget, so there is no best to "
+                             "export: pass --trial N for a trained trial, or run the search again")
+        return best
+    row = run.trial(trial)
     if row is None:
-        numbers = ", ".join(safe_text(r.get("number"), 12) for r in trained) or "none"
-        raise UsageError(f"{run_dir}: there is no trial {trial} in trials.csv (trained trials: {numbers})")
-    if row.get("trained") != "True":
-        numbers = ", ".join(safe_text(r.get("number"), 12) for r in trained) or "none"
-        why = "it was over the latency budget" if row.get("over_budget") == "True" else "it was not trained"
-        raise UsageError(f"{run_dir}: trial {trial} has no trained weights ({why}): "
-                         f"pick a trained trial ({numbers})")
+        raise UsageError(f"{run.path}: there is no trial {trial} in trials.csv (trained trials: {numbers})")
+    if not row.trained:
+        why = "it was over the latency budget" if row.over_budget else "it was not trained"
+        raise UsageError(f"{run.path}: trial {trial} has no trained weights ({why}): pick a trained trial ({numbers})")
     return row
 
 
@@ -731,56 +697,34 @@ def _device_name(device: Any) -> str:
 
 
 def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replace: bool = False) -> Path:
-    """Export one trained trial of a run dir (default: the best feasible one) to ``out_dir``.
+    """Export one trained trial of a run dir (default: the run's winner) to ``out_dir``.
 
-    Reads run.json, trials.csv and archs/<arch_id>/{arch.json, latency.json, train.json,
-    weights.safetensors}. Raises UsageError with one line (nothing written) for a missing run dir,
-    an unknown or untrained trial, hostile files, or an ``out_dir`` that holds something else.
+    Reads the run dir through nas.rundir (run.json, trials.csv and archs/<arch_id>/{arch.json,
+    latency.json, train.json, weights.safetensors}). Raises UsageError with one line (nothing
+    written) for a missing run dir, an unknown or untrained trial, hostile files, or an ``out_dir``
+    that holds something else.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
-        raise UsageError(f"{run_dir} is not a run dir (no run.json): pass the --run-dir of a `nas search`")
-    run = _read_json(run_dir / "run.json")
-    row = _pick_trial(run_dir, run, _read_trials(run_dir), trial)
-    arch_id = row.get("arch_id", "")
-    if not _ARCH_ID.fullmatch(arch_id):
-        raise UsageError(f"{run_dir}/trials.csv: trial {safe_text(row.get('number'))} has a malformed arch_id")
-    arch_dir = run_dir / "archs" / arch_id
-    spec = load_spec(str(arch_dir / "arch.json"))
-    if spec.arch_id != arch_id:
-        raise SpecError(f"{arch_dir}/arch.json describes arch {spec.arch_id[:12]}, not {arch_id[:12]}: "
-                        "the run dir was edited")
-    weights_path = arch_dir / "weights.safetensors"
-    if not weights_path.is_file():
-        raise UsageError(f"{weights_path} is missing: that trial has no trained weights")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UsageError(f"{weights_path} is not a readable safetensors file: {exc}") from None
-    train_json = arch_dir / "train.json"
-    train = _read_json(train_json) if train_json.is_file() else {}
-    latency = _read_json(arch_dir / "latency.json") if (arch_dir / "latency.json").is_file() else {}
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.get("train_config")
-    workload = run.get("workload") if isinstance(run.get("workload"), dict) else {}
-    input_size = config.get("input_size")
-    if input_size is None and "height" in workload:
-        input_size = [workload.get("height"), workload.get("width")]
+    run = RunDir.load(Path(run_dir))
+    row = _pick_trial(run, trial)
+    if not _ARCH_ID.fullmatch(row.arch_id):
+        raise UsageError(f"{run.path}/trials.csv: trial {row.number} has a malformed arch_id")
+    spec = run.spec(row.arch_id)
+    state = run.weights(row.arch_id)
+    train = run.record(row.arch_id, "train.json") or {}
+    latency = run.record(row.arch_id, "latency.json") or {}
+    train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.meta.get(
+        "train_config")
     info = {
-        "arch_id": arch_id,
-        "trial": int(row["number"]) if row.get("number", "").isdigit() else None,
-        "input_size": input_size,
-        "latency_ms": _number(row.get("latency_ms")) or _number(latency.get("median")),
-        "latency_p90_ms": _number(row.get("latency_p90_ms")) or _number(latency.get("p90")),
-        "psnr_db": _number(row.get("psnr_db")) or _number(train.get("psnr_db")),
-        "psnr_gain_db": _number(row.get("psnr_gain_db")) if _number(row.get("psnr_gain_db")) is not None
-        else _number(train.get("psnr_gain_db")),
-        "budget_ms": config.get("budget_ms"),
-        "device": _device_name(run.get("device")) or "unknown",
-        "backend": run.get("backend", "unknown"),
-        "train_config": train_config if isinstance(train_config, dict) else {"loss": config.get("loss")},
+        "arch_id": row.arch_id,
+        "trial": row.number if row.number >= 0 else None,
+        "input_size": list(run.input_size) if run.input_size else None,
+        "latency_ms": row.latency_ms if row.latency_ms is not None else _number(latency.get("median_ms")),
+        "latency_p90_ms": row.latency_p90_ms if row.latency_p90_ms is not None else _number(latency.get("p90_ms")),
+        "psnr_db": row.psnr_db if row.psnr_db is not None else _number(train.get("psnr_db")),
+        "psnr_gain_db": row.psnr_gain_db if row.psnr_gain_db is not None else _number(train.get("psnr_gain_db")),
+        "budget_ms": run.config.get("budget_ms"),
+        "device": _device_name(run.meta.get("device")) or "unknown",
+        "backend": run.meta.get("backend", "unknown"),
+        "train_config": train_config if isinstance(train_config, dict) else {"loss": run.config.get("loss")},
     }
     return export_spec(spec, state, Path(out_dir), info, replace=replace)

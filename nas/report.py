@@ -17,13 +17,26 @@ import html
 import io
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
+from nas.rundir import ARCH_ID, TRIALS_CSV_COLUMNS, RunDir
+from nas.target import Budget
+from search_spaces.plan import (
+    CONV,
+    DEPTH_TO_SPACE,
+    LUMA,
+    MERGE,
+    RESIDUAL,
+    RESIZE,
+    SPACE_TO_DEPTH,
+    WHITEN,
+    Op,
+    plan,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,13 +46,6 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "report.html"
 PNG_NAME = "pareto.png"
-REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
-NUMERIC_COLUMNS = ("number", "latency_ms", "latency_p90_ms", "latency_cov", "roofline_ms", "psnr_db",
-                   "bicubic_psnr_db", "psnr_gain_db", "ssim", "measure_s", "train_s", "macs", "params",
-                   "bytes_moved")
-BOOL_COLUMNS = ("over_budget", "trained", "latency_cached", "train_cached")
-TEXT_COLUMNS = ("state", "arch_id", "reference", "summary", "error")
-_ARCH_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")  # sha256 hex in practice; never a path separator
 TOP_N = 10
 CROP = 96  # side of the ground-truth crop shown, in output pixels
 
@@ -51,10 +57,10 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
 
 @dataclass
 class Run:
-    """A run dir as read for the report: run.json, trials.csv and the per-arch files that exist."""
+    """A run dir as the report reads it: the checked RunDir, its trials as a DataFrame, and the
+    per-arch files that exist."""
 
-    path: Path
-    meta: dict[str, Any]
+    dir: RunDir
     trials: pd.DataFrame
     specs: dict[str, ArchSpec] = field(default_factory=dict)
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -62,20 +68,33 @@ class Run:
     problems: list[str] = field(default_factory=list)  # unreadable per-arch files, shown in the page
 
     @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.dir.meta
+
+    @property
+    def budget(self) -> Budget | None:
+        return self.dir.budget
+
+    @property
     def budget_ms(self) -> float | None:
-        return _num(_dict(self.meta.get("config")).get("budget_ms"))
+        return self.budget.limit_ms if self.budget else None
+
+    @property
+    def latency_column(self) -> str:
+        """The latency statistic the budget applies to: the charts plot it against the budget line."""
+        return self.budget.column if self.budget else "latency_ms"
+
+    @property
+    def latency_label(self) -> str:
+        return self.budget.stat if self.budget else "median"
 
     @property
     def input_hw(self) -> tuple[int, int] | None:
-        """Low-resolution input (H, W) from the workload, else from the config."""
-        wl = _dict(self.meta.get("workload"))
-        h, w = _int(wl.get("height")), _int(wl.get("width"))
-        if h and w:
-            return h, w
-        size = _dict(self.meta.get("config")).get("input_size")
-        if isinstance(size, list) and len(size) == 2 and all(_int(v) for v in size):
-            return int(size[0]), int(size[1])
-        return None
+        return self.dir.input_size
 
     def summary_of(self, row: Any) -> str:
         """One-line architecture: from the validated arch.json, else the CSV's text (raw, escape it)."""
@@ -86,20 +105,15 @@ class Run:
         """Trials that were trained and have a gain, reference nets included (the search enqueues them
         as trials, so one can win)."""
         t = self.trials
-        return t[t.trained & t.psnr_gain_db.notna() & t.latency_ms.notna()]
+        return t[t.trained & t.psnr_gain_db.notna() & t[self.latency_column].notna()]
 
     def winner(self) -> Any | None:
-        """The run's best trial (run.json summary.best), else the candidate with the highest gain."""
-        best = _dict(_dict(self.meta.get("summary")).get("best"))
-        number = _int(best.get("trial"))
-        cands = self.candidates()
-        if number is not None:
-            hit = cands[cands.number == number]
-            if len(hit):
-                return next(hit.itertuples())
-        if not len(cands):
+        """The run's best trial, by the run dir's one rule (nas.rundir.best_trial)."""
+        best = self.dir.best()
+        if best is None:
             return None
-        return next(cands.sort_values(["psnr_gain_db", "latency_ms"], ascending=[False, True]).itertuples())
+        hit = self.trials[self.trials.number == best.number]
+        return next(hit.itertuples()) if len(hit) else None
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -167,60 +181,35 @@ def load_run(run_dir: Path) -> Run:
     """Read and check a run dir; a missing or malformed run.json / trials.csv raises UsageError."""
     import pandas as pd
 
-    from search_spaces import SpecError, load_spec
+    from search_spaces import SpecError
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"run dir {run_dir} does not exist (give the --run-dir of a finished nas search)")
-    meta_path, csv_path = run_dir / "run.json", run_dir / "trials.csv"
-    for p in (meta_path, csv_path):
-        if not p.is_file():
-            raise UsageError(f"{run_dir} is not a run dir: {p.name} is missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{meta_path} is not readable JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise UsageError(f"{meta_path} must hold a JSON object")
-    try:
-        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' ParserError/EmptyDataError are ValueErrors
-        raise UsageError(f"{csv_path} is not a readable CSV file: {exc}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        raise UsageError(f"{csv_path} lacks the column(s) {', '.join(missing)} (see docs/run_dir.md)")
-    trials = pd.DataFrame(index=raw.index)
-    for col in NUMERIC_COLUMNS:
-        trials[col] = pd.to_numeric(raw[col], errors="coerce") if col in raw else float("nan")
-    bad = trials.number.isna()
-    if bad.any():
-        raise UsageError(f"{csv_path}: column 'number' must hold trial numbers (row {int(bad.idxmax()) + 2})")
+    rd = RunDir.load(Path(run_dir))
+    columns = list(TRIALS_CSV_COLUMNS)
+    trials = pd.DataFrame([r.to_dict() for r in rd.trials], columns=columns)
+    for col in columns:
+        if col in ("over_budget", "trained", "latency_cached", "train_cached"):
+            trials[col] = trials[col].astype(bool)
+        elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker"):
+            trials[col] = pd.to_numeric(trials[col], errors="coerce")
     trials["number"] = trials.number.astype(int)
-    for col in BOOL_COLUMNS:
-        trials[col] = raw[col].str.strip().str.lower().eq("true") if col in raw else False
-    for col in TEXT_COLUMNS:
-        trials[col] = raw[col].str.strip() if col in raw else ""
-    run = Run(path=run_dir, meta=meta, trials=trials.sort_values("number").reset_index(drop=True))
-
+    run = Run(dir=rd, trials=trials.reset_index(drop=True), problems=list(rd.problems))
     for arch_id in sorted(set(run.trials.arch_id)):
-        if not _ARCH_ID.match(arch_id):
-            run.problems.append(f"arch id {arch_id[:80]!r} is not a plain identifier: its files were not read")
-            continue
-        folder = run_dir / "archs" / arch_id
+        if not ARCH_ID.match(arch_id):
+            continue  # RunDir.load has said so in problems
+        folder = rd.arch_dir(arch_id)
         if (folder / "arch.json").is_file():
             try:
-                run.specs[arch_id] = load_spec(str(folder / "arch.json"))
+                run.specs[arch_id] = rd.spec(arch_id)
             except SpecError as exc:
                 run.problems.append(str(exc))
         for name, target in (("latency.json", run.latency), ("train.json", run.train)):
-            if (folder / name).is_file():
-                try:
-                    data = json.loads((folder / name).read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    run.problems.append(f"archs/{arch_id}/{name}: {exc}")
-                    continue
-                if isinstance(data, dict):
-                    target[arch_id] = data
+            try:
+                record = rd.record(arch_id, name)
+            except UsageError as exc:
+                run.problems.append(f"archs/{arch_id}/{name}: {exc}")
+                continue
+            if record is not None:
+                target[arch_id] = record
     return run
 
 
@@ -236,57 +225,29 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _op_text(op: Op) -> str:
+    """How the layer table names one op of the plan."""
+    if op.kind == CONV:
+        text = f"conv {op.kernel}x{op.kernel}" + (f" stride {op.stride}" if op.stride > 1 else "")
+        return text + (" + ReLU + skip" if op.residual else " + ReLU" if op.relu else "")
+    return {RESIZE: "classical upsample", LUMA: "fixed 1x1 RGB->Y", WHITEN: "whiten (x - 0.5)",
+            SPACE_TO_DEPTH: "space-to-depth", MERGE: "depth-to-space 2 + skip + ReLU",
+            DEPTH_TO_SPACE: "depth-to-space", RESIDUAL: "base + residual"}.get(op.kind, op.kind)
+
+
 def layer_table(spec: ArchSpec, height: int, width: int) -> list[dict[str, Any]]:
-    """Every op of the network in order, with output shape, MACs and parameters per layer.
-
-    Mirrors search_spaces.network (and search_spaces.counting, whose MAC total it must equal).
-    """
-    rows: list[dict[str, Any]] = []
-    c, f, s = spec.in_channels, spec.space_to_depth, spec.scale
-
-    def add(stage: str, op: str, cin: int, cout: int, h: int, w: int, macs: int = 0, params: int = 0) -> None:
-        rows.append({"stage": stage, "op": op, "in": cin, "out": cout, "shape": f"{cout}x{h}x{w}",
-                     "macs": macs, "params": params})
-
-    def conv(stage: str, cin: int, cout: int, k: int, h: int, w: int, stride: int = 1, note: str = "") -> None:
-        ho, wo = h // stride, w // stride
-        op = f"conv {k}x{k}" + (f" stride {stride}" if stride > 1 else "") + note
-        add(stage, op, cin, cout, ho, wo, ho * wo * cin * cout * k * k, cout * cin * k * k + cout)
-
-    def stage(name: str, cin: int, layers: tuple, h: int, w: int) -> int:
-        for i, layer in enumerate(layers):
-            skip = " + ReLU + skip" if spec.skip == "add" and cin == layer.width else " + ReLU"
-            conv(f"{name}[{i}]", cin, layer.width, layer.kernel, h, w, note=skip)
-            cin = layer.width
-        return cin
-
-    H, W = height, width
-    if spec.upsample != "identity":
-        add("base", f"{spec.upsample} x{s}", 3, 3, H * s, W * s)
-    if spec.color == "luma":
-        add("luma", "fixed 1x1 RGB->Y", 3, 1, H, W, 3 * H * W, 0)
-    h, w = H // f, W // f
-    if f > 1:
-        add("entry", f"space-to-depth {f}", c, c * f * f, h, w)
-    cin = stage("head", c * f * f, spec.head, h, w)
-
-    def level(i: int, cin: int, h: int, w: int) -> None:
-        lv = spec.levels[i]
-        conv(f"down{i + 1}", cin, lv.width, 2, h, w, stride=2, note=" + ReLU")
-        inner = stage(f"level{i + 1}", lv.width, lv.body, h // 2, w // 2)
-        if i + 1 < len(spec.levels):
-            level(i + 1, inner, h // 2, w // 2)
-        conv(f"up{i + 1}", inner, 4 * cin, lv.up_kernel, h // 2, w // 2)
-        add(f"up{i + 1}", "depth-to-space 2 + skip + ReLU", 4 * cin, cin, h, w)
-
-    if spec.levels:
-        level(0, cin, h, w)
-    cin = stage("tail", cin, spec.tail, h, w)
-    out_ch = c * (s * f) ** 2
-    conv("output", cin, out_ch, spec.output_kernel, h, w)
-    if s * f > 1:
-        add("output", f"depth-to-space {s * f}", out_ch, c, H * s, W * s)
-    add("output", "base + residual", c, 3, H * s, W * s)
+    """Every op of the network in order (search_spaces.plan), with output shape, MACs and parameters."""
+    rows = []
+    for op in plan(spec, height, width):
+        text = _op_text(op)
+        if op.kind == RESIZE:
+            text = f"{spec.upsample} x{spec.scale}"
+        elif op.kind == SPACE_TO_DEPTH:
+            text = f"{text} {spec.space_to_depth}"
+        elif op.kind == DEPTH_TO_SPACE:
+            text = f"{text} {spec.scale * spec.space_to_depth}"
+        rows.append({"stage": op.stage, "op": text, "in": op.cin, "out": op.cout, "shape": op.shape,
+                     "macs": op.macs, "params": op.params})
     return rows
 
 
@@ -308,7 +269,7 @@ def _hover(run: Run, row: Any) -> str:
 
 def _points(run: Run, rows: pd.DataFrame, y: list[Any]) -> dict[str, Any]:
     """x/y/hover/customdata for a scatter trace of trial rows (customdata = trial number, for clicks)."""
-    return {"x": rows.latency_ms.tolist(), "y": y,
+    return {"x": rows[run.latency_column].tolist(), "y": y,
             "text": [_hover(run, r) for r in rows.itertuples()],
             "customdata": rows.number.tolist(),
             "hovertemplate": "%{text}<extra></extra>"}
@@ -320,7 +281,8 @@ def pareto_figure(run: Run) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    t = run.trials.dropna(subset=["latency_ms"])
+    col = run.latency_column  # the statistic the budget applies to, so the budget line judges every point
+    t = run.trials.dropna(subset=[col])
     trained = run.candidates()
     cands, refs = trained[trained.reference == ""], trained[trained.reference != ""]
     untrained = t[t.psnr_gain_db.isna()]
@@ -328,13 +290,13 @@ def pareto_figure(run: Run) -> go.Figure:
     over_refs = untrained[untrained.over_budget & (untrained.reference != "")]
     failed = untrained[~untrained.over_budget]
     budget = run.budget_ms
-    xs = t.latency_ms.tolist() + ([budget] if budget else [])
+    xs = t[col].tolist() + ([budget] if budget else [])
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.03)
-    front = trained.iloc[pareto_front(list(zip(trained.latency_ms, trained.psnr_gain_db)))]
+    front = trained.iloc[pareto_front(list(zip(trained[col], trained.psnr_gain_db)))]
     fig.add_trace(go.Scatter(name="Pareto front", mode="lines", line={"color": VERMILION, "width": 2, "shape": "hv"},
-                             x=front.latency_ms.tolist(), y=front.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
+                             x=front[col].tolist(), y=front.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
     fig.add_trace(go.Scatter(name=f"trained candidates ({len(cands)})", mode="markers",
                              marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
                              **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)
@@ -372,7 +334,8 @@ def pareto_figure(run: Run) -> go.Figure:
         fig.add_annotation(xref="x", yref="paper", x=bx, y=1, yanchor="bottom", showarrow=False,
                            text=f"budget {_fmt(budget, 3)} ms", font={"color": VERMILION})
     fig.update_xaxes(type="log" if log_x else "linear", row=1, col=1)
-    fig.update_xaxes(type="log" if log_x else "linear", title_text="latency per frame, median (ms)", row=2, col=1)
+    fig.update_xaxes(type="log" if log_x else "linear", title_text=f"latency per frame, {run.latency_label} (ms)",
+                     row=2, col=1)
     fig.update_yaxes(title_text="PSNR gain over bicubic (dB)", row=1, col=1)
     fig.update_yaxes(type="category", row=2, col=1)
     fig.update_layout(template="plotly_white", height=620, hovermode="closest", margin={"t": 40, "r": 20},
@@ -416,8 +379,9 @@ def roofline_figure(run: Run) -> go.Figure:
     """Measured latency against MACs, each joined to its roofline lower bound (same device)."""
     import plotly.graph_objects as go
 
-    t = run.trials.dropna(subset=["latency_ms", "macs"])
-    t = t[(t.latency_ms > 0) & (t.macs > 0)]
+    col = run.latency_column
+    t = run.trials.dropna(subset=[col, "macs"])
+    t = t[(t[col] > 0) & (t.macs > 0)]
     fig = go.Figure()
     roof = t.dropna(subset=["roofline_ms"])
     roof = roof[roof.roofline_ms > 0]
@@ -425,21 +389,21 @@ def roofline_figure(run: Run) -> go.Figure:
         seg_x, seg_y = [], []
         for r in roof.itertuples():
             seg_x += [r.macs, r.macs, None]
-            seg_y += [r.roofline_ms, r.latency_ms, None]
+            seg_y += [r.roofline_ms, getattr(r, col), None]
         fig.add_trace(go.Scatter(name="gap to bound", mode="lines", x=seg_x, y=seg_y, hoverinfo="skip",
                                  line={"color": "#cccccc", "width": 1}))
         fig.add_trace(go.Scatter(name="roofline lower bound", mode="markers", x=roof.macs.tolist(),
                                  y=roof.roofline_ms.tolist(), marker={"symbol": "line-ew-open", "size": 12,
                                                                       "color": "black", "line": {"width": 2}},
                                  text=[f"trial {r.number}: bound {_fmt(r.roofline_ms, 4)} ms, measured "
-                                       f"{_fmt(r.latency_ms, 3)} ms ({100 * r.roofline_ms / r.latency_ms:.1f} % of bound)"
+                                       f"{_fmt(getattr(r, col), 3)} ms ({100 * r.roofline_ms / getattr(r, col):.1f} % of bound)"
                                        for r in roof.itertuples()], hovertemplate="%{text}<extra></extra>"))
     for name, rows, color, symbol in (("trained", t[t.trained & (t.reference == "")], BLUE, "circle"),
                                       ("over budget", t[t.over_budget], GREY, "x-thin"),
                                       ("reference nets", t[t.reference != ""], GREEN, "diamond")):
         if len(rows):
             fig.add_trace(go.Scatter(name=f"measured: {name}", mode="markers", x=rows.macs.tolist(),
-                                     y=rows.latency_ms.tolist(), customdata=rows.number.tolist(),
+                                     y=rows[col].tolist(), customdata=rows.number.tolist(),
                                      marker={"symbol": symbol, "color": color, "size": 8, "line": {"color": color, "width": 1.5}},
                                      text=[_hover(run, r) for r in rows.itertuples()], hovertemplate="%{text}<extra></extra>"))
     if run.budget_ms:
@@ -447,7 +411,7 @@ def roofline_figure(run: Run) -> go.Figure:
                       annotation_font_color=VERMILION)
     fig.update_layout(template="plotly_white", height=420, margin={"t": 30, "r": 20},
                       xaxis={"type": "log", "title": "MACs per frame (log)"},
-                      yaxis={"type": "log", "title": "latency per frame (ms, log)"},
+                      yaxis={"type": "log", "title": f"latency per frame, {run.latency_label} (ms, log)"},
                       legend={"orientation": "h", "y": -0.2, "x": 0})
     return fig
 

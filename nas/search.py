@@ -10,78 +10,48 @@ results come from a training cache keyed by arch_id + training-config hash + dat
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import platform
 import signal
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from nas import __version__
 from nas.errors import NasError, UsageError
+from nas.rundir import RunDirWriter, TrialRow, best_trial, trial_row
 from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
+from nas.target import Budget, Target
+from search_spaces.registry import Registry
 
-BUDGET_STATS = ("median", "p90")
-SAMPLERS = ("evolution", "tpe", "random")   # random: the blind-search control of `nas bench`
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
-CPU_INPUT_SIZE = (135, 240)   # a 270x480 output at x2: what a 2-core CPU can do in a few ms
-GPU_INPUT_SIZE = (540, 960)   # a 1080p output at x2: render low, display high
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
-TRIALS_CSV_COLUMNS = (
-    "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
-    "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
-    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
-)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything a search run depends on, resolved from flags (and defaults)."""
+    """How the search loop runs (what it searches for is the Target): trials, sampler, where it keeps state."""
 
-    budget_ms: float
-    task: str = "sr2x"
-    backend: str = "auto"
-    input_size: tuple[int, int] | None = None   # None: chosen by the backend (GPU vs CPU default)
     trials: int = DEFAULT_TRIALS
-    train_steps: int | None = None              # None: TrainConfig's default
     seed: int = 0
     sampler: str = DEFAULT_SAMPLER              # one of SAMPLERS
     run_dir: str | None = None                  # None: runs/<study>
     storage: str | None = None                  # None: a journal file in the run dir
-    study: str | None = None                    # None: derived from task, backend, size and budget
-    latency_db: str | None = None               # None: NAS_LATENCY_DB or the user cache dir
-    data: str | None = None
-    val_data: str | None = None
-    loss: str = "l1"
-    noise_sigma: float = 25.0                   # denoise only, on the 0-255 scale
-    budget_stat: str = "median"
+    study: str | None = None                    # None: derived from the target, seed and sampler
     warm_start: bool = True
-    write_report: bool = True
-    write_export: bool = True
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
-        if not isinstance(self.budget_ms, (int, float)) or not math.isfinite(self.budget_ms) or self.budget_ms <= 0:
-            raise UsageError(f"--budget-ms must be a positive number of milliseconds, got {self.budget_ms}")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
-        if self.train_steps is not None and self.train_steps < 1:
-            raise UsageError(f"--train-steps must be at least 1, got {self.train_steps}")
         if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.budget_stat not in BUDGET_STATS:
-            raise UsageError(f"--budget-stat must be one of {', '.join(BUDGET_STATS)}, got {self.budget_stat!r}")
-        if not math.isfinite(self.noise_sigma) or self.noise_sigma < 0:
-            raise UsageError(f"--noise-sigma must be a non-negative number, got {self.noise_sigma}")
+            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS.names())}, got {self.sampler!r}")
 
 
 @dataclass
@@ -153,17 +123,6 @@ class StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def parse_input_size(text: str) -> tuple[int, int]:
-    """'135x240' -> (135, 240); anything else is a usage error that shows the expected form."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise UsageError(f"--input-size must look like HxW (e.g. 135x240), got {text!r}")
-    h, w = (int(p) for p in parts)
-    if h < 8 or w < 8 or h > 8192 or w > 8192:
-        raise UsageError(f"--input-size {h}x{w} is out of range: each side must be 8..8192")
-    return h, w
-
-
 def versions() -> dict[str, str | None]:
     """Exact versions of what shapes the numbers (stored in run.json)."""
     from importlib import metadata
@@ -177,7 +136,7 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def latency_gate(study: Any, trial: Any, latency_ms: float, budget_ms: float) -> bool:
+def latency_gate(study: Any, trial: Any, latency_ms: float, budget: Budget) -> bool:
     """Report the constraint; over budget, tell the trial PRUNED at once and return False.
 
     A PRUNED trial with a positive constraint is infeasible for TPE, which ranks it after every
@@ -185,33 +144,66 @@ def latency_gate(study: Any, trial: Any, latency_ms: float, budget_ms: float) ->
     """
     from optuna.trial import TrialState
 
-    trial.set_constraint("latency_ms", latency_ms - budget_ms)
-    if latency_ms > budget_ms:
+    trial.set_constraint("latency_ms", latency_ms - budget.limit_ms)
+    if not budget.admits_ms(latency_ms):
         study.tell(trial, state=TrialState.PRUNED)
         return False
     return True
 
 
-def _default_study_name(config: SearchConfig, backend: str, size: tuple[int, int]) -> str:
-    budget = f"{config.budget_ms:g}".replace(".", "p")
+def default_study_name(target: Target, config: SearchConfig) -> str:
+    budget = f"{target.budget.limit_ms:g}".replace(".", "p")
     # another sampler (the random control) gets a study and run dir of its own
     sampler = "" if config.sampler == DEFAULT_SAMPLER else f"-{config.sampler}"
-    return f"{config.task}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-seed{config.seed}{sampler}"
+    h, w = target.input_size
+    return (f"{target.space.name}-{target.backend.name}-{h}x{w}-{target.budget.stat}{budget}ms-"
+            f"seed{config.seed}{sampler}")
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return "" if value is None else value
+# Optuna samplers by ``--sampler`` name: (budget, seed) -> sampler. Optuna loads only when one is made.
+SAMPLERS: Registry[Callable[[Budget, int], Any]] = Registry("sampler")
+
+
+@SAMPLERS.register("evolution")
+def _evolution(budget: Budget, seed: int) -> Any:
+    """Budget-aware regularized evolution (nas/samplers.py), the default."""
+    from nas.samplers import EvolutionSampler
+
+    return EvolutionSampler(budget=budget.limit_ms, seed=seed)
+
+
+@SAMPLERS.register("tpe")
+def _tpe(budget: Budget, seed: int) -> Any:
+    """Optuna's TPE, with the budget as a constraint (told through ``latency_gate``)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+@SAMPLERS.register("random")
+def _random(budget: Budget, seed: int) -> Any:
+    """Random search: the blind-search control of ``nas bench``."""
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 class Search:
-    """One search run in one run dir; ``run()`` returns the summary or raises NoFeasibleError."""
+    """One search run against one Target in one run dir; ``run()`` returns the summary.
 
-    def __init__(self, config: SearchConfig, quiet: bool = False) -> None:
-        config.validate()
+    It writes the run dir's trials (docs/run_dir.md) and nothing else: the report and the export
+    are separate steps over the run dir (``nas search`` composes them).
+    """
+
+    def __init__(self, target: Target, config: SearchConfig, quiet: bool = False) -> None:
+        self.target = target
         self.config = config
         self.quiet = quiet
+        self.study_name = config.study or default_study_name(target, config)
+        self.run_dir = Path(config.run_dir or Path("runs") / self.study_name)
+        self.writer = RunDirWriter(self.run_dir)
+        self.interrupted = False
+        self.summary: dict[str, Any] | None = None
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -221,68 +213,27 @@ class Search:
     def _setup(self) -> None:
         import optuna
 
-        from latency_db import BackendError, StoreError, Workload, open_store, resolve_backend
-        from nas.data import load_data
-        from nas.train import TrainConfig
         from nas.train_cache import TrainCache
-        from search_spaces import get_space
 
-        cfg = self.config
-        self.space = get_space(cfg.task)
-        try:
-            self.backend = resolve_backend(cfg.backend)
-        except BackendError as exc:
-            raise UsageError(f"--backend: {exc}") from None
-        size = cfg.input_size or (GPU_INPUT_SIZE if self.backend.is_gpu else CPU_INPUT_SIZE)
-        self.input_size = size
-        self.workload = Workload(height=size[0], width=size[1], scale=self.space.scale,
-                                 io_dtype=self.backend.default_io_dtype)
-        self.study_name = cfg.study or _default_study_name(cfg, self.backend.name, size)
-        self.run_dir = Path(cfg.run_dir or Path("runs") / self.study_name)
-        train_kwargs: dict[str, Any] = {"loss": cfg.loss, "seed": cfg.seed}
-        if cfg.train_steps is not None:
-            train_kwargs["steps"] = cfg.train_steps
-        if self.space.kind == "denoise":
-            train_kwargs["noise_sigma"] = cfg.noise_sigma
-        self.train_config = TrainConfig(**train_kwargs)
-        self.device = "cuda" if self.backend.is_gpu else "cpu"
-        self.fingerprint = self.backend.fingerprint()
-        self._check_run_dir()
-        self.data = load_data(self.space.kind, self.space.scale, self.train_config.patch_size,
-                              cfg.data, cfg.val_data)
+        cfg, target = self.config, self.target
+        self.writer.check(self.study_name)
+        self.data = target.load_data()
         remote = cfg.storage is not None and "://" in cfg.storage  # before the latency DB: a bad URL writes nothing
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
-        try:
-            self.store = open_store(cfg.latency_db)
-        except StoreError as exc:
-            raise UsageError(f"--latency-db: {exc}") from None
+        self.store = target.open_store()
         self.train_cache = TrainCache(self.store.url)
-        self._make_run_dir()  # only now: every check above writes nothing
+        self.writer.create()  # only now: every check above writes nothing
         # said after the checks, so that a refused run prints its error line alone
-        self.say(f"backend {self.backend.name} on {self.fingerprint['device']}; input {size[0]}x{size[1]} "
-                 f"({self.space.name}: output {size[0] * self.space.scale}x{size[1] * self.space.scale}); "
-                 f"budget {cfg.budget_ms:g} ms ({cfg.budget_stat})")
+        self.say(target.describe())
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=self._sampler(),
+            sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed()),
         )
         self._check_study_settings()
         self._write_run_json(None)
-
-    def _sampler(self) -> Any:
-        import optuna
-
-        from nas.samplers import EvolutionSampler
-
-        seed = self._sampler_seed()
-        if self.config.sampler == "evolution":
-            return EvolutionSampler(budget=self.config.budget_ms, seed=seed)
-        if self.config.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed)
 
     def _sampler_seed(self) -> int:
         """--seed alone for a study of its own; mixed with the run dir when --storage shares the study, so
@@ -293,35 +244,11 @@ class Search:
 
     def _identity(self) -> dict[str, Any]:
         """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers."""
-        return {"task": self.space.name, "space_version": self.space.version, "backend": self.backend.name,
-                "input_size": list(self.input_size), "budget_ms": self.config.budget_ms,
-                "budget_stat": self.config.budget_stat, "train_config": self.train_config.hash(),
+        t = self.target
+        return {"task": t.space.name, "space_version": t.space.version, "backend": t.backend.name,
+                "input_size": list(t.input_size), "budget_ms": t.budget.limit_ms,
+                "budget_stat": t.budget.stat, "train_config": t.train_config.hash(),
                 "data": self.data.data_id}
-
-    def _check_run_dir(self) -> None:
-        run_json = self.run_dir / "run.json"
-        if run_json.exists():
-            try:
-                previous = json.loads(run_json.read_text())
-                study = previous["study"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UsageError(f"run dir {self.run_dir} holds a run.json this nas cannot read: "
-                                 "choose another --run-dir") from None
-            if study != self.study_name:
-                raise UsageError(f"run dir {self.run_dir} already holds study '{study}', not "
-                                 f"'{self.study_name}': choose another --run-dir (nothing was overwritten)")
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise UsageError(f"run dir {self.run_dir} exists and is not a nas run dir: choose another --run-dir")
-        parent = next((p for p in (self.run_dir, *self.run_dir.parents) if p.exists()), Path("."))
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"cannot write run dir {self.run_dir}: {parent} is not writable")
-
-    def _make_run_dir(self) -> None:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "archs").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot write run dir {self.run_dir}: {exc.strerror or exc}") from None
 
     def _check_study_settings(self) -> None:
         identity = self._identity()
@@ -329,8 +256,9 @@ class Search:
         if stored is None:
             self.study.set_user_attr("identity", identity)
             if self.config.warm_start and not self.study.trials:
-                for name, spec in self.space.references().items():
-                    self.study.enqueue_trial(self.space.params_of(spec), user_attrs={"reference": name},
+                space = self.target.space
+                for name, spec in space.references().items():
+                    self.study.enqueue_trial(space.params_of(spec), user_attrs={"reference": name},
                                              skip_if_exists=True)
         elif stored != identity:
             changed = sorted(k for k in identity if stored.get(k) != identity[k])
@@ -354,25 +282,24 @@ class Search:
         from latency_db import measure_or_get
         from search_spaces import count
 
-        cfg = self.config
-        spec = self.space.sample(trial, self.input_size)
+        target = self.target
+        spec = target.space.sample(trial, target.input_size)
         arch_id = spec.arch_id
-        counts = count(spec, *self.input_size, bytes_per_element=self.workload.bytes_per_element)
+        workload = target.workload
+        counts = count(spec, *target.input_size, bytes_per_element=workload.bytes_per_element)
         trial.set_user_attr("arch_id", arch_id)
         trial.set_user_attr("spec", spec.canonical_json())
         trial.set_user_attr("summary", spec.summary())
         trial.set_user_attr("counts", {"macs": counts.macs, "params": counts.params,
                                        "bytes_moved": counts.bytes_moved})
-        folder = self.run_dir / "archs" / arch_id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "arch.json").write_text(spec.to_json() + "\n")
+        self.writer.write_arch(spec)
 
-        latency = measure_or_get(spec, self.workload, self.backend, self.store)  # takes the device lock
+        latency = measure_or_get(spec, workload, target.backend, self.store)  # takes the device lock
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
         self._note_contention(latency, trial.number, tally)
-        (folder / "latency.json").write_text(json.dumps(latency.to_dict(), indent=1) + "\n")
+        self.writer.write_latency(arch_id, latency.to_dict())
         trial.set_user_attr("latency", {
             "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "cov": latency.cov,
             "roofline_ms": latency.roofline_ms, "cached": latency.cached, "measure_s": latency.measure_s,
@@ -382,23 +309,23 @@ class Search:
             trial.set_user_attr("error", f"measurement failed: {latency.error}")
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        value = latency.median_ms if cfg.budget_stat == "median" else latency.p90_ms
-        if not latency_gate(self.study, trial, value, cfg.budget_ms):
+        value = target.budget.value_of(latency)
+        if not latency_gate(self.study, trial, value, target.budget):
             return
 
-        result, cached, waited_s = self.train_cache.train(spec, self.data, self.train_config, self.backend,
-                                                          self.device)
+        result, cached, waited_s = self.train_cache.train(spec, self.data, target.train_config, target.backend,
+                                                          target.device)
         trial.set_user_attr("train_cached", cached)
         tally.lock_wait_s += waited_s
         if cached:
             tally.train_hits += 1
         else:
             tally.train_s += result.train_s
-        self._write_training(folder, result)
+        self.writer.write_training(arch_id, result, target.train_config)
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,
-            "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if trial.user_attrs["train_cached"]
-            else result.train_s, "moved": result.moved,
+            "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if cached else result.train_s,
+            "moved": result.moved,
         })
         if not result.moved or not math.isfinite(result.psnr_gain_db):
             trial.set_user_attr("error", "training failed: the network did not move from its classical "
@@ -408,14 +335,6 @@ class Search:
         self.study.tell(trial, result.psnr_gain_db)
         if tally.best_gain is None or result.psnr_gain_db > tally.best_gain:
             tally.best_gain, tally.best_latency = result.psnr_gain_db, value
-
-    def _write_training(self, folder: Path, result: Any) -> None:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in result.state_dict.items()}, str(folder / "weights.safetensors"))
-        info = {k: v for k, v in result.to_dict().items() if k != "state_dict"}
-        info |= {"train_config": self.train_config.to_dict(), "train_config_hash": self.train_config.hash()}
-        (folder / "train.json").write_text(json.dumps(info, indent=1) + "\n")
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -446,7 +365,7 @@ class Search:
                 mine.append(trial.number)
                 tally.n_done += 1
                 progress.update(tally, len(mine))
-                self._write_trials_csv()
+                self.writer.write_trials(self.rows())
         progress.close()
         return self._finish(tally, interrupted=stop.requested)
 
@@ -459,123 +378,68 @@ class Search:
                 if t.user_attrs.get("run_dir") == here and t.state.is_finished() and t.number not in retried]
 
     # ------------------------------------------------------------------ outputs
-    def _rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for t in self.study.get_trials(deepcopy=False):
-            if not t.state.is_finished():
-                continue
-            lat = t.user_attrs.get("latency", {})
-            tr = t.user_attrs.get("train", {})
-            counts = t.user_attrs.get("counts", {})
-            median = lat.get("median_ms")
-            value = median if self.config.budget_stat == "median" else lat.get("p90_ms")
-            rows.append({
-                "number": t.number, "state": t.state.name, "arch_id": t.user_attrs.get("arch_id", ""),
-                "reference": t.user_attrs.get("reference", ""), "summary": t.user_attrs.get("summary", ""),
-                "latency_ms": median, "latency_p90_ms": lat.get("p90_ms"), "latency_cov": lat.get("cov"),
-                "roofline_ms": lat.get("roofline_ms"),
-                "over_budget": value is not None and value > self.config.budget_ms,
-                "trained": bool(tr), "psnr_db": tr.get("psnr_db"), "bicubic_psnr_db": tr.get("bicubic_psnr_db"),
-                "psnr_gain_db": tr.get("psnr_gain_db"), "ssim": tr.get("ssim"),
-                "measure_s": lat.get("measure_s"), "train_s": tr.get("train_s", 0.0 if lat else None),
-                "latency_cached": lat.get("cached"), "train_cached": t.user_attrs.get("train_cached", False),
-                "macs": counts.get("macs"), "params": counts.get("params"),
-                "bytes_moved": counts.get("bytes_moved"), "error": t.user_attrs.get("error", ""),
-            })
-        return rows
+    def rows(self) -> list[TrialRow]:
+        """The study's finished trials as trials.csv rows."""
+        return [trial_row(t.number, t.state.name, t.user_attrs, self.target.budget)
+                for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
 
-    def _write_trials_csv(self) -> list[dict[str, Any]]:
-        rows = self._rows()
-        tmp = self.run_dir / "trials.csv.tmp"
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _fmt(v) for k, v in row.items()})
-        tmp.replace(self.run_dir / "trials.csv")
-        return rows
-
-    def _summary(self, rows: list[dict[str, Any]], tally: Tally) -> dict[str, Any]:
-        feasible = [r for r in rows if r["state"] == "COMPLETE"]
-        best = max(feasible, key=lambda r: r["psnr_gain_db"]) if feasible else None
+    def _summary(self, rows: list[TrialRow], tally: Tally) -> dict[str, Any]:
+        best = best_trial(rows)
         return {
             "n_trials": len(rows),
-            "n_trained": sum(1 for r in rows if r["trained"]),
-            "n_over_budget": sum(1 for r in rows if r["over_budget"]),
-            "n_failed": sum(1 for r in rows if r["state"] == "FAIL"),
-            "n_latency_cache_hits": sum(1 for r in rows if r["latency_cached"]),
-            "n_train_cache_hits": sum(1 for r in rows if r["train_cached"]),
+            "n_trained": sum(1 for r in rows if r.trained),
+            "n_over_budget": sum(1 for r in rows if r.over_budget),
+            "n_failed": sum(1 for r in rows if r.state == "FAIL"),
+            "n_latency_cache_hits": sum(1 for r in rows if r.latency_cached),
+            "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
                          "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": None if best is None else {
-                "trial": best["number"], "arch_id": best["arch_id"], "summary": best["summary"],
-                "reference": best["reference"], "latency_ms": best["latency_ms"],
-                "latency_p90_ms": best["latency_p90_ms"], "psnr_gain_db": best["psnr_gain_db"],
+                "trial": best.number, "arch_id": best.arch_id, "summary": best.summary,
+                "reference": best.reference, "latency_ms": best.latency_ms,
+                "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
             },
         }
 
     def _finish(self, tally: Tally, interrupted: bool) -> dict[str, Any]:
         self.interrupted = interrupted
-        rows = self._write_trials_csv()
+        rows = self.rows()
+        self.writer.write_trials(rows)
         summary = self._summary(rows, tally)
         self._write_run_json(summary, interrupted)
-        if summary["best"] is not None and not interrupted:
-            self._outputs()
         self.summary = summary
         return summary
 
     def _write_run_json(self, summary: dict[str, Any] | None, interrupted: bool = False) -> None:
         """run.json: written when the run starts (summary null) and again when it ends."""
-        cfg = self.config
-        config = asdict(replace(cfg, storage=mask_url(cfg.storage), latency_db=mask_url(cfg.latency_db)))
-        config |= {"input_size": list(self.input_size), "run_dir": str(self.run_dir), "study": self.study_name}
-        run = {
+        cfg, t = self.config, self.target
+        config = {
+            "task": t.space.name, "budget_ms": t.budget.limit_ms, "budget_stat": t.budget.stat,
+            "backend": t.backend.name, "input_size": list(t.input_size), "trials": cfg.trials,
+            "train_steps": t.train_config.steps, "seed": cfg.seed, "sampler": cfg.sampler,
+            "run_dir": str(self.run_dir), "storage": mask_url(cfg.storage), "study": self.study_name,
+            "latency_db": mask_url(t.latency_db), "data": t.data, "val_data": t.val_data,
+            "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma, "warm_start": cfg.warm_start,
+        }
+        self.writer.write_run_json({
             "nas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv, "study": self.study_name, "config": config,
-            "train_config": self.train_config.to_dict(), "versions": versions(),
-            "backend": self.backend.name, "device": self.fingerprint, "workload": self.workload.to_dict(),
-            "references": {n: s.arch_id for n, s in self.space.references().items()},
+            "train_config": t.train_config.to_dict(), "versions": versions(),
+            "backend": t.backend.name, "device": t.fingerprint, "workload": t.workload.to_dict(),
+            "references": {n: s.arch_id for n, s in t.space.references().items()},
             "data": self.data.describe(), "interrupted": interrupted, "summary": summary,
-        }
-        tmp = self.run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(run, indent=2) + "\n")
-        tmp.replace(self.run_dir / "run.json")
-
-    def _outputs(self) -> None:
-        """The report and the export of the winner, each from the run dir alone."""
-        if self.config.write_report:
-            from nas.report import write_report
-
-            path = write_report(self.run_dir)
-            self.say(f"report: {path}")
-        if self.config.write_export:
-            import shutil
-
-            from nas.export import export_run
-
-            best = self.run_dir / "best"
-            if best.exists():
-                shutil.rmtree(best)  # the run's own previous export: always regenerated from the run dir
-            export_run(self.run_dir, best)
-            self.say(f"winner exported to {best}")
+        })
 
     def no_feasible_message(self) -> str:
-        rows = self._rows()
-        measured = [r for r in rows if r["latency_ms"] is not None]
+        budget = self.target.budget
+        measured = [(budget.value(r.latency_ms, r.latency_p90_ms), r) for r in self.rows()]
+        measured = [(v, r) for v, r in measured if v is not None]
         if not measured:
             return "no candidate could be measured; see the error column of trials.csv"
-        stat = "latency_ms" if self.config.budget_stat == "median" else "latency_p90_ms"
-        fastest = min(measured, key=lambda r: r[stat])
-        need = math.ceil(fastest[stat] * 100) / 100
-        return (f"no architecture meets the {self.config.budget_ms:g} ms budget: the fastest candidate "
-                f"measured {fastest[stat]:.3f} ms ({self.config.budget_stat}, trial {fastest['number']}); "
+        value, fastest = min(measured, key=lambda vr: vr[0])
+        need = math.ceil(value * 100) / 100
+        return (f"no architecture meets the {budget.limit_ms:g} ms budget: the fastest candidate "
+                f"measured {value:.3f} ms ({budget.stat}, trial {fastest.number}); "
                 f"--budget-ms {need:g} would admit it")
-
-
-def run_search(config: SearchConfig, quiet: bool = False) -> tuple[Search, dict[str, Any]]:
-    """Run a search; ``summary['best']`` is None when no candidate met the budget (see
-    ``Search.no_feasible_message``)."""
-    search = Search(config, quiet=quiet)
-    return search, search.run()

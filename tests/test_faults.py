@@ -64,6 +64,7 @@ def test_a_candidate_the_backend_cannot_build_is_a_failed_trial_and_the_search_g
     from latency_db import BuildError
     from latency_db.backends.onnxruntime import OnnxRuntimeBackend
     from nas.search import Search, SearchConfig
+    from nas.target import Budget, Target
     from search_spaces import get_space
 
     broken = get_space("sr2x").references()["fsrcnn_small"].arch_id
@@ -76,10 +77,9 @@ def test_a_candidate_the_backend_cannot_build_is_a_failed_trial_and_the_search_g
 
     monkeypatch.setattr(OnnxRuntimeBackend, "measure", failing_measure)
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    config = SearchConfig(budget_ms=2.0, input_size=(32, 48), trials=5, train_steps=20, backend="onnxruntime",
-                          run_dir=str(tmp_path / "run"), latency_db=str(tmp_path / "latency.db"),
-                          write_report=False, write_export=False)
-    summary = Search(config, quiet=True).run()
+    target = Target.resolve(budget=Budget(2.0), input_size=(32, 48), train_steps=20, backend="onnxruntime",
+                            latency_db=str(tmp_path / "latency.db"))
+    summary = Search(target, SearchConfig(trials=5, run_dir=str(tmp_path / "run")), quiet=True).run()
 
     assert summary["n_trials"] == 5 and summary["n_failed"] == 1
     assert summary["best"] is not None and summary["best"]["arch_id"] != broken

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from nas.samplers import EvolutionSampler, grow_probability
 from nas.search import latency_gate
+from nas.target import Budget
 from search_spaces import count, get_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,7 +32,7 @@ def run(sampler: optuna.samplers.BaseSampler, budget: float, n_trials: int = N_T
     for _ in range(n_trials):
         trial = study.ask()
         counts = count(SPACE.sample(trial, SIZE), *SIZE)
-        if latency_gate(study, trial, counts.macs / MACS_PER_MS, budget):
+        if latency_gate(study, trial, counts.macs / MACS_PER_MS, Budget(budget)):
             study.tell(trial, math.log(counts.params))
     return study
 

@@ -34,7 +34,7 @@ def test_json_summary_has_the_documented_fields(tiny_search: dict) -> None:
 
 
 def test_run_dir_holds_the_documented_files(tiny_run_dir: Path) -> None:
-    from nas.search import TRIALS_CSV_COLUMNS
+    from nas.rundir import TRIALS_CSV_COLUMNS
 
     run = json.loads((tiny_run_dir / "run.json").read_text())
     assert {"config", "versions", "device", "summary", "workload", "train_config"} <= set(run)

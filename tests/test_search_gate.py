@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.search import latency_gate
+from nas.target import Budget
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 BUDGET = 0.3
@@ -20,7 +21,7 @@ def run(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     for _ in range(N_TRIALS):
         trial = study.ask()
         x = trial.suggest_float("x", 0.0, 1.0)
-        if latency_gate(study, trial, latency_ms=x, budget_ms=BUDGET):
+        if latency_gate(study, trial, latency_ms=x, budget=Budget(BUDGET)):
             study.tell(trial, x)
     return study
 

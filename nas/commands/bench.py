@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from nas.commands import COMMANDS
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 T = TypeVar("T")
 
@@ -24,6 +26,7 @@ def _list_of(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+@COMMANDS.register("bench")
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.bench import (
         DEFAULT_BUDGETS,
@@ -76,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nas.bench import Bench, BenchConfig, finite
-    from nas.search import parse_input_size
+    from nas.target import parse_input_size
 
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,

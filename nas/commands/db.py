@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from nas.commands import COMMANDS
 from nas.commands.latency import add_db_arg, open_db
 from nas.errors import UsageError
 
 
+@COMMANDS.register("db")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="latency database: stats, export, import",
                        description="Inspect the latency database, or move its rows to and from a CSV or "

@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from nas.commands import COMMANDS
 
+
+@COMMANDS.register("export")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="write a trained trial as standalone code (model.py, train.py, weights, ONNX)",

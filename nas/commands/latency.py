@@ -7,13 +7,13 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from nas.commands import COMMANDS
 from nas.errors import EXIT_RUNTIME, UsageError
 
 if TYPE_CHECKING:
     from latency_db import Backend, LatencyStore
 
 BACKEND_CHOICES = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
-GPU_DEFAULT_SIZE, CPU_DEFAULT_SIZE = (540, 960), (135, 240)
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -55,16 +55,14 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
 
 
 def input_size_from_args(args: argparse.Namespace, backend: Backend) -> tuple[int, int]:
-    from latency_db import parse_input_size
+    from nas.target import default_input_size, parse_input_size
 
     if args.input_size is None:
-        return GPU_DEFAULT_SIZE if backend.is_gpu else CPU_DEFAULT_SIZE
-    try:
-        return parse_input_size(args.input_size)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        return default_input_size(backend.is_gpu)
+    return parse_input_size(args.input_size)
 
 
+@COMMANDS.register("latency")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency", help="measure (or look up) one architecture's latency",
                        description="Latency of the network in ARCH_JSON on this device: answered from the "

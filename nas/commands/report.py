@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nas.commands import COMMANDS
 
+
+@COMMANDS.register("report")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the interactive Pareto report of a search run",
                        description="Write RUN_DIR/report.html: one self-contained HTML file (plotly.js "

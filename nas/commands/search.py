@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
+from nas.commands import COMMANDS
 from nas.errors import NoFeasibleError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -22,8 +26,10 @@ def _budget(text: str) -> float:
     return value
 
 
+@COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.search import BUDGET_STATS, DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+    from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+    from nas.target import BUDGET_STATS
 
     p = sub.add_parser(
         "search", help="search for the best network under a latency budget",
@@ -44,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rerunning the same command resumes up to this number")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
-    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+    p.add_argument("--sampler", choices=SAMPLERS.names(), default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
                    "them while latency is left and shrinking them when over), tpe, or random (a blind-search control)")
     p.add_argument("--run-dir", help="output folder (default runs/<study>)")
@@ -70,24 +76,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.search import SearchConfig, parse_input_size, run_search
+    """Search, then the report and the export of the winner, each a step over the run dir."""
+    from nas.search import Search, SearchConfig
+    from nas.target import Budget, Target, parse_input_size
 
-    config = SearchConfig(
-        budget_ms=args.budget_ms, task=args.task, backend=args.backend,
-        input_size=parse_input_size(args.input_size) if args.input_size else None,
-        trials=args.trials, train_steps=args.train_steps, seed=args.seed, sampler=args.sampler,
-        run_dir=args.run_dir,
-        storage=args.storage, study=args.study, latency_db=args.latency_db, data=args.data,
-        val_data=args.val_data, loss=args.loss, noise_sigma=args.noise_sigma, budget_stat=args.budget_stat,
-        warm_start=not args.no_warm_start, write_report=not args.no_report, write_export=not args.no_export,
+    config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
+                          storage=args.storage, study=args.study, warm_start=not args.no_warm_start)
+    target = Target.resolve(
+        budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
+        input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
+        seed=args.seed, train_steps=args.train_steps, noise_sigma=args.noise_sigma, latency_db=args.latency_db,
+        data=args.data, val_data=args.val_data,
     )
-    search, summary = run_search(config, quiet=args.json)
+    search = Search(target, config, quiet=args.json)
+    summary = search.run()
+    if summary["best"] is not None and not search.interrupted:
+        write_outputs(search.run_dir, report=not args.no_report, export=not args.no_export, say=search.say)
     out = {
         **summary,
-        "backend": search.backend.name,
-        "device": search.fingerprint["device"],
-        "input_size": list(search.input_size),
-        "budget_ms": config.budget_ms,
+        "backend": target.backend.name,
+        "device": target.device_name,
+        "input_size": list(target.input_size),
+        "budget_ms": target.budget.limit_ms,
         "study": search.study_name,
         "run_dir": str(search.run_dir),
     }
@@ -102,8 +112,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         best = summary["best"]
         print(f"best: trial {best['trial']} {best['summary']}")
-        print(f"      {best['latency_ms']:.3f} ms ({config.budget_stat} budget {config.budget_ms:g} ms), "
+        print(f"      {best['latency_ms']:.3f} ms ({target.budget.stat} budget {target.budget.limit_ms:g} ms), "
               f"{best['psnr_gain_db']:+.2f} dB over bicubic; {summary['n_trials']} trials, "
               f"{summary['n_trained']} trained, {summary['n_over_budget']} over budget (never trained)")
         print(f"run dir: {search.run_dir}")
     return 0
+
+
+def write_outputs(run_dir: Path, *, report: bool, export: bool, say: Callable[[str], None]) -> None:
+    """The report and the export of the winner, each from the run dir alone."""
+    if report:
+        from nas.report import write_report
+
+        say(f"report: {write_report(run_dir)}")
+    if export:
+        from nas.export import export_run
+
+        best = run_dir / "best"
+        if best.exists():
+            shutil.rmtree(best)  # the run's own previous export: always regenerated from the run dir
+        export_run(run_dir, best)
+        say(f"winner exported to {best}")

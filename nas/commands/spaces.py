@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from nas.commands import COMMANDS
 
+
+@COMMANDS.register("spaces")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spaces", help="list search spaces and reference networks",
                        description="List the registered search spaces (tasks), what each one searches, "

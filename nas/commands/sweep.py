@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from nas.commands import COMMANDS
 from nas.commands.latency import add_device_args, backend_from_args, input_size_from_args, open_db
 from nas.errors import UsageError
 
@@ -20,6 +21,7 @@ def _channels(text: str) -> range:
     return range(lo, hi + 1, step)
 
 
+@COMMANDS.register("sweep")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="latency of a conv layer and a 3-layer block as channels grow",
                        description="Measure one CxC conv layer and a 3-layer block of them for C in MIN..MAX "

@@ -1,0 +1,349 @@
+"""The run directory (docs/run_dir.md) in code: one writer, one checked reader, one "best trial" rule.
+
+``Search`` writes a run dir through ``RunDirWriter``; ``nas report``, ``nas export`` and ``nas bench``
+read it through ``RunDir.load``, which checks everything once (a run dir is user input: it may be
+edited, truncated or hostile), so the readers work on typed values. ``best_trial`` is the one rule
+for the winner, used by the search's summary, the report, the export and the bench.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.errors import UsageError
+from nas.target import Budget
+
+if TYPE_CHECKING:
+    import torch
+
+    from search_spaces import ArchSpec
+
+RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
+TRIALS_CSV_COLUMNS = (
+    "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
+    "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
+    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
+    "worker",
+)
+REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
+ARCH_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")  # sha256 hex in practice; never a path separator
+
+
+# ---------------------------------------------------------------------- checked values
+def number(value: Any) -> float | None:
+    """A finite float, or None for anything else (missing, empty, text, NaN, bool)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def integer(value: Any) -> int | None:
+    f = number(value)
+    return int(f) if f is not None and f == int(f) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return "" if value is None else value
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One row of trials.csv, typed: numbers are finite floats or None, flags are bools."""
+
+    number: int
+    state: str = ""
+    arch_id: str = ""
+    reference: str = ""
+    summary: str = ""
+    latency_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_cov: float | None = None
+    roofline_ms: float | None = None
+    over_budget: bool = False
+    trained: bool = False
+    psnr_db: float | None = None
+    bicubic_psnr_db: float | None = None
+    psnr_gain_db: float | None = None
+    ssim: float | None = None
+    measure_s: float | None = None
+    train_s: float | None = None
+    latency_cached: bool = False
+    train_cached: bool = False
+    macs: float | None = None
+    params: float | None = None
+    bytes_moved: float | None = None
+    error: str = ""
+    worker: str = ""
+
+    @property
+    def feasible(self) -> bool:
+        """Trained within the budget with a gain: a candidate for the winner."""
+        ok_state = self.state == "COMPLETE" if self.state else (self.trained and not self.over_budget)
+        return ok_state and self.trained and self.psnr_gain_db is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_FLOAT_FIELDS = tuple(f.name for f in fields(TrialRow) if "float" in str(f.type))
+_BOOL_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "bool")
+_TEXT_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "str")
+
+
+def trial_row(number_: int, state: str, attrs: Mapping[str, Any], budget: Budget) -> TrialRow:
+    """The trials.csv row of a finished trial, from the user attributes the search sets on it."""
+    lat, tr, counts = as_dict(attrs.get("latency")), as_dict(attrs.get("train")), as_dict(attrs.get("counts"))
+    return TrialRow(
+        number=number_, state=state, arch_id=str(attrs.get("arch_id", "")), reference=str(attrs.get("reference", "")),
+        summary=str(attrs.get("summary", "")), latency_ms=number(lat.get("median_ms")),
+        latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
+        roofline_ms=number(lat.get("roofline_ms")), over_budget=budget.over(lat), trained=bool(tr),
+        psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
+        psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
+        measure_s=number(lat.get("measure_s")), train_s=number(tr.get("train_s", 0.0 if lat else None)),
+        latency_cached=lat.get("cached") is True, train_cached=attrs.get("train_cached") is True,
+        macs=number(counts.get("macs")), params=number(counts.get("params")),
+        bytes_moved=number(counts.get("bytes_moved")), error=str(attrs.get("error", "")),
+        worker=str(attrs.get("run_dir", "")),
+    )
+
+
+def best_trial(rows: Iterable[TrialRow]) -> TrialRow | None:
+    """The winner: the feasible trial with the highest gain; ties go to the lower latency, then the
+    earlier trial. None when no trial is feasible."""
+    feasible = [r for r in rows if r.feasible]
+    if not feasible:
+        return None
+    return min(feasible, key=lambda r: (-(r.psnr_gain_db or 0.0), r.latency_ms if r.latency_ms is not None
+                                        else math.inf, r.number))
+
+
+# ---------------------------------------------------------------------- writing
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+class RunDirWriter:
+    """Writes one run dir: checked before anything is created, every file replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def check(self, study: str) -> None:
+        """Refuse a folder that holds another study's run or something that is not a run dir."""
+        run_json = self.path / RUN_JSON
+        if run_json.exists():
+            try:
+                previous = json.loads(run_json.read_text())
+                other = previous["study"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UsageError(f"run dir {self.path} holds a run.json this nas cannot read: "
+                                 "choose another --run-dir") from None
+            if other != study:
+                raise UsageError(f"run dir {self.path} already holds study '{other}', not "
+                                 f"'{study}': choose another --run-dir (nothing was overwritten)")
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise UsageError(f"run dir {self.path} exists and is not a nas run dir: choose another --run-dir")
+        parent = next((p for p in (self.path, *self.path.parents) if p.exists()), Path("."))
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"cannot write run dir {self.path}: {parent} is not writable")
+
+    def create(self) -> None:
+        try:
+            (self.path / ARCHS).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write run dir {self.path}: {exc.strerror or exc}") from None
+
+    def arch_dir(self, arch_id: str) -> Path:
+        folder = self.path / ARCHS / arch_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def write_arch(self, spec: ArchSpec) -> None:
+        _atomic_write(self.arch_dir(spec.arch_id) / "arch.json", spec.to_json() + "\n")
+
+    def write_latency(self, arch_id: str, latency: Mapping[str, Any]) -> None:
+        _atomic_write(self.arch_dir(arch_id) / "latency.json", json.dumps(dict(latency), indent=1) + "\n")
+
+    def write_training(self, arch_id: str, result: Any, train_config: Any) -> None:
+        """weights.safetensors and train.json of a trained candidate (a TrainResult and its config)."""
+        from safetensors.torch import save_file
+
+        folder = self.arch_dir(arch_id)
+        tmp = folder / f"weights.safetensors.tmp{os.getpid()}"
+        save_file({k: v.contiguous() for k, v in result.state_dict.items()}, str(tmp))
+        tmp.replace(folder / "weights.safetensors")
+        info = {k: v for k, v in result.to_dict().items() if k != "state_dict"}
+        info |= {"train_config": train_config.to_dict(), "train_config_hash": train_config.hash()}
+        _atomic_write(folder / "train.json", json.dumps(info, indent=1) + "\n")
+
+    def write_trials(self, rows: Iterable[TrialRow]) -> None:
+        tmp = self.path / f"{TRIALS_CSV}.tmp{os.getpid()}"
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(v) for k, v in row.to_dict().items()})
+        tmp.replace(self.path / TRIALS_CSV)
+
+    def write_run_json(self, run: Mapping[str, Any]) -> None:
+        _atomic_write(self.path / RUN_JSON, json.dumps(dict(run), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- reading
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; anything else is a one-line UsageError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold a JSON object")
+    return data
+
+
+def _parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
+    values: dict[str, Any] = {}
+    n = integer((raw.get("number") or "").strip())
+    if n is None:
+        raise UsageError(f"{where}: column 'number' must hold trial numbers (row {line})")
+    values["number"] = n
+    for name in _FLOAT_FIELDS:
+        values[name] = number((raw.get(name) or "").strip())
+    for name in _BOOL_FIELDS:
+        values[name] = (raw.get(name) or "").strip().lower() == "true"
+    for name in _TEXT_FIELDS:
+        values[name] = (raw.get(name) or "").strip()
+    return TrialRow(**values)
+
+
+@dataclass
+class RunDir:
+    """A run dir as read: run.json, the typed trials, and the per-arch files on demand (checked)."""
+
+    path: Path
+    meta: dict[str, Any]
+    trials: list[TrialRow]
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> RunDir:
+        """Read and check run.json and trials.csv; a missing or malformed one raises UsageError."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"run dir {path} does not exist: not a run dir (give the --run-dir of a finished "
+                             "nas search)")
+        for name in (RUN_JSON, TRIALS_CSV):
+            if not (path / name).is_file():
+                raise UsageError(f"{path} is not a run dir: {name} is missing")
+        meta = read_json_object(path / RUN_JSON)
+        csv_path = path / TRIALS_CSV
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                columns = reader.fieldnames or []
+                raw_rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise UsageError(f"{csv_path} is not a readable CSV file: {exc}") from None
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise UsageError(f"{csv_path} lacks the column(s) {', '.join(missing)} (see docs/run_dir.md)")
+        trials = sorted((_parse_row(r, i + 2, csv_path) for i, r in enumerate(raw_rows)), key=lambda r: r.number)
+        run = cls(path=path, meta=meta, trials=trials)
+        for arch_id in sorted({r.arch_id for r in trials}):
+            if not ARCH_ID.match(arch_id):
+                run.problems.append(f"arch id {arch_id[:80]!r} is not a plain identifier: its files were not read")
+        return run
+
+    # -------------------------------------------------------------- run.json, checked
+    @property
+    def config(self) -> dict[str, Any]:
+        return as_dict(self.meta.get("config"))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return as_dict(self.meta.get("summary"))
+
+    @property
+    def budget(self) -> Budget | None:
+        """The run's budget rule (None when run.json does not state a valid one)."""
+        limit = number(self.config.get("budget_ms"))
+        stat = self.config.get("budget_stat", "median")
+        if limit is None or limit <= 0 or stat not in ("median", "p90"):
+            return None
+        return Budget(limit, stat)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """Low-resolution input (H, W) from the workload, else from the config."""
+        wl = as_dict(self.meta.get("workload"))
+        h, w = integer(wl.get("height")), integer(wl.get("width"))
+        if h and w and h > 0 and w > 0:
+            return h, w
+        size = self.config.get("input_size")
+        if isinstance(size, list) and len(size) == 2 and all(integer(v) and integer(v) > 0 for v in size):
+            return int(size[0]), int(size[1])
+        return None
+
+    def best(self) -> TrialRow | None:
+        return best_trial(self.trials)
+
+    def trial(self, number_: int) -> TrialRow | None:
+        return next((r for r in self.trials if r.number == number_), None)
+
+    # -------------------------------------------------------------- per-arch files, checked
+    def arch_dir(self, arch_id: str) -> Path:
+        if not ARCH_ID.match(arch_id):
+            raise UsageError(f"{self.path / TRIALS_CSV}: arch id {arch_id[:80]!r} is malformed")
+        return self.path / ARCHS / arch_id
+
+    def spec(self, arch_id: str) -> ArchSpec:
+        """The validated arch.json of ``arch_id``; SpecError when missing, malformed or not that arch."""
+        from search_spaces import SpecError, load_spec
+
+        folder = self.arch_dir(arch_id)
+        spec = load_spec(str(folder / "arch.json"))
+        if spec.arch_id != arch_id:
+            raise SpecError(f"{folder}/arch.json describes arch {spec.arch_id[:12]}, not {arch_id[:12]}: "
+                            "the run dir was edited")
+        return spec
+
+    def record(self, arch_id: str, name: str) -> dict[str, Any] | None:
+        """archs/<arch_id>/<name> (latency.json or train.json) as a dict; None when absent."""
+        path = self.arch_dir(arch_id) / name
+        return read_json_object(path) if path.is_file() else None
+
+    def weights(self, arch_id: str) -> dict[str, torch.Tensor]:
+        """The trained weights of ``arch_id`` (safetensors: never unpickled)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.arch_dir(arch_id) / "weights.safetensors"
+        if not path.is_file():
+            raise UsageError(f"{path} is missing: that trial has no trained weights")
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UsageError(f"{path} is not a readable safetensors file: {exc}") from None
