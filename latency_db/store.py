@@ -38,6 +38,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from latency_db.fingerprint import digest
 from latency_db.keys import LatencyKey
 from latency_db.paths import cache_dir
+from latency_db.retry import retry_transient
 
 SCHEMA_VERSION = 1
 DB_ENV = "NAS_LATENCY_DB"
@@ -229,12 +230,14 @@ class LatencyStore:
             from sqlalchemy.dialects.postgresql import insert
         return insert
 
+    @retry_transient
     def get(self, key: LatencyKey) -> dict[str, Any] | None:
         """The stored row for this exact key, or None."""
         with self.engine.connect() as conn:
             row = conn.execute(select(latency).where(latency.c.key_hash == key.digest)).mappings().first()
         return dict(row) if row else None
 
+    @retry_transient
     def put(self, key: LatencyKey, values: dict[str, Any]) -> bool:
         """Insert the row unless the key is already stored; True when this call inserted it."""
         w = key.workload
@@ -255,10 +258,12 @@ class LatencyStore:
                 inserted += len(conn.execute(stmt, row).all())
         return inserted
 
+    @retry_transient
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(latency)).scalar_one())
 
+    @retry_transient
     def stats(self) -> list[dict[str, Any]]:
         """Rows per (device, backend, protocol): measured, failed, unstable."""
         cols = (latency.c.device, latency.c.backend, latency.c.protocol)
@@ -275,18 +280,21 @@ class LatencyStore:
                 yield dict(row)
 
     # ------------------------------------------------------------------ device peaks (CPU roofline)
+    @retry_transient
     def get_peak(self, device_hash: str) -> tuple[float, float] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(device_peaks.c.peak_gflops, device_peaks.c.bandwidth_gbs)
                                .where(device_peaks.c.device_hash == device_hash)).first()
         return (float(row[0]), float(row[1])) if row else None
 
+    @retry_transient
     def put_peak(self, device_hash: str, device: str, peak_gflops: float, bandwidth_gbs: float) -> None:
         stmt = self._insert()(device_peaks).on_conflict_do_nothing(index_elements=["device_hash"])
         with self.engine.begin() as conn:
             conn.execute(stmt, {"device_hash": device_hash, "device": device, "peak_gflops": peak_gflops,
                                 "bandwidth_gbs": bandwidth_gbs, "measured_at": now_iso()})
 
+    @retry_transient
     def raise_peak(self, device_hash: str, peak_gflops: float, bandwidth_gbs: float) -> None:
         """Raise a stored peak to at least these rates (never lowers: a peak is the best seen)."""
         with self.engine.begin() as conn:

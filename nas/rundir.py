@@ -136,9 +136,26 @@ def best_trial(rows: Iterable[TrialRow]) -> TrialRow | None:
                                         else math.inf, r.number))
 
 
+def summarize(rows: list[TrialRow]) -> dict[str, Any]:
+    """run.json's summary counts and winner, from the trials table."""
+    best = best_trial(rows)
+    return {
+        "n_trials": len(rows),
+        "n_trained": sum(1 for r in rows if r.trained),
+        "n_over_budget": sum(1 for r in rows if r.over_budget),
+        "n_failed": sum(1 for r in rows if r.state == "FAIL"),
+        "n_latency_cache_hits": sum(1 for r in rows if r.latency_cached),
+        "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
+        "best": None if best is None else {
+            "trial": best.number, "arch_id": best.arch_id, "summary": best.summary, "reference": best.reference,
+            "latency_ms": best.latency_ms, "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
+        },
+    }
+
+
 # ---------------------------------------------------------------------- writing
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
@@ -185,20 +202,21 @@ class RunDirWriter:
     def write_latency(self, arch_id: str, latency: Mapping[str, Any]) -> None:
         _atomic_write(self.arch_dir(arch_id) / "latency.json", json.dumps(dict(latency), indent=1) + "\n")
 
-    def write_training(self, arch_id: str, result: Any, train_config: Any) -> None:
-        """weights.safetensors and train.json of a trained candidate (a TrainResult and its config)."""
+    def write_training(self, arch_id: str, result: Any, train_config: Mapping[str, Any], config_hash: str) -> None:
+        """weights.safetensors and train.json of a trained candidate (a TrainResult, the TrainConfig as a
+        dict and its hash: the training-cache key)."""
         from safetensors.torch import save_file
 
         folder = self.arch_dir(arch_id)
-        tmp = folder / f"weights.safetensors.tmp{os.getpid()}"
+        tmp = folder / "weights.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in result.state_dict.items()}, str(tmp))
         tmp.replace(folder / "weights.safetensors")
         info = {k: v for k, v in result.to_dict().items() if k != "state_dict"}
-        info |= {"train_config": train_config.to_dict(), "train_config_hash": train_config.hash()}
+        info |= {"train_config": dict(train_config), "train_config_hash": config_hash}
         _atomic_write(folder / "train.json", json.dumps(info, indent=1) + "\n")
 
     def write_trials(self, rows: Iterable[TrialRow]) -> None:
-        tmp = self.path / f"{TRIALS_CSV}.tmp{os.getpid()}"
+        tmp = self.path / f"{TRIALS_CSV}.tmp"
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS)
             writer.writeheader()

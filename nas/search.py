@@ -25,8 +25,16 @@ from typing import Any
 
 from nas import __version__
 from nas.errors import NasError, UsageError
-from nas.rundir import RunDirWriter, TrialRow, best_trial, trial_row
-from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
+from nas.rundir import RunDirWriter, TrialRow, summarize, trial_row
+from nas.shared_study import WorkerBeacon, materialize, publish_run_meta, wait_for_workers
+from nas.storage import (
+    ask,
+    heartbeat,
+    heartbeat_settings,
+    mask_url,
+    open_optuna_storage,
+    retried_trial_numbers,
+)
 from nas.target import Budget, Target
 from search_spaces.registry import Registry
 
@@ -233,6 +241,7 @@ class Search:
             sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed()),
         )
         self._check_study_settings()
+        publish_run_meta(self.study, self._run_meta())
         self._write_run_json(None)
 
     def _sampler_seed(self) -> int:
@@ -299,7 +308,9 @@ class Search:
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
         self._note_contention(latency, trial.number, tally)
-        self.writer.write_latency(arch_id, latency.to_dict())
+        record = latency.to_dict()
+        self.writer.write_latency(arch_id, record)
+        trial.set_user_attr("latency_record", record)  # the whole latency.json: any worker can rebuild it
         trial.set_user_attr("latency", {
             "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "cov": latency.cov,
             "roofline_ms": latency.roofline_ms, "cached": latency.cached, "measure_s": latency.measure_s,
@@ -321,7 +332,7 @@ class Search:
             tally.train_hits += 1
         else:
             tally.train_s += result.train_s
-        self.writer.write_training(arch_id, result, target.train_config)
+        self.writer.write_training(arch_id, result, target.train_config.to_dict(), target.train_config.hash())
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,
             "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if cached else result.train_s,
@@ -338,7 +349,6 @@ class Search:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
-        from optuna.trial import TrialState
 
         self._setup()
         cfg = self.config
@@ -348,6 +358,29 @@ class Search:
         progress = Progress(cfg.trials, self.quiet)
         stop = StopFlag()
         progress.update(tally, len(mine))
+        shared = cfg.storage is not None  # other workers may run this study: announce this one
+        interval, grace = heartbeat_settings()
+        beacon = WorkerBeacon(self.study, self.run_dir, cfg.trials, interval) if shared else None
+        if beacon is not None:
+            beacon.start()
+        try:
+            self._loop(mine, tally, progress, stop)
+        finally:
+            if beacon is not None:
+                beacon.done()
+        progress.close()
+        if beacon is not None and not stop.requested:
+            gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
+            if gone:
+                self.say(f"gave up waiting for {len(gone)} silent worker(s) (no beat for {grace} s): "
+                         f"{', '.join(gone)}")
+        return self._finish(tally, interrupted=stop.requested)
+
+    def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag) -> None:
+        """Ask, run and record trials until this run dir has done its share (or Ctrl-C)."""
+        from optuna.trial import TrialState
+
+        cfg = self.config
         with stop.installed(self.say):
             while len(mine) < cfg.trials and not stop.requested:
                 trial = ask(self.study)  # may be a dead worker's trial, retried here
@@ -366,8 +399,6 @@ class Search:
                 tally.n_done += 1
                 progress.update(tally, len(mine))
                 self.writer.write_trials(self.rows())
-        progress.close()
-        return self._finish(tally, interrupted=stop.requested)
 
     def _my_trials(self) -> list[int]:
         """Finished trials of this run dir; a stale trial that another worker retries does not count."""
@@ -384,52 +415,57 @@ class Search:
                 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
 
     def _summary(self, rows: list[TrialRow], tally: Tally) -> dict[str, Any]:
-        best = best_trial(rows)
+        counts = summarize(rows)
+        best = counts.pop("best")
         return {
-            "n_trials": len(rows),
-            "n_trained": sum(1 for r in rows if r.trained),
-            "n_over_budget": sum(1 for r in rows if r.over_budget),
-            "n_failed": sum(1 for r in rows if r.state == "FAIL"),
-            "n_latency_cache_hits": sum(1 for r in rows if r.latency_cached),
-            "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
+            **counts,
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
                          "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
-            "best": None if best is None else {
-                "trial": best.number, "arch_id": best.arch_id, "summary": best.summary,
-                "reference": best.reference, "latency_ms": best.latency_ms,
-                "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
-            },
+            "best": best,
         }
 
     def _finish(self, tally: Tally, interrupted: bool) -> dict[str, Any]:
+        """The run dir made whole: every finished trial of the study (other workers' too), its summary."""
         self.interrupted = interrupted
-        rows = self.rows()
-        self.writer.write_trials(rows)
+        done = materialize(self.study, self.writer, self.train_cache, self.target.budget)
+        if done.missing_weights:
+            self.say(f"warning: the weights of trial(s) {', '.join(map(str, done.missing_weights))} (trained by "
+                     "other workers) are not in this worker's training cache: give every worker the same "
+                     "--latency-db (PostgreSQL) so that each run dir can report on and export the whole study")
+        rows = done.rows
         summary = self._summary(rows, tally)
         self._write_run_json(summary, interrupted)
         self.summary = summary
         return summary
 
-    def _write_run_json(self, summary: dict[str, Any] | None, interrupted: bool = False) -> None:
-        """run.json: written when the run starts (summary null) and again when it ends."""
+    def _run_meta(self) -> dict[str, Any]:
+        """run.json's settings: what every worker of the study shares (published on the study)."""
         cfg, t = self.config, self.target
         config = {
             "task": t.space.name, "budget_ms": t.budget.limit_ms, "budget_stat": t.budget.stat,
             "backend": t.backend.name, "input_size": list(t.input_size), "trials": cfg.trials,
             "train_steps": t.train_config.steps, "seed": cfg.seed, "sampler": cfg.sampler,
-            "run_dir": str(self.run_dir), "storage": mask_url(cfg.storage), "study": self.study_name,
+            "storage": mask_url(cfg.storage), "study": self.study_name,
             "latency_db": mask_url(t.latency_db), "data": t.data, "val_data": t.val_data,
             "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma, "warm_start": cfg.warm_start,
         }
-        self.writer.write_run_json({
-            "nas_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv, "study": self.study_name, "config": config,
+        return {
+            "nas_version": __version__, "study": self.study_name, "config": config,
             "train_config": t.train_config.to_dict(), "versions": versions(),
             "backend": t.backend.name, "device": t.fingerprint, "workload": t.workload.to_dict(),
             "references": {n: s.arch_id for n, s in t.space.references().items()},
-            "data": self.data.describe(), "interrupted": interrupted, "summary": summary,
+            "data": self.data.describe(),
+        }
+
+    def _write_run_json(self, summary: dict[str, Any] | None, interrupted: bool = False) -> None:
+        """run.json: written when the run starts (summary null) and again when it ends."""
+        meta = self._run_meta()
+        meta["config"] = {**meta["config"], "run_dir": str(self.run_dir)}
+        self.writer.write_run_json({
+            **meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
+            "interrupted": interrupted, "summary": summary,
         })
 
     def no_feasible_message(self) -> str:

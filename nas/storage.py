@@ -56,7 +56,7 @@ def heartbeat_settings() -> tuple[int, int]:
 
 def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
     """``None`` or a file path (or ``journal:PATH``): journal file; ``postgresql://...``: RDB storage."""
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -75,7 +75,7 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
     def create() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning for heartbeat_interval
-            return RDBStorage(
+            return retrying_rdb_storage()(
                 url, heartbeat_interval=interval, grace_period=grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 engine_kwargs={"pool_pre_ping": True},
@@ -94,6 +94,46 @@ def open_optuna_storage(url: str | None, default_journal: Path) -> Any:
         text = str(exc).strip()
         reason = mask_url(text.splitlines()[0] if text else type(exc).__name__) or ""
         raise UsageError(f"cannot open --storage {mask_url(url)}: {reason[:200]}") from None
+
+
+# RDBStorage methods that talk to the database and are entry points (nested calls are not retried again).
+_RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+            "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+            "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+            "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
+            "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+            "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
+            "record_heartbeat", "_get_trials", "_get_stale_trial_ids", "_create_new_trial", "_set_trial_param",
+            "_get_best_trial_id")  # the private ones: what optuna's _CachedStorage calls on its backend
+
+
+def retrying_rdb_storage() -> type:
+    """RDBStorage whose database calls ride out a restart of the server (latency_db.retry).
+
+    A ``tell`` retried after its first attempt committed meets a finished trial: that is success.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import RDBStorage
+
+    from latency_db.retry import retry_transient
+
+    class RetryingRDBStorage(RDBStorage):
+        pass
+
+    for name in _RETRIED:
+        setattr(RetryingRDBStorage, name, retry_transient(getattr(RDBStorage, name)))
+    tell = retry_transient(RDBStorage.set_trial_state_values)
+
+    def set_trial_state_values(self: Any, trial_id: int, state: Any, values: Any = None) -> bool:
+        try:
+            return tell(self, trial_id, state, values)
+        except UpdateFinishedTrialError:
+            if RDBStorage.get_trial(self, trial_id).state == state:
+                return True  # an earlier attempt committed before its connection was lost
+            raise
+
+    RetryingRDBStorage.set_trial_state_values = set_trial_state_values  # type: ignore[method-assign]
+    return RetryingRDBStorage
 
 
 def uses_heartbeat(study: Any) -> bool:
@@ -127,7 +167,10 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial._trial_id)
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception:  # noqa: BLE001, S110  (the database is away longer than retries last: beat again)
+                pass
             if stop.wait(storage.get_heartbeat_interval()):
                 return
 

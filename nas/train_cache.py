@@ -20,6 +20,7 @@ from safetensors.torch import save as st_save
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from latency_db.retry import retry_transient
 from nas.train import TrainResult
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class TrainCache:
         self.engine = make_engine(url)
         create_table(self.engine)
 
+    @retry_transient
     def get(self, arch_id: str, config_hash: str, data_id: str) -> TrainResult | None:
         """The cached result with its weights, or None."""
         t = train_cache.c
@@ -137,6 +139,7 @@ class TrainCache:
         self.put(*key, result, config.to_dict())
         return result, False, lock.waited_s
 
+    @retry_transient
     def put(self, arch_id: str, config_hash: str, data_id: str, result: TrainResult,
             train_config: dict[str, Any] | None = None) -> bool:
         """Insert unless the key exists; True when this call inserted the row."""

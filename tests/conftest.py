@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,11 +34,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server started by the tests: its URL, and ``restart()`` (pg_ctl restart)."""
+
+    def __init__(self, url: str, restart: Callable[[], None]) -> None:
+        self.url = url
+        self.restart = restart
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """Start a throwaway PostgreSQL server (initdb + pg_ctl, trust auth, a free local port) and yield
-    a SQLAlchemy URL to its ``postgres`` database; stop and delete it afterwards. As root, the server
-    runs as the ``postgres`` user (initdb refuses root)."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server (initdb + pg_ctl, trust auth, a free local port); stop and
+    delete it afterwards. As root, the server runs as the ``postgres`` user (initdb refuses root)."""
     bindir = _pg_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql to run these tests")
@@ -49,21 +56,31 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(base, "postgres", "postgres")
     data, log = os.path.join(base, "data"), os.path.join(base, "server.log")
     port = _free_port()
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
 
     def run(*cmd: str) -> None:
         proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
 
+    def restart() -> None:
+        run(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "60", "-m", "fast", "-o", options,
+            "restart")
+
     run(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "60", "-o",
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    run(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart)
     finally:
         subprocess.run([*prefix, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
                        capture_output=True, timeout=60, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A SQLAlchemy URL to the ``postgres`` database of the session's PostgreSQL server."""
+    return postgres_server.url
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nas.commands import COMMANDS
+from nas.commands.report import add_shared_study_args, resolve_run_dir
 
 
 @COMMANDS.register("export")
@@ -17,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder that needs only PyTorch: model.py, train.py, arch.json, weights, model.onnx (fp16, for "
         "TensorRT), model_fp32.onnx and a README with the numbers and the trtexec commands.",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --run-dir of a `nas search`")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
+                   help="the --run-dir of a `nas search` (or --storage URL --study NAME for a shared study)")
+    add_shared_study_args(p)
     p.add_argument("--trial", type=int, default=None, metavar="N",
                    help="trial number from trials.csv (default: the best trained trial within the budget)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -27,9 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from nas.export import MANIFEST, export_run
 
-    out = export_run(args.run_dir, args.out, args.trial)
+    with tempfile.TemporaryDirectory(prefix="nas-study-") as scratch:
+        run_dir = resolve_run_dir(args, Path(scratch) / "run")
+        out = export_run(run_dir, args.out, args.trial)
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     if args.json:
         print(json.dumps({"out": str(out), **{k: manifest[k] for k in (

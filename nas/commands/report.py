@@ -14,15 +14,45 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write RUN_DIR/report.html: one self-contained HTML file (plotly.js "
                        "inline, opens offline) with the Pareto chart, search progress, latency against "
                        "MACs, the top candidates and validation crops of the winner.")
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="the --run-dir of a nas search")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, nargs="?",
+                   help="the --run-dir of a nas search (with --storage: where the study's run dir is rebuilt, "
+                   "default runs/<study>)")
+    add_shared_study_args(p)
     p.add_argument("--png", action="store_true",
                    help="also write RUN_DIR/pareto.png (needs kaleido and Chrome/Chromium; "
                    "without them a warning is printed and only the HTML is written)")
     p.set_defaults(handler=run)
 
 
+def add_shared_study_args(p: argparse.ArgumentParser) -> None:
+    """--storage / --study / --latency-db: read a shared study instead of a worker's run dir."""
+    p.add_argument("--storage", metavar="URL", help="a shared study's Optuna storage (postgresql://... or "
+                   "journal:PATH): rebuild its run dir from the storage and the training cache, no worker's disk")
+    p.add_argument("--study", metavar="NAME", help="the study name, with --storage")
+    p.add_argument("--latency-db", metavar="URL", help="with --storage: the latency database the workers shared "
+                   "(its training cache holds the weights; default $NAS_LATENCY_DB or the user cache dir)")
+
+
+def resolve_run_dir(args: argparse.Namespace, default: Path | None) -> Path:
+    """RUN_DIR as given, or the shared study rebuilt into RUN_DIR (or ``default``) when --storage is given."""
+    from nas.errors import UsageError
+
+    if args.storage is None:
+        if args.study is not None:
+            raise UsageError("--study needs --storage (the study's Optuna storage URL)")
+        if args.run_dir is None:
+            raise UsageError("give a RUN_DIR, or --storage URL --study NAME for a shared study")
+        return args.run_dir
+    if args.study is None:
+        raise UsageError("--storage needs --study NAME (the shared study to read)")
+    from nas.shared_study import rebuild_run_dir
+
+    target = args.run_dir or default or Path("runs") / args.study
+    return rebuild_run_dir(args.storage, args.study, target, args.latency_db)
+
+
 def run(args: argparse.Namespace) -> int:
     from nas.report import write_report
 
-    print(write_report(args.run_dir, png=args.png))
+    print(write_report(resolve_run_dir(args, None), png=args.png))
     return 0
