@@ -1,0 +1,195 @@
+"""The report's Plotly figures: the Pareto front with the budget line, search progress, latency vs MACs."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+
+from nas.report.run import Run
+from nas.report.text import _e, _fmt, _num, _si
+
+# Colours: Okabe-Ito (readable with colour-blindness), one meaning each across all figures.
+BLUE, ORANGE, GREEN, VERMILION, GREY, YELLOW = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#8c8c8c", "#F0E442"
+
+
+# ---------------------------------------------------------------------- derived data
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower latency and higher gain), by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+
+# ---------------------------------------------------------------------- figures
+def _hover(run: Run, row: Any) -> str:
+    """Hover text for one trial; every piece from the run dir is escaped."""
+    lines = [f"<b>trial {row.number}</b>" + (f" ({_e(row.reference)})" if row.reference else ""),
+             _e(run.summary_of(row)),
+             f"latency {_fmt(row.latency_ms, 3)} ms median, {_fmt(row.latency_p90_ms, 3)} ms p90",
+             f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
+    if _num(row.psnr_gain_db) is not None:
+        lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)")
+    elif row.over_budget:
+        lines.append("over budget: not trained")
+    if row.error:
+        lines.append("error: " + _e(row.error[:200]))
+    return "<br>".join(lines)
+
+
+def _points(run: Run, rows: pd.DataFrame, y: list[Any]) -> dict[str, Any]:
+    """x/y/hover/customdata for a scatter trace of trial rows (customdata = trial number, for clicks)."""
+    return {"x": rows[run.latency_column].tolist(), "y": y,
+            "text": [_hover(run, r) for r in rows.itertuples()],
+            "customdata": rows.number.tolist(),
+            "hovertemplate": "%{text}<extra></extra>"}
+
+
+def pareto_figure(run: Run) -> go.Figure:
+    """Latency vs gain for trained candidates, the front, the budget, references, and a strip below
+    with the over-budget (never trained) and failed trials at their latency."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    col = run.latency_column  # the statistic the budget applies to, so the budget line judges every point
+    t = run.trials.dropna(subset=[col])
+    trained = run.candidates()
+    cands, refs = trained[trained.reference == ""], trained[trained.reference != ""]
+    untrained = t[t.psnr_gain_db.isna()]
+    over = untrained[untrained.over_budget & (untrained.reference == "")]
+    over_refs = untrained[untrained.over_budget & (untrained.reference != "")]
+    failed = untrained[~untrained.over_budget]
+    budget = run.budget_ms
+    xs = t[col].tolist() + ([budget] if budget else [])
+    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.03)
+    front = trained.iloc[pareto_front(list(zip(trained[col], trained.psnr_gain_db)))]
+    fig.add_trace(go.Scatter(name="Pareto front", mode="lines", line={"color": VERMILION, "width": 2, "shape": "hv"},
+                             x=front[col].tolist(), y=front.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
+    fig.add_trace(go.Scatter(name=f"trained candidates ({len(cands)})", mode="markers",
+                             marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
+                             **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)
+    fig.add_trace(go.Scatter(name="reference nets", mode="markers+text", textposition="top center",
+                             marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
+                             **{**_points(run, refs, refs.psnr_gain_db.tolist()), "text": [_e(r) for r in refs.reference],
+                                "hovertext": [_hover(run, r) for r in refs.itertuples()],
+                                "hovertemplate": "%{hovertext}<extra></extra>"}), 1, 1)
+    win = run.winner()
+    if win is not None:
+        wrow = t[t.number == win.number]
+        fig.add_trace(go.Scatter(name="winner", mode="markers", marker={
+            "symbol": "star", "size": 20, "color": YELLOW, "line": {"color": "black", "width": 1.5}},
+            **_points(run, wrow, wrow.psnr_gain_db.tolist())), 1, 1)
+    fig.add_trace(go.Scatter(name=f"over budget, not trained ({len(over)})", mode="markers",
+                             marker={"symbol": "x-thin", "size": 10, "color": GREY, "line": {"color": GREY, "width": 2}},
+                             **_points(run, over, ["not trained"] * len(over))), 2, 1)
+    if len(over_refs):
+        fig.add_trace(go.Scatter(name="reference nets over budget", mode="markers+text", textposition="top center",
+                                 marker={"symbol": "diamond-open", "size": 11, "color": GREEN, "line": {"width": 2}},
+                                 **{**_points(run, over_refs, ["not trained"] * len(over_refs)),
+                                    "text": [_e(r) for r in over_refs.reference],
+                                    "hovertext": [_hover(run, r) for r in over_refs.itertuples()],
+                                    "hovertemplate": "%{hovertext}<extra></extra>"}), 2, 1)
+    if len(failed):
+        fig.add_trace(go.Scatter(name=f"failed ({len(failed)})", mode="markers",
+                                 marker={"symbol": "circle-open", "size": 9, "color": VERMILION},
+                                 **_points(run, failed, ["failed"] * len(failed))), 2, 1)
+    fig.add_hline(y=0, line={"color": "black", "dash": "dot", "width": 1}, row=1, col=1,
+                  annotation_text="bicubic = 0 dB", annotation_position="bottom left")
+    if budget:
+        bx = math.log10(budget) if log_x else budget
+        fig.add_shape(type="line", xref="x", yref="paper", x0=bx, x1=bx, y0=0, y1=1,
+                      line={"color": VERMILION, "dash": "dash", "width": 2})
+        fig.add_annotation(xref="x", yref="paper", x=bx, y=1, yanchor="bottom", showarrow=False,
+                           text=f"budget {_fmt(budget, 3)} ms", font={"color": VERMILION})
+    fig.update_xaxes(type="log" if log_x else "linear", row=1, col=1)
+    fig.update_xaxes(type="log" if log_x else "linear", title_text=f"latency per frame, {run.latency_label} (ms)",
+                     row=2, col=1)
+    fig.update_yaxes(title_text="PSNR gain over bicubic (dB)", row=1, col=1)
+    fig.update_yaxes(type="category", row=2, col=1)
+    fig.update_layout(template="plotly_white", height=620, hovermode="closest", margin={"t": 40, "r": 20},
+                      legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+def progress_figure(run: Run) -> go.Figure:
+    """Gain of each trained trial against trial number, with the best so far as a step line."""
+    import plotly.graph_objects as go
+
+    t = run.trials
+    cands = run.candidates()
+    best, xs, ys = -math.inf, [], []
+    for row in t.itertuples():
+        if row.trained and _num(row.psnr_gain_db) is not None:
+            best = max(best, row.psnr_gain_db)
+        if best > -math.inf:
+            xs.append(row.number)
+            ys.append(best)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(name="best so far", mode="lines", x=xs, y=ys, line={"color": VERMILION, "shape": "hv"}))
+    fig.add_trace(go.Scatter(name="trained (references included)", mode="markers", x=cands.number.tolist(),
+                             y=cands.psnr_gain_db.tolist(), marker={"color": BLUE, "size": 7},
+                             text=[_hover(run, r) for r in cands.itertuples()], customdata=cands.number.tolist(),
+                             hovertemplate="%{text}<extra></extra>"))
+    over = t[t.over_budget]
+    if len(over) and len(cands):
+        fig.add_trace(go.Scatter(name="over budget (not trained)", mode="markers", x=over.number.tolist(),
+                                 y=[float(cands.psnr_gain_db.min())] * len(over),
+                                 marker={"symbol": "x-thin", "color": GREY, "size": 8, "line": {"color": GREY, "width": 1.5}},
+                                 text=[_hover(run, r) for r in over.itertuples()], customdata=over.number.tolist(),
+                                 hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(template="plotly_white", height=360, margin={"t": 30, "r": 20},
+                      xaxis_title="trial number", yaxis_title="PSNR gain over bicubic (dB)",
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
+    return fig
+
+
+def roofline_figure(run: Run) -> go.Figure:
+    """Measured latency against MACs, each joined to its roofline lower bound (same device)."""
+    import plotly.graph_objects as go
+
+    col = run.latency_column
+    t = run.trials.dropna(subset=[col, "macs"])
+    t = t[(t[col] > 0) & (t.macs > 0)]
+    fig = go.Figure()
+    roof = t.dropna(subset=["roofline_ms"])
+    roof = roof[roof.roofline_ms > 0]
+    if len(roof):
+        seg_x, seg_y = [], []
+        for r in roof.itertuples():
+            seg_x += [r.macs, r.macs, None]
+            seg_y += [r.roofline_ms, getattr(r, col), None]
+        fig.add_trace(go.Scatter(name="gap to bound", mode="lines", x=seg_x, y=seg_y, hoverinfo="skip",
+                                 line={"color": "#cccccc", "width": 1}))
+        fig.add_trace(go.Scatter(name="roofline lower bound", mode="markers", x=roof.macs.tolist(),
+                                 y=roof.roofline_ms.tolist(), marker={"symbol": "line-ew-open", "size": 12,
+                                                                      "color": "black", "line": {"width": 2}},
+                                 text=[f"trial {r.number}: bound {_fmt(r.roofline_ms, 4)} ms, measured "
+                                       f"{_fmt(getattr(r, col), 3)} ms ({100 * r.roofline_ms / getattr(r, col):.1f} % of bound)"
+                                       for r in roof.itertuples()], hovertemplate="%{text}<extra></extra>"))
+    for name, rows, color, symbol in (("trained", t[t.trained & (t.reference == "")], BLUE, "circle"),
+                                      ("over budget", t[t.over_budget], GREY, "x-thin"),
+                                      ("reference nets", t[t.reference != ""], GREEN, "diamond")):
+        if len(rows):
+            fig.add_trace(go.Scatter(name=f"measured: {name}", mode="markers", x=rows.macs.tolist(),
+                                     y=rows[col].tolist(), customdata=rows.number.tolist(),
+                                     marker={"symbol": symbol, "color": color, "size": 8, "line": {"color": color, "width": 1.5}},
+                                     text=[_hover(run, r) for r in rows.itertuples()], hovertemplate="%{text}<extra></extra>"))
+    if run.budget_ms:
+        fig.add_hline(y=run.budget_ms, line={"color": VERMILION, "dash": "dash"}, annotation_text="budget",
+                      annotation_font_color=VERMILION)
+    fig.update_layout(template="plotly_white", height=420, margin={"t": 30, "r": 20},
+                      xaxis={"type": "log", "title": "MACs per frame (log)"},
+                      yaxis={"type": "log", "title": f"latency per frame, {run.latency_label} (ms, log)"},
+                      legend={"orientation": "h", "y": -0.2, "x": 0})
+    return fig
