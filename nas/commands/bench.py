@@ -28,7 +28,7 @@ def _list_of(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 @COMMANDS.register("bench")
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.bench import (
+    from nas.bench.config import (
         DEFAULT_BUDGETS,
         DEFAULT_SAMPLERS,
         DEFAULT_SEEDS,

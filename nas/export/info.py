@@ -1,12 +1,12 @@
 """What goes into an export, checked: safe text, numbers, the loss, ExportInfo, the input size."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import UsageError
+from nas.rundir import number as _number
 from nas.target import CPU_INPUT_SIZE
 from search_spaces import ArchSpec
 
@@ -24,17 +24,6 @@ def safe_text(value: Any, limit: int = 80) -> str:
     """Free text (a device or backend name) reduced to [A-Za-z0-9 ._-], one line, at most ``limit``."""
     text = " ".join(_UNSAFE.sub(" ", str(value)).split())[:limit].strip()
     return text or "unknown"
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, empty, text, NaN, bool)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
