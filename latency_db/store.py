@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from latency_db.fingerprint import digest
+from latency_db.fingerprint import canonical, cpu_flags_of, digest
 from latency_db.keys import LatencyKey
 from latency_db.paths import cache_dir
 
@@ -260,14 +260,23 @@ class LatencyStore:
             return int(conn.execute(select(func.count()).select_from(latency)).scalar_one())
 
     def stats(self) -> list[dict[str, Any]]:
-        """Rows per (device, backend, protocol): measured, failed, unstable."""
-        cols = (latency.c.device, latency.c.backend, latency.c.protocol)
-        err = func.sum(func.cast(latency.c.status == "error", Integer))
-        unstable = func.sum(func.cast(latency.c.unstable, Integer))
-        q = select(*cols, func.count().label("rows"), err.label("errors"), unstable.label("unstable")).group_by(*cols)
+        """Rows per (device key, backend, protocol): measured, failed, unstable, and the CPU's ISA flags
+        (``isa`` None: a CPU key from before the flags were keyed, which never answers a lookup)."""
+        cols = (latency.c.key_json, latency.c.device, latency.c.backend, latency.c.protocol, latency.c.status,
+                latency.c.unstable)
+        groups: dict[tuple[str, str, str], dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            return [{**dict(r), "errors": int(r.errors or 0), "unstable": int(r.unstable or 0)}
-                    for r in conn.execute(q.order_by(*cols)).mappings()]
+            for r in conn.execute(select(*cols).order_by(latency.c.id)).mappings():
+                device_key = json.loads(r["key_json"])["device"]
+                g = groups.setdefault((canonical(device_key), r["backend"], r["protocol"]), {
+                    "device": r["device"], "backend": r["backend"], "protocol": r["protocol"], "rows": 0,
+                    "errors": 0, "unstable": 0, "isa": cpu_flags_of(device_key),
+                    "legacy_cpu_key": device_key.get("kind") == "cpu" and cpu_flags_of(device_key) is None,
+                    "device_key": device_key})
+                g["rows"] += 1
+                g["errors"] += r["status"] == "error"
+                g["unstable"] += bool(r["unstable"])
+        return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["device"], k))]
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Inspect the latency database, or move its rows to and from a CSV or "
                        "Parquet file so a team can pool measurements (import never overwrites a row).")
     actions = p.add_subparsers(dest="db_action", metavar="ACTION", required=True)
-    stats = actions.add_parser("stats", help="rows per device, backend and protocol")
+    stats = actions.add_parser("stats", help="rows per device key (with its CPU flags), backend and protocol")
     stats.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     export = actions.add_parser("export", help="write every row to FILE (.csv or .parquet)")
     export.add_argument("file", metavar="FILE")
@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
             for g in groups:
                 print(f"  {g['rows']:>6} rows  {g['errors']:>4} failed  {g['unstable']:>4} unstable  "
                       f"{g['backend']:<12} {g['protocol']:<16} {g['device']}")
+                if g["legacy_cpu_key"]:
+                    print("         legacy CPU key without ISA flags: kept, never answered to any machine")
+                elif g["isa"] is not None:
+                    print(f"         flags {' '.join(g['isa']) or '(none of the dispatch flags)'}")
         elif args.db_action == "export":
             n = store.export(args.file)
             print(f"exported {n} rows to {args.file}")
