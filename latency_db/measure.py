@@ -23,6 +23,7 @@ from latency_db.roofline import device_peak, raise_to_measured, roofline_ms
 from latency_db.stats import summarize
 from latency_db.store import LatencyStore, now_iso, open_store
 from latency_db.workload import Workload
+from search_spaces import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
         row, cacheable = _measure_row(spec, workload, backend, store)
     if cacheable:
         store.put(key, row)
+        if isinstance(spec, ArchSpec):  # the predictor fits on the architecture, not only its id
+            store.put_spec(spec.arch_id, spec.canonical_json())
         row = store.get(key) or row  # another process may have won the insert: report the stored row
     w = key.workload
     full = {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,

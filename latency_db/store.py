@@ -95,6 +95,15 @@ device_peaks = Table(
     Column("measured_at", String(40), nullable=False),
 )
 
+# The architecture behind each arch_id (ArchSpec canonical JSON), so a predictor can be fitted from the
+# rows alone. Added after schema version 1 without changing it: an older nas ignores the table, and a
+# database without it gets it on first open.
+arch_specs = Table(
+    "arch_specs", metadata,
+    Column("arch_id", String(80), primary_key=True),
+    Column("spec_json", Text, nullable=False),
+)
+
 ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
 
 
@@ -187,17 +196,26 @@ class LatencyStore:
             )
         return True
 
+    def _complete(self, conn: Any) -> bool:
+        """Schema current and every table of this nas present (additive tables may be missing)."""
+        return self._check_version(conn) and set(metadata.tables) <= set(inspect(conn).get_table_names())
+
+    def _create_or_complete(self, conn: Any) -> None:
+        if not self._check_version(conn):
+            self._create(conn)
+        else:
+            metadata.create_all(conn, checkfirst=True)  # additive tables only: rows are never touched
+
     def _init_schema(self) -> None:
         with self.engine.connect() as conn:
-            if self._check_version(conn):
+            if self._complete(conn):
                 self._enable_wal(conn)
                 return
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
-                    if not self._check_version(conn):
-                        self._create(conn)
+                    self._create_or_complete(conn)
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -206,8 +224,7 @@ class LatencyStore:
             else:
                 with conn.begin():
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-                    if not self._check_version(conn):
-                        self._create(conn)
+                    self._create_or_complete(conn)
 
     def _create(self, conn: Any) -> None:
         metadata.create_all(conn)
@@ -254,6 +271,26 @@ class LatencyStore:
             for row in rows:
                 inserted += len(conn.execute(stmt, row).all())
         return inserted
+
+    def put_spec(self, arch_id: str, spec_json: str) -> None:
+        """Remember the architecture behind ``arch_id`` (insert-or-ignore)."""
+        stmt = self._insert()(arch_specs).on_conflict_do_nothing(index_elements=["arch_id"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, {"arch_id": arch_id, "spec_json": spec_json})
+
+    def specs(self, arch_ids: list[str] | None = None) -> dict[str, str]:
+        """Stored spec JSON by arch_id (all of them, or those of ``arch_ids``)."""
+        q = select(arch_specs.c.arch_id, arch_specs.c.spec_json)
+        if arch_ids is not None:
+            q = q.where(arch_specs.c.arch_id.in_(arch_ids))
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
+
+    def rows_where(self, **equal: Any) -> list[dict[str, Any]]:
+        """Rows whose columns equal the given values (e.g. backend=..., protocol=..., status='ok')."""
+        q = select(latency).where(*[latency.c[k] == v for k, v in equal.items()]).order_by(latency.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def count(self) -> int:
         with self.engine.connect() as conn:

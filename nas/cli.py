@@ -15,7 +15,7 @@ from nas import __version__
 from nas.errors import EXIT_RUNTIME, EXIT_USAGE, NasError
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
-COMMAND_MODULES = ("spaces", "search", "report", "latency", "db", "sweep", "export", "bench")
+COMMAND_MODULES = ("spaces", "search", "report", "latency", "predict", "db", "sweep", "export", "bench")
 
 
 class OneLineParser(argparse.ArgumentParser):

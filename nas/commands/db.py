@@ -1,4 +1,4 @@
-"""``nas db stats|export|import``: inspect the latency database and pool it across machines."""
+"""``nas db stats|export|import|fit``: inspect the latency database, pool it across machines, fit its predictor."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import argparse
 import json
 
 from nas.commands.latency import add_db_arg, open_db
+from nas.commands.predict import add_fit_args, fit
 from nas.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("db", help="latency database: stats, export, import",
+    p = sub.add_parser("db", help="latency database: stats, export, import, fit",
                        description="Inspect the latency database, or move its rows to and from a CSV or "
                        "Parquet file so a team can pool measurements (import never overwrites a row).")
     actions = p.add_subparsers(dest="db_action", metavar="ACTION", required=True)
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for q in (stats, export, imp):
         add_db_arg(q)
         q.set_defaults(handler=run)
+    fit = actions.add_parser("fit", help="fit and save the latency predictor of this device from its rows")
+    add_fit_args(fit)
+    fit.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
                     print("         legacy CPU key without ISA flags: kept, never answered to any machine")
                 elif g["isa"] is not None:
                     print(f"         flags {' '.join(g['isa']) or '(none of the dispatch flags)'}")
+        elif args.db_action == "fit":
+            return fit(args, store)
         elif args.db_action == "export":
             n = store.export(args.file)
             print(f"exported {n} rows to {args.file}")
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+        raise UsageError(f"{exc.filename or getattr(args, 'file', '')}: {exc.strerror or exc}") from None
     finally:
         store.close()
     return 0
