@@ -343,12 +343,15 @@ class LatencyStore:
 
     # ------------------------------------------------------------------ export / import
     def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every row to a .csv or .parquet file (by suffix); returns the row count."""
+        """Write every row (with its architecture's spec JSON where stored) to a .csv or .parquet file
+        (by suffix); returns the row count."""
         import pandas as pd
 
         fmt = _file_format(path)
         df = pd.DataFrame(list(self.iter_rows()), columns=list(ROW_COLUMNS))
         df.insert(0, "schema_version", SCHEMA_VERSION)
+        specs = self.specs()
+        df["spec_json"] = [specs.get(a) for a in df["arch_id"]]  # optional column: older exports lack it
         if fmt == "csv":
             df.to_csv(path, index=False)
         else:
@@ -383,6 +386,10 @@ class LatencyStore:
                 raise StoreError(f"{path} row {i + 1}: key_hash does not match key_json (edited?); nothing imported")
             rows.append(row)
         inserted = self._insert_rows(rows)
+        if "spec_json" in df.columns:
+            for arch_id, spec_json in zip(df["arch_id"], df["spec_json"]):
+                if isinstance(spec_json, str) and spec_json:
+                    self.put_spec(str(arch_id), spec_json)
         return inserted, len(rows) - inserted
 
 

@@ -142,3 +142,13 @@ def test_rows_for_fit_takes_only_this_scope(tmp_path: Path) -> None:
     assert rows_for_fit(store, get_backend("onnxruntime", protocol="full"), workload_for(spec, H, W, "fp32")) == []
     with pytest.raises(PredictorError, match="0 measured rows"):
         predictor_for(store, backend, workload_for(spec, H, W + 16, "fp32"))
+
+
+def test_export_import_carries_the_specs(tmp_path: Path) -> None:
+    db, other = str(tmp_path / "latency.db"), str(tmp_path / "other.db")
+    store_synthetic(db, 25)
+    LatencyStore(db).export(tmp_path / "rows.parquet")
+    assert LatencyStore(other).import_file(tmp_path / "rows.parquet") == (25, 0)
+    spec = random_specs(1, 0)[0]
+    rows = rows_for_fit(LatencyStore(other), get_backend("onnxruntime"), workload_for(spec, H, W, "fp32"))
+    assert len(rows) == 25 and len(LatencyStore(other).specs()) == 25
