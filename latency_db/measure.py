@@ -90,7 +90,7 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
     )
 
 
-def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore) -> tuple[dict[str, Any], bool]:
+def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore) -> tuple[dict[str, Any], bool]:
     """Measure and build the row to store; the flag says whether the row may be cached."""
     fp = backend.fingerprint()
     peak = device_peak(backend, store)
@@ -140,7 +140,7 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
         row = store.get(key)
         if row is not None:
             return _result(row, device, True, time.perf_counter() - t0, lock.waited_s)
-        row, cacheable = _measure_row(spec, workload, backend, store)
+        row, cacheable = measure_row(spec, workload, backend, store)
     if cacheable:
         store.put(key, row)
         if isinstance(spec, ArchSpec):  # the predictor fits on the architecture, not only its id

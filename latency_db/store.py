@@ -272,6 +272,20 @@ class LatencyStore:
                 inserted += len(conn.execute(stmt, row).all())
         return inserted
 
+    def replace(self, key_hash: str, values: dict[str, Any]) -> None:
+        """Overwrite a stored row's measured values (``nas db verify --fix``); its key never changes."""
+        keyed = {"key_hash", "key_json", "arch_id", "backend", "backend_version", "protocol", "batch", "channels",
+                 "height", "width", "scale", "io_dtype", "precision"}
+        with self.engine.begin() as conn:
+            conn.execute(latency.update().where(latency.c.key_hash == key_hash)
+                         .values({k: v for k, v in values.items() if k not in keyed}))
+
+    def get_row(self, arch_id: str) -> dict[str, Any] | None:
+        """The first stored row of ``arch_id`` (any key), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(latency).where(latency.c.arch_id == arch_id).order_by(latency.c.id)).mappings().first()
+        return dict(row) if row else None
+
     def put_spec(self, arch_id: str, spec_json: str) -> None:
         """Remember the architecture behind ``arch_id`` (insert-or-ignore)."""
         stmt = self._insert()(arch_specs).on_conflict_do_nothing(index_elements=["arch_id"])
