@@ -90,8 +90,9 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
     )
 
 
-def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore) -> tuple[dict[str, Any], bool]:
-    """Measure and build the row to store; the flag says whether the row may be cached."""
+def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+                extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """Measure and build the row to store (``extra`` joins its details); the flag says whether it may be cached."""
     fp = backend.fingerprint()
     peak = device_peak(backend, store)
     counts = counts_for(spec, workload)
@@ -114,7 +115,7 @@ def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: La
     if peak is not None:  # a CPU probe proved low by this measurement is raised, so the bound stays a bound
         row["roofline_ms"] = roofline_ms(counts, raise_to_measured(backend, store, peak, counts, s.median_ms))
     others = None if backend.is_gpu else others_cpus(before, snapshot())  # a GPU is not slowed by busy CPUs
-    details = {**raw.details, "background_cpus": None if others is None else round(others, 3)}
+    details = {**raw.details, **(extra or {}), "background_cpus": None if others is None else round(others, 3)}
     row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
                mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),
                unstable=raw.unstable, attempts=raw.attempts, build_s=raw.build_s,
@@ -123,11 +124,11 @@ def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: La
 
 
 def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
-                   store: LatencyStore | None = None) -> LatencyResult:
+                   store: LatencyStore | None = None, details: dict[str, Any] | None = None) -> LatencyResult:
     """The latency of ``spec`` under ``workload`` on ``backend``'s device: from the store when known,
-    else measured under the device lock and stored. Never raises for a candidate that fails to
-    build or run: the result's ``error`` says why. Raises ValueError when the workload cannot feed
-    the spec (wrong channels, scale or tiling)."""
+    else measured under the device lock and stored (``details``, e.g. the drift canary's ratio, are
+    stored with a new measurement). Never raises for a candidate that fails to build or run: the
+    result's ``error`` says why. Raises ValueError when the workload cannot feed the spec."""
     t0 = time.perf_counter()
     check_workload(spec, workload)
     store = store if store is not None else _default_store()
@@ -140,7 +141,7 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
         row = store.get(key)
         if row is not None:
             return _result(row, device, True, time.perf_counter() - t0, lock.waited_s)
-        row, cacheable = measure_row(spec, workload, backend, store)
+        row, cacheable = measure_row(spec, workload, backend, store, details)
     if cacheable:
         store.put(key, row)
         if isinstance(spec, ArchSpec):  # the predictor fits on the architecture, not only its id

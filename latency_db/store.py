@@ -104,6 +104,22 @@ arch_specs = Table(
     Column("spec_json", Text, nullable=False),
 )
 
+# The drift canary's history (latency_db/canary.py): one fixed network timed again and again per scope
+# (device key, backend and version, builder, protocol, workload). Additive, like arch_specs.
+canary_runs = Table(
+    "canary_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope_hash", String(64), nullable=False, index=True),
+    Column("scope_json", Text, nullable=False),
+    Column("canary", String(32), nullable=False),
+    Column("median_ms", Float, nullable=False),
+    Column("cov", Float, nullable=False),
+    Column("background_cpus", Float),
+    Column("context", String(64), nullable=False),
+    Column("host", String(255)),
+    Column("measured_at", String(40), nullable=False),
+)
+
 ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
 
 
@@ -285,6 +301,18 @@ class LatencyStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(latency).where(latency.c.arch_id == arch_id).order_by(latency.c.id)).mappings().first()
         return dict(row) if row else None
+
+    def add_canary(self, values: dict[str, Any]) -> None:
+        """Append one canary reading."""
+        with self.engine.begin() as conn:
+            conn.execute(canary_runs.insert().values(**values))
+
+    def canary_history(self, scope_hash: str, canary: str) -> list[dict[str, Any]]:
+        """Every reading of ``canary`` in this scope, oldest first."""
+        q = (select(canary_runs).where(canary_runs.c.scope_hash == scope_hash, canary_runs.c.canary == canary)
+             .order_by(canary_runs.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def put_spec(self, arch_id: str, spec_json: str) -> None:
         """Remember the architecture behind ``arch_id`` (insert-or-ignore)."""
