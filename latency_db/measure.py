@@ -151,3 +151,28 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
     full = {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
             "protocol": key.protocol, "height": w.height, "width": w.width}
     return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)
+
+
+def measure_again(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+                  details: dict[str, Any] | None = None) -> LatencyResult:
+    """Time ``spec`` once more (a measurement that disagrees with a prediction) and keep the steadier
+    (lower CoV) of the stored row and the new one; the kept row's details name the other median."""
+    t0 = time.perf_counter()
+    key = latency_key(spec, workload, backend)
+    device = backend.fingerprint()["device"]
+    with device_lock(backend) as lock:
+        old = store.get(key)
+        row, _cacheable = measure_row(spec, workload, backend, store, details)
+    if old is None:
+        store.put(key, row)
+    elif row["status"] == "ok" and old["status"] == "ok":
+        new_steadier = old["cov"] is None or row["cov"] < old["cov"]
+        kept, other = (row, old) if new_steadier else (old, row)
+        kept_details = {**json.loads(kept["details_json"] or "{}"), "remeasured": True,
+                        "other_median_ms": other["median_ms"]}
+        store.replace(key.digest, {**kept, "details_json": json.dumps(kept_details, sort_keys=True, default=str)})
+    final = store.get(key) or row
+    w = key.workload
+    full = {**final, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
+            "protocol": key.protocol, "height": w.height, "width": w.width}
+    return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)

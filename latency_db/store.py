@@ -290,8 +290,8 @@ class LatencyStore:
 
     def replace(self, key_hash: str, values: dict[str, Any]) -> None:
         """Overwrite a stored row's measured values (``nas db verify --fix``); its key never changes."""
-        keyed = {"key_hash", "key_json", "arch_id", "backend", "backend_version", "protocol", "batch", "channels",
-                 "height", "width", "scale", "io_dtype", "precision"}
+        keyed = {"id", "key_hash", "key_json", "arch_id", "backend", "backend_version", "protocol", "batch",
+                 "channels", "height", "width", "scale", "io_dtype", "precision"}
         with self.engine.begin() as conn:
             conn.execute(latency.update().where(latency.c.key_hash == key_hash)
                          .values({k: v for k, v in values.items() if k not in keyed}))

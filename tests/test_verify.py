@@ -58,3 +58,21 @@ def test_verify_on_an_empty_database_and_bad_sample(capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit) as exc:
             main(["db", "verify", "--sample", bad])
         assert exc.value.code == 2
+
+
+def test_measure_again_keeps_the_steadier_timing(tmp_path: Path) -> None:
+    from latency_db.measure import measure_again
+
+    store, backend = LatencyStore(str(tmp_path / "latency.db")), get_backend("onnxruntime")
+    net = spec(16)
+    workload = workload_for(net, 64, 64, "fp32")
+    first = measure_or_get(net, workload, backend, store)
+    with store.engine.connect() as conn:  # make the stored timing look unsteady: the new one must win
+        conn.execute(text("UPDATE latency SET cov = 9.0, median_ms = 99.0"))
+        conn.commit()
+    again = measure_again(net, workload, backend, store, {"canary_ratio": 1.0})
+    row = store.get(latency_key(net, workload, backend))
+    details = json.loads(row["details_json"])
+    assert not again.cached and row["cov"] < 9.0 and row["median_ms"] == pytest.approx(again.median_ms)
+    assert details["remeasured"] is True and details["other_median_ms"] == pytest.approx(99.0)
+    assert details["canary_ratio"] == pytest.approx(1.0) and store.count() == 1 and first.ok
