@@ -28,6 +28,7 @@ from typing import Any
 
 from nas import __version__
 from nas.errors import NasError, UsageError
+from nas.latency_guard import PREDICTOR_MODES, LatencyGuard
 from nas.storage import ask, heartbeat, mask_url, open_optuna_storage, retried_trial_numbers
 
 BUDGET_STATS = ("median", "p90")
@@ -67,6 +68,7 @@ class SearchConfig:
     warm_start: bool = True
     write_report: bool = True
     write_export: bool = True
+    predictor: str | None = None                # off | screen | guide; None: screen when trusted (nas/latency_guard.py)
 
     def validate(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
@@ -80,6 +82,10 @@ class SearchConfig:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.budget_stat not in BUDGET_STATS:
             raise UsageError(f"--budget-stat must be one of {', '.join(BUDGET_STATS)}, got {self.budget_stat!r}")
+        if self.predictor is not None and self.predictor not in PREDICTOR_MODES:
+            raise UsageError(f"--predictor must be one of {', '.join(PREDICTOR_MODES)}, got {self.predictor!r}")
+        if self.predictor == "guide" and self.sampler != "evolution":
+            raise UsageError(f"--predictor guide steers the evolution sampler; --sampler is {self.sampler!r}")
         if not math.isfinite(self.noise_sigma) or self.noise_sigma < 0:
             raise UsageError(f"--noise-sigma must be a non-negative number, got {self.noise_sigma}")
 
@@ -257,6 +263,8 @@ class Search:
         except StoreError as exc:
             raise UsageError(f"--latency-db: {exc}") from None
         self.train_cache = TrainCache(self.store.url)
+        self.guard = LatencyGuard(cfg.predictor, self.backend, self.store, self.workload, self.space, size,
+                                  cfg.budget_ms, self.say)
         self._make_run_dir()  # only now: every check above writes nothing
         # said after the checks, so that a refused run prints its error line alone
         self.say(f"backend {self.backend.name} on {self.fingerprint['device']}; input {size[0]}x{size[1]} "
@@ -279,7 +287,7 @@ class Search:
 
         seed = self._sampler_seed()
         if self.config.sampler == "evolution":
-            return EvolutionSampler(budget=self.config.budget_ms, seed=seed)
+            return EvolutionSampler(budget=self.config.budget_ms, seed=seed, guide=self.guard.guide())
         if self.config.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed)
@@ -367,7 +375,16 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "arch.json").write_text(spec.to_json() + "\n")
 
-        latency = measure_or_get(spec, self.workload, self.backend, self.store)  # takes the device lock
+        predicted = self.guard.predict(spec)
+        if predicted is not None:
+            trial.set_user_attr("predicted_ms", predicted)
+        if self.guard.screens_out(spec, predicted):  # never measured nor trained
+            trial.set_user_attr("predicted_over_budget", True)
+            latency_gate(self.study, trial, predicted, cfg.budget_ms)
+            return
+        latency = measure_or_get(spec, self.workload, self.backend, self.store,  # takes the device lock
+                                 details=self.guard.details())
+        latency = self.guard.after_measure(spec, latency, predicted)
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
@@ -424,6 +441,7 @@ class Search:
         self._setup()
         cfg = self.config
         tally = Tally()
+        self.guard.start()
         mine = self._my_trials()
         self.say(f"study '{self.study_name}' in {self.run_dir}: {len(mine)} of {cfg.trials} trials done")
         progress = Progress(cfg.trials, self.quiet)
@@ -474,7 +492,8 @@ class Search:
                 "reference": t.user_attrs.get("reference", ""), "summary": t.user_attrs.get("summary", ""),
                 "latency_ms": median, "latency_p90_ms": lat.get("p90_ms"), "latency_cov": lat.get("cov"),
                 "roofline_ms": lat.get("roofline_ms"),
-                "over_budget": value is not None and value > self.config.budget_ms,
+                "over_budget": (value is not None and value > self.config.budget_ms)
+                or bool(t.user_attrs.get("predicted_over_budget")),
                 "trained": bool(tr), "psnr_db": tr.get("psnr_db"), "bicubic_psnr_db": tr.get("bicubic_psnr_db"),
                 "psnr_gain_db": tr.get("psnr_gain_db"), "ssim": tr.get("ssim"),
                 "measure_s": lat.get("measure_s"), "train_s": tr.get("train_s", 0.0 if lat else None),
@@ -504,9 +523,13 @@ class Search:
             "n_over_budget": sum(1 for r in rows if r["over_budget"]),
             "n_failed": sum(1 for r in rows if r["state"] == "FAIL"),
             "n_latency_cache_hits": sum(1 for r in rows if r["latency_cached"]),
+            "n_predicted_over_budget": sum(1 for t in self.study.get_trials(deepcopy=False)
+                                           if t.user_attrs.get("predicted_over_budget")),
             "n_train_cache_hits": sum(1 for r in rows if r["train_cached"]),
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
-                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended},
+                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended,
+                         "predictor": self.guard.mode, "screened": self.guard.screened,
+                         "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary()},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": None if best is None else {

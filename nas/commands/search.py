@@ -23,7 +23,7 @@ def _budget(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.search import BUDGET_STATS, DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+    from nas.search import BUDGET_STATS, DEFAULT_SAMPLER, DEFAULT_TRIALS, PREDICTOR_MODES, SAMPLERS
 
     p = sub.add_parser(
         "search", help="search for the best network under a latency budget",
@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not enqueue the reference networks as the first trials")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--no-export", action="store_true", help="skip best/ (the exported winner)")
+    p.add_argument("--predictor", choices=PREDICTOR_MODES, default=None,
+                   help="learned latency predictor: screen (default, once a fitted predictor is trusted: skip "
+                   "candidates predicted over the budget by more than its p99 error), guide (also steer the "
+                   "evolution sampler to children predicted just under the budget), off")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout; no progress")
     p.set_defaults(handler=run)
 
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, study=args.study, latency_db=args.latency_db, data=args.data,
         val_data=args.val_data, loss=args.loss, noise_sigma=args.noise_sigma, budget_stat=args.budget_stat,
         warm_start=not args.no_warm_start, write_report=not args.no_report, write_export=not args.no_export,
+        predictor=args.predictor,
     )
     search, summary = run_search(config, quiet=args.json)
     out = {
