@@ -70,8 +70,10 @@ def evaluate(args: argparse.Namespace) -> None:
     rows = rows_for_fit(store, backend, workload, include_contended=args.include_contended)
     by_arch = {r.spec.arch_id: r for r in rows}
     train = [by_arch[s.arch_id] for s in train_specs if s.arch_id in by_arch]
-    test = [by_arch[s.arch_id] for s in test_specs if s.arch_id in by_arch]
-    print(f"training pool {len(train)} of {len(train_specs)}, held-out {len(test)} of {len(test_specs)} "
+    seen = {r.spec.arch_id for r in train}
+    test = [by_arch[s.arch_id] for s in test_specs if s.arch_id in by_arch and s.arch_id not in seen]
+    print(f"training pool {len(train)} of {len(train_specs)}, held-out {len(test)} of {len(test_specs)} (those also "
+          f"in the training pool left out) "
           f"({'contended rows included' if args.include_contended else 'contended rows left out'})")
     truth = [r.latency_ms for r in test]
     macs = [count(r.spec, H, W).macs for r in test]
