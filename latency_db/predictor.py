@@ -280,6 +280,11 @@ def predictor_for(store: LatencyStore, backend: Backend, workload: Workload, ref
     saved = None if refit else load(scope)
     if saved is not None and saved.n_rows == len(rows):
         return saved
+    if len(rows) < MIN_FIT_ROWS:
+        busy = len(rows_for_fit(store, backend, workload, include_contended=True)) - len(rows)
+        raise PredictorError(f"{len(rows)} measured rows match ({busy} more were timed while other processes used "
+                             f"more than {CONTENDED_CPUS} CPU and are left out); a predictor needs at least "
+                             f"{MIN_FIT_ROWS}: measure on this device first, on a quiet machine")
     pred = fit_predictor(rows, scope=scope)
     save(pred)
     return pred
