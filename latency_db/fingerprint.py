@@ -39,12 +39,30 @@ def host() -> str:
 
 
 # ---------------------------------------------------------------------- CPU
-def _cpuinfo() -> list[dict[str, str]]:
+# Instruction-set flags ONNX Runtime (MLAS) and PyTorch (oneDNN, ATen CPU capability) choose kernels by:
+# two CPUs that differ in one of these may run a different kernel for the same operator.
+DISPATCH_FLAGS = (
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni",
+    "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+    "asimd", "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm",  # aarch64 (Features line)
+)
+# Revision of the CPU key's fields: rows keyed before version 2 (model name, cores and threads only)
+# stay in the database but cannot be shown to match any CPU, so they never answer a lookup.
+CPU_KEY_VERSION = 2
+_CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def _read_text(path: str) -> str | None:
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
     except OSError:
-        return []
+        return None
+
+
+def parse_cpuinfo(text: str) -> list[dict[str, str]]:
+    """/proc/cpuinfo text -> one dict per logical CPU block."""
     blocks = []
     for block in text.strip().split("\n\n"):
         entry = {}
@@ -54,6 +72,11 @@ def _cpuinfo() -> list[dict[str, str]]:
                 entry[k.strip()] = v.strip()
         blocks.append(entry)
     return blocks
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[dict[str, str], ...]:
+    return tuple(parse_cpuinfo(_read_text("/proc/cpuinfo") or ""))
 
 
 @lru_cache(maxsize=1)
@@ -81,15 +104,66 @@ def physical_cores() -> int:
     return max(1, min(cores, usable_cpus()))
 
 
-def cpu_fingerprint(threads: int) -> dict[str, Any]:
-    """Key: CPU model, physical cores, threads used, ISA. Info: host, logical CPUs."""
+def cache_sizes_kib(cache_dir: str = _CACHE_DIR) -> dict[str, int]:
+    """Per-core cache sizes from sysfs ({'l1d': 32, 'l2': 1024, 'l3': 32768}); empty where unreadable."""
+    sizes: dict[str, int] = {}
+    if not os.path.isdir(cache_dir):
+        return sizes
+    for name in sorted(os.listdir(cache_dir)):
+        base = os.path.join(cache_dir, name)
+        level, kind, size = (_read_text(os.path.join(base, f)) for f in ("level", "type", "size"))
+        if not (level and kind and size) or kind.strip() == "Instruction":
+            continue
+        size = size.strip().upper()
+        mult = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(size[-1:], None)
+        try:
+            kib = int(size[:-1]) * mult if mult else int(size) // 1024
+        except ValueError:
+            continue
+        sizes[f"l{level.strip()}" + ("d" if kind.strip() == "Data" else "")] = kib
+    return sizes
+
+
+def cpu_identity(blocks: list[dict[str, str]] | tuple[dict[str, str], ...],
+                 caches: dict[str, int]) -> dict[str, Any]:
+    """The microarchitecture fields of the CPU key, from parsed /proc/cpuinfo and the cache sizes."""
+    first = next((b for b in blocks if "processor" in b), blocks[0] if blocks else {})
+    present = set((first.get("flags") or first.get("Features") or "").split())
+
+    def field(*names: str) -> str | None:
+        return next((first[n] for n in names if first.get(n)), None)
+
     return {
-        "device": f"{cpu_model()} ({threads} threads)",
-        "key": {"kind": "cpu", "cpu_model": cpu_model(), "physical_cores": physical_cores(),
-                "threads": threads, "machine": platform.machine()},
+        "vendor": field("vendor_id", "CPU implementer"),
+        "cpu_family": field("cpu family", "CPU architecture"),
+        "cpu_model_number": field("model", "CPU part"),
+        "stepping": field("stepping", "CPU revision"),
+        "isa": sorted(f for f in DISPATCH_FLAGS if f in present),
+        "cache_kib": caches,
+    }
+
+
+def cpu_fingerprint(threads: int, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Key: CPU model name, vendor/family/model/stepping, dispatch ISA flags, caches, cores, threads.
+    Info: host, logical CPUs. ``identity`` replaces what this machine's /proc/cpuinfo says (tests)."""
+    ident = identity if identity is not None else cpu_identity(_cpuinfo(), cache_sizes_kib())
+    wide = [f for f in ("avx512f", "amx_tile") if f in ident["isa"]]
+    simd = "+".join(wide) or ("avx2" if "avx2" in ident["isa"] else "no avx2")
+    return {
+        "device": f"{cpu_model()} (family {ident['cpu_family']} model {ident['cpu_model_number']}, {simd}, "
+                  f"{threads} threads)",
+        "key": {"kind": "cpu", "cpu_key_version": CPU_KEY_VERSION, "cpu_model": cpu_model(), **ident,
+                "physical_cores": physical_cores(), "threads": threads, "machine": platform.machine()},
         "info": {"host": host(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
                  "platform": platform.platform()},
     }
+
+
+def cpu_flags_of(device_key: dict[str, Any]) -> list[str] | None:
+    """The ISA flags a stored CPU device key was shown to have; None for a pre-flags (legacy) key."""
+    if device_key.get("kind") != "cpu" or device_key.get("cpu_key_version", 1) < CPU_KEY_VERSION:
+        return None
+    return list(device_key.get("isa", []))
 
 
 # ---------------------------------------------------------------------- GPU

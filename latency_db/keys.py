@@ -2,7 +2,8 @@
 
 arch_id; workload (N, C, H, W, scale, IO dtype, layout); precision; backend name and exact version;
 builder settings; device fingerprint key (GPU name, compute capability, SM count, memory, MIG,
-driver, CUDA runtime, clock regime; or CPU model, cores, threads); protocol version.
+driver, CUDA runtime, clock regime; or CPU model name, vendor/family/model/stepping, the ISA flags
+kernels are dispatched on, cache sizes, cores, threads); protocol version.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from latency_db.roofline import device_peak, raise_to_measured, roofline_ms
 from latency_db.stats import summarize
 from latency_db.store import LatencyStore, now_iso, open_store
 from latency_db.workload import Workload
+from search_spaces import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,9 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
     )
 
 
-def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore) -> tuple[dict[str, Any], bool]:
-    """Measure and build the row to store; the flag says whether the row may be cached."""
+def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+                extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """Measure and build the row to store (``extra`` joins its details); the flag says whether it may be cached."""
     fp = backend.fingerprint()
     peak = device_peak(backend, store)
     counts = counts_for(spec, workload)
@@ -113,7 +115,7 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
     if peak is not None:  # a CPU probe proved low by this measurement is raised, so the bound stays a bound
         row["roofline_ms"] = roofline_ms(counts, raise_to_measured(backend, store, peak, counts, s.median_ms))
     others = None if backend.is_gpu else others_cpus(before, snapshot())  # a GPU is not slowed by busy CPUs
-    details = {**raw.details, "background_cpus": None if others is None else round(others, 3)}
+    details = {**raw.details, **(extra or {}), "background_cpus": None if others is None else round(others, 3)}
     row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
                mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),
                unstable=raw.unstable, attempts=raw.attempts, build_s=raw.build_s,
@@ -122,11 +124,11 @@ def _measure_row(spec: Candidate, workload: Workload, backend: Backend, store: L
 
 
 def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
-                   store: LatencyStore | None = None) -> LatencyResult:
+                   store: LatencyStore | None = None, details: dict[str, Any] | None = None) -> LatencyResult:
     """The latency of ``spec`` under ``workload`` on ``backend``'s device: from the store when known,
-    else measured under the device lock and stored. Never raises for a candidate that fails to
-    build or run: the result's ``error`` says why. Raises ValueError when the workload cannot feed
-    the spec (wrong channels, scale or tiling)."""
+    else measured under the device lock and stored (``details``, e.g. the drift canary's ratio, are
+    stored with a new measurement). Never raises for a candidate that fails to build or run: the
+    result's ``error`` says why. Raises ValueError when the workload cannot feed the spec."""
     t0 = time.perf_counter()
     check_workload(spec, workload)
     store = store if store is not None else _default_store()
@@ -139,11 +141,38 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
         row = store.get(key)
         if row is not None:
             return _result(row, device, True, time.perf_counter() - t0, lock.waited_s)
-        row, cacheable = _measure_row(spec, workload, backend, store)
+        row, cacheable = measure_row(spec, workload, backend, store, details)
     if cacheable:
         store.put(key, row)
+        if isinstance(spec, ArchSpec):  # the predictor fits on the architecture, not only its id
+            store.put_spec(spec.arch_id, spec.canonical_json())
         row = store.get(key) or row  # another process may have won the insert: report the stored row
     w = key.workload
     full = {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
+            "protocol": key.protocol, "height": w.height, "width": w.width}
+    return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)
+
+
+def measure_again(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+                  details: dict[str, Any] | None = None) -> LatencyResult:
+    """Time ``spec`` once more (a measurement that disagrees with a prediction) and keep the steadier
+    (lower CoV) of the stored row and the new one; the kept row's details name the other median."""
+    t0 = time.perf_counter()
+    key = latency_key(spec, workload, backend)
+    device = backend.fingerprint()["device"]
+    with device_lock(backend) as lock:
+        old = store.get(key)
+        row, _cacheable = measure_row(spec, workload, backend, store, details)
+    if old is None:
+        store.put(key, row)
+    elif row["status"] == "ok" and old["status"] == "ok":
+        new_steadier = old["cov"] is None or row["cov"] < old["cov"]
+        kept, other = (row, old) if new_steadier else (old, row)
+        kept_details = {**json.loads(kept["details_json"] or "{}"), "remeasured": True,
+                        "other_median_ms": other["median_ms"]}
+        store.replace(key.digest, {**kept, "details_json": json.dumps(kept_details, sort_keys=True, default=str)})
+    final = store.get(key) or row
+    w = key.workload
+    full = {**final, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
             "protocol": key.protocol, "height": w.height, "width": w.width}
     return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)

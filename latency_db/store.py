@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from latency_db.fingerprint import digest
+from latency_db.fingerprint import canonical, cpu_flags_of, digest
 from latency_db.keys import LatencyKey
 from latency_db.paths import cache_dir
 from latency_db.retry import retry_transient
@@ -93,6 +93,31 @@ device_peaks = Table(
     Column("device", Text, nullable=False),
     Column("peak_gflops", Float, nullable=False),
     Column("bandwidth_gbs", Float, nullable=False),
+    Column("measured_at", String(40), nullable=False),
+)
+
+# The architecture behind each arch_id (ArchSpec canonical JSON), so a predictor can be fitted from the
+# rows alone. Added after schema version 1 without changing it: an older nas ignores the table, and a
+# database without it gets it on first open.
+arch_specs = Table(
+    "arch_specs", metadata,
+    Column("arch_id", String(80), primary_key=True),
+    Column("spec_json", Text, nullable=False),
+)
+
+# The drift canary's history (latency_db/canary.py): one fixed network timed again and again per scope
+# (device key, backend and version, builder, protocol, workload). Additive, like arch_specs.
+canary_runs = Table(
+    "canary_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope_hash", String(64), nullable=False, index=True),
+    Column("scope_json", Text, nullable=False),
+    Column("canary", String(32), nullable=False),
+    Column("median_ms", Float, nullable=False),
+    Column("cov", Float, nullable=False),
+    Column("background_cpus", Float),
+    Column("context", String(64), nullable=False),
+    Column("host", String(255)),
     Column("measured_at", String(40), nullable=False),
 )
 
@@ -188,17 +213,26 @@ class LatencyStore:
             )
         return True
 
+    def _complete(self, conn: Any) -> bool:
+        """Schema current and every table of this nas present (additive tables may be missing)."""
+        return self._check_version(conn) and set(metadata.tables) <= set(inspect(conn).get_table_names())
+
+    def _create_or_complete(self, conn: Any) -> None:
+        if not self._check_version(conn):
+            self._create(conn)
+        else:
+            metadata.create_all(conn, checkfirst=True)  # additive tables only: rows are never touched
+
     def _init_schema(self) -> None:
         with self.engine.connect() as conn:
-            if self._check_version(conn):
+            if self._complete(conn):
                 self._enable_wal(conn)
                 return
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
-                    if not self._check_version(conn):
-                        self._create(conn)
+                    self._create_or_complete(conn)
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -207,8 +241,7 @@ class LatencyStore:
             else:
                 with conn.begin():
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-                    if not self._check_version(conn):
-                        self._create(conn)
+                    self._create_or_complete(conn)
 
     def _create(self, conn: Any) -> None:
         metadata.create_all(conn)
@@ -258,6 +291,52 @@ class LatencyStore:
                 inserted += len(conn.execute(stmt, row).all())
         return inserted
 
+    def replace(self, key_hash: str, values: dict[str, Any]) -> None:
+        """Overwrite a stored row's measured values (``nas db verify --fix``); its key never changes."""
+        keyed = {"id", "key_hash", "key_json", "arch_id", "backend", "backend_version", "protocol", "batch",
+                 "channels", "height", "width", "scale", "io_dtype", "precision"}
+        with self.engine.begin() as conn:
+            conn.execute(latency.update().where(latency.c.key_hash == key_hash)
+                         .values({k: v for k, v in values.items() if k not in keyed}))
+
+    def get_row(self, arch_id: str) -> dict[str, Any] | None:
+        """The first stored row of ``arch_id`` (any key), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(latency).where(latency.c.arch_id == arch_id).order_by(latency.c.id)).mappings().first()
+        return dict(row) if row else None
+
+    def add_canary(self, values: dict[str, Any]) -> None:
+        """Append one canary reading."""
+        with self.engine.begin() as conn:
+            conn.execute(canary_runs.insert().values(**values))
+
+    def canary_history(self, scope_hash: str, canary: str) -> list[dict[str, Any]]:
+        """Every reading of ``canary`` in this scope, oldest first."""
+        q = (select(canary_runs).where(canary_runs.c.scope_hash == scope_hash, canary_runs.c.canary == canary)
+             .order_by(canary_runs.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def put_spec(self, arch_id: str, spec_json: str) -> None:
+        """Remember the architecture behind ``arch_id`` (insert-or-ignore)."""
+        stmt = self._insert()(arch_specs).on_conflict_do_nothing(index_elements=["arch_id"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, {"arch_id": arch_id, "spec_json": spec_json})
+
+    def specs(self, arch_ids: list[str] | None = None) -> dict[str, str]:
+        """Stored spec JSON by arch_id (all of them, or those of ``arch_ids``)."""
+        q = select(arch_specs.c.arch_id, arch_specs.c.spec_json)
+        if arch_ids is not None:
+            q = q.where(arch_specs.c.arch_id.in_(arch_ids))
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
+
+    def rows_where(self, **equal: Any) -> list[dict[str, Any]]:
+        """Rows whose columns equal the given values (e.g. backend=..., protocol=..., status='ok')."""
+        q = select(latency).where(*[latency.c[k] == v for k, v in equal.items()]).order_by(latency.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     @retry_transient
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -265,14 +344,23 @@ class LatencyStore:
 
     @retry_transient
     def stats(self) -> list[dict[str, Any]]:
-        """Rows per (device, backend, protocol): measured, failed, unstable."""
-        cols = (latency.c.device, latency.c.backend, latency.c.protocol)
-        err = func.sum(func.cast(latency.c.status == "error", Integer))
-        unstable = func.sum(func.cast(latency.c.unstable, Integer))
-        q = select(*cols, func.count().label("rows"), err.label("errors"), unstable.label("unstable")).group_by(*cols)
+        """Rows per (device key, backend, protocol): measured, failed, unstable, and the CPU's ISA flags
+        (``isa`` None: a CPU key from before the flags were keyed, which never answers a lookup)."""
+        cols = (latency.c.key_json, latency.c.device, latency.c.backend, latency.c.protocol, latency.c.status,
+                latency.c.unstable)
+        groups: dict[tuple[str, str, str], dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            return [{**dict(r), "errors": int(r.errors or 0), "unstable": int(r.unstable or 0)}
-                    for r in conn.execute(q.order_by(*cols)).mappings()]
+            for r in conn.execute(select(*cols).order_by(latency.c.id)).mappings():
+                device_key = json.loads(r["key_json"])["device"]
+                g = groups.setdefault((canonical(device_key), r["backend"], r["protocol"]), {
+                    "device": r["device"], "backend": r["backend"], "protocol": r["protocol"], "rows": 0,
+                    "errors": 0, "unstable": 0, "isa": cpu_flags_of(device_key),
+                    "legacy_cpu_key": device_key.get("kind") == "cpu" and cpu_flags_of(device_key) is None,
+                    "device_key": device_key})
+                g["rows"] += 1
+                g["errors"] += r["status"] == "error"
+                g["unstable"] += bool(r["unstable"])
+        return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["device"], k))]
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -305,12 +393,15 @@ class LatencyStore:
 
     # ------------------------------------------------------------------ export / import
     def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every row to a .csv or .parquet file (by suffix); returns the row count."""
+        """Write every row (with its architecture's spec JSON where stored) to a .csv or .parquet file
+        (by suffix); returns the row count."""
         import pandas as pd
 
         fmt = _file_format(path)
         df = pd.DataFrame(list(self.iter_rows()), columns=list(ROW_COLUMNS))
         df.insert(0, "schema_version", SCHEMA_VERSION)
+        specs = self.specs()
+        df["spec_json"] = [specs.get(a) for a in df["arch_id"]]  # optional column: older exports lack it
         if fmt == "csv":
             df.to_csv(path, index=False)
         else:
@@ -345,6 +436,10 @@ class LatencyStore:
                 raise StoreError(f"{path} row {i + 1}: key_hash does not match key_json (edited?); nothing imported")
             rows.append(row)
         inserted = self._insert_rows(rows)
+        if "spec_json" in df.columns:
+            for arch_id, spec_json in zip(df["arch_id"], df["spec_json"]):
+                if isinstance(spec_json, str) and spec_json:
+                    self.put_spec(str(arch_id), spec_json)
         return inserted, len(rows) - inserted
 
 

@@ -115,7 +115,9 @@ def trial_row(number_: int, state: str, attrs: Mapping[str, Any], budget: Budget
         number=number_, state=state, arch_id=str(attrs.get("arch_id", "")), reference=str(attrs.get("reference", "")),
         summary=str(attrs.get("summary", "")), latency_ms=number(lat.get("median_ms")),
         latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
-        roofline_ms=number(lat.get("roofline_ms")), over_budget=budget.over(lat), trained=bool(tr),
+        roofline_ms=number(lat.get("roofline_ms")),
+        over_budget=budget.over(lat) or attrs.get("predicted_over_budget") is True,  # screened by the predictor
+        trained=bool(tr),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
         measure_s=number(lat.get("measure_s")), train_s=number(tr.get("train_s", 0.0 if lat else None)),

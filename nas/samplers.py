@@ -15,6 +15,7 @@ parents too, so that a good design a few percent too slow is cut down to fit. Th
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,13 +63,19 @@ class EvolutionSampler(BaseSampler):
     layer away from it, and the feasible trials alone would never lead there. Random draws just over
     the budget are not used so: nothing says they are good designs, and their children were seen to
     waste trials over the budget.
+
+    With ``guide`` (``--predictor guide``) it draws ``guide_children`` distinct children of the parent
+    and keeps the one ``guide`` picks from their full parameter dicts (the one predicted closest under
+    the budget).
     """
 
     def __init__(self, budget: float, seed: int | None = None, n_startup_trials: int = 10,
-                 population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25) -> None:
+                 population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25,
+                 guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4) -> None:
         if budget <= 0:
             raise ValueError(f"budget must be positive, got {budget}")
         self.budget = budget
+        self.guide, self.guide_children = guide, guide_children
         self.n_startup_trials = n_startup_trials
         self.population = population
         self.tournament = tournament
@@ -104,11 +111,17 @@ class EvolutionSampler(BaseSampler):
             return
         p_grow = grow_probability(parent, self.budget)
         seen = {_key(t.params) for t in trials}
-        for _ in range(MAX_REDRAWS):
-            mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
-            changed = {n: self._mutate(parent.params[n], parent.distributions[n], p_grow) for n in mutate}
-            if _key({**parent.params, **changed}) not in seen:
-                break
+        children = []
+        for _ in range(self.guide_children if self.guide else 1):
+            for _ in range(MAX_REDRAWS):
+                mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
+                changed = {n: self._mutate(parent.params[n], parent.distributions[n], p_grow) for n in mutate}
+                if _key({**parent.params, **changed}) not in seen:
+                    break
+            seen.add(_key({**parent.params, **changed}))
+            children.append(changed)
+        if self.guide and len(children) > 1:
+            changed = children[self.guide([{**parent.params, **c} for c in children])]
         self._plans[trial.number] = _Plan(dict(parent.params), dict(parent.distributions), changed)
 
     def _select_parent(self, study: Study, history: list[FrozenTrial]) -> FrozenTrial | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from nas import __version__
 from nas.errors import NasError, UsageError
+from nas.latency_guard import PREDICTOR_MODES, LatencyGuard
 from nas.rundir import RunDirWriter, TrialRow, summarize, trial_row
 from nas.shared_study import WorkerBeacon, materialize, publish_run_meta, wait_for_workers
 from nas.storage import (
@@ -53,6 +54,7 @@ class SearchConfig:
     storage: str | None = None                  # None: a journal file in the run dir
     study: str | None = None                    # None: derived from the target, seed and sampler
     warm_start: bool = True
+    predictor: str | None = None                # off | screen | guide; None: screen when trusted (nas/latency_guard.py)
 
     def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
@@ -60,6 +62,10 @@ class SearchConfig:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS.names())}, got {self.sampler!r}")
+        if self.predictor is not None and self.predictor not in PREDICTOR_MODES:
+            raise UsageError(f"--predictor must be one of {', '.join(PREDICTOR_MODES)}, got {self.predictor!r}")
+        if self.predictor == "guide" and self.sampler != "evolution":
+            raise UsageError(f"--predictor guide steers the evolution sampler; --sampler is {self.sampler!r}")
 
 
 @dataclass
@@ -168,20 +174,21 @@ def default_study_name(target: Target, config: SearchConfig) -> str:
             f"seed{config.seed}{sampler}")
 
 
-# Optuna samplers by ``--sampler`` name: (budget, seed) -> sampler. Optuna loads only when one is made.
-SAMPLERS: Registry[Callable[[Budget, int], Any]] = Registry("sampler")
+# Optuna samplers by ``--sampler`` name: (budget, seed, predictor guide or None) -> sampler. Optuna loads
+# only when one is made.
+SAMPLERS: Registry[Callable[[Budget, int, Any], Any]] = Registry("sampler")
 
 
 @SAMPLERS.register("evolution")
-def _evolution(budget: Budget, seed: int) -> Any:
-    """Budget-aware regularized evolution (nas/samplers.py), the default."""
+def _evolution(budget: Budget, seed: int, guide: Any = None) -> Any:
+    """Budget-aware regularized evolution (nas/samplers.py), the default; ``guide`` picks among children."""
     from nas.samplers import EvolutionSampler
 
-    return EvolutionSampler(budget=budget.limit_ms, seed=seed)
+    return EvolutionSampler(budget=budget.limit_ms, seed=seed, guide=guide)
 
 
 @SAMPLERS.register("tpe")
-def _tpe(budget: Budget, seed: int) -> Any:
+def _tpe(budget: Budget, seed: int, guide: Any = None) -> Any:
     """Optuna's TPE, with the budget as a constraint (told through ``latency_gate``)."""
     import optuna
 
@@ -189,7 +196,7 @@ def _tpe(budget: Budget, seed: int) -> Any:
 
 
 @SAMPLERS.register("random")
-def _random(budget: Budget, seed: int) -> Any:
+def _random(budget: Budget, seed: int, guide: Any = None) -> Any:
     """Random search: the blind-search control of ``nas bench``."""
     import optuna
 
@@ -230,6 +237,8 @@ class Search:
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
         self.store = target.open_store()
         self.train_cache = TrainCache(self.store.url)
+        self.guard = LatencyGuard(cfg.predictor, target.backend, self.store, target.workload, target.space,
+                                  target.input_size, target.budget.limit_ms, self.say)
         self.writer.create()  # only now: every check above writes nothing
         # said after the checks, so that a refused run prints its error line alone
         self.say(target.describe())
@@ -238,7 +247,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed()),
+            sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide()),
         )
         self._check_study_settings()
         publish_run_meta(self.study, self._run_meta())
@@ -303,7 +312,16 @@ class Search:
                                        "bytes_moved": counts.bytes_moved})
         self.writer.write_arch(spec)
 
-        latency = measure_or_get(spec, workload, target.backend, self.store)  # takes the device lock
+        predicted = self.guard.predict(spec)
+        if predicted is not None:
+            trial.set_user_attr("predicted_ms", predicted)
+        if self.guard.screens_out(spec, predicted):  # never measured nor trained
+            trial.set_user_attr("predicted_over_budget", True)
+            latency_gate(self.study, trial, predicted, target.budget)
+            return
+        latency = measure_or_get(spec, workload, target.backend, self.store,  # takes the device lock
+                                 details=self.guard.details())
+        latency = self.guard.after_measure(spec, latency, predicted)
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
@@ -353,6 +371,7 @@ class Search:
         self._setup()
         cfg = self.config
         tally = Tally()
+        self.guard.start()
         mine = self._my_trials()
         self.say(f"study '{self.study_name}' in {self.run_dir}: {len(mine)} of {cfg.trials} trials done")
         progress = Progress(cfg.trials, self.quiet)
@@ -419,8 +438,12 @@ class Search:
         best = counts.pop("best")
         return {
             **counts,
+            "n_predicted_over_budget": sum(1 for t in self.study.get_trials(deepcopy=False)
+                                           if t.user_attrs.get("predicted_over_budget")),
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
-                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended},
+                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended,
+                         "predictor": self.guard.mode, "screened": self.guard.screened,
+                         "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary()},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": best,

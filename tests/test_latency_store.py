@@ -215,3 +215,17 @@ def test_import_refuses_edited_keys(tmp_path: Path) -> None:
     assert dst.count() == 0
     with pytest.raises(StoreError, match="use a .csv or .parquet"):
         dst.import_file(tmp_path / "rows.txt")
+
+
+def test_a_database_from_before_the_spec_and_canary_tables_gets_them_and_keeps_its_rows(store_url: str) -> None:
+    store = LatencyStore(store_url)
+    store.put(KEY, row())
+    with store.engine.connect() as conn:  # as the first schema-1 nas left it
+        conn.execute(text("DROP TABLE arch_specs"))
+        conn.execute(text("DROP TABLE canary_runs"))
+        conn.commit()
+    store.close()
+    again = LatencyStore(store_url)
+    assert again.count() == 1 and again.get(KEY)["median_ms"] == 1.5
+    again.put_spec("a" * 64, "{}")
+    assert again.specs() == {"a" * 64: "{}"} and again.canary_history("x", "canary-v1") == []

@@ -103,3 +103,30 @@ def test_beats_random_search_at_equal_trials(budget: float) -> None:
 def test_rejects_a_non_positive_budget() -> None:
     with pytest.raises(ValueError, match="budget must be positive"):
         EvolutionSampler(0.0)
+
+
+def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
+    """``--predictor guide`` with a perfect predictor (the stand-in cost itself): of the children drawn
+    per trial, the one kept is the costliest under the budget, so more trials fit than unguided."""
+    import random
+
+    from nas.latency_guard import _Partial
+
+    budget, calls = 2.0, []
+
+    def cost(params: dict) -> float:
+        return count(SPACE.draw(_Partial(params, random.Random(0)), SIZE), *SIZE).macs / MACS_PER_MS
+
+    def guide(children: list[dict]) -> int:
+        ms = [cost(c) for c in children]
+        calls.append(ms)
+        under = [i for i, v in enumerate(ms) if v <= budget]
+        return max(under, key=lambda i: ms[i]) if under else min(range(len(ms)), key=lambda i: ms[i])
+
+    def feasible(study: optuna.Study) -> int:
+        return sum(t.state == TrialState.COMPLETE for t in study.trials[14:])
+
+    guided = [run(EvolutionSampler(budget, seed=s, guide=guide), budget) for s in range(3)]
+    plain = [run(EvolutionSampler(budget, seed=s), budget) for s in range(3)]
+    assert calls and all(len(c) == 4 for c in calls)
+    assert sum(map(feasible, guided)) > sum(map(feasible, plain))

@@ -28,6 +28,7 @@ def _budget(text: str) -> float:
 
 @COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
+    from nas.latency_guard import PREDICTOR_MODES
     from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
     from nas.target import BUDGET_STATS
 
@@ -71,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not enqueue the reference networks as the first trials")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--no-export", action="store_true", help="skip best/ (the exported winner)")
+    p.add_argument("--predictor", choices=PREDICTOR_MODES, default=None,
+                   help="learned latency predictor: screen (default, once a fitted predictor is trusted: skip "
+                   "candidates predicted over the budget by more than its p99 error), guide (also steer the "
+                   "evolution sampler to children predicted just under the budget), off")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout; no progress")
     p.set_defaults(handler=run)
 
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.target import Budget, Target, parse_input_size
 
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
-                          storage=args.storage, study=args.study, warm_start=not args.no_warm_start)
+                          storage=args.storage, study=args.study, warm_start=not args.no_warm_start,
+                          predictor=args.predictor)
     target = Target.resolve(
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
