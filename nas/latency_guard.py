@@ -14,9 +14,35 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nas.commands.predict import NoPredictorError, describe
+from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from latency_db import Backend, LatencyStore, Workload
+    from latency_db.predictor import Predictor
+
+
+class NoPredictorError(NasError):
+    """Too few measured rows for this device, backend, protocol and workload (exit 1: measure first)."""
+
+
+def get_predictor(store: LatencyStore, backend: Backend, workload: Workload, refit: bool = False) -> Predictor:
+    """The predictor for this scope; too few rows is a one-line error."""
+    from latency_db.predictor import PredictorError, predictor_for
+
+    try:
+        return predictor_for(store, backend, workload, refit=refit)
+    except PredictorError as exc:
+        raise NoPredictorError(f"no latency predictor for {backend.name} {backend.protocol.name} on "
+                               f"{backend.fingerprint()['device']} at {workload.height}x{workload.width}: {exc}") from None
+
+
+def describe(pred: Predictor) -> str:
+    return (f"fitted on {pred.n_rows} rows; cross-validated: {100 * pred.cv_within_10:.1f} % within +-10 %, "
+            f"p99 error {100 * pred.p99_rel_error:.1f} %, Kendall {pred.cv_kendall:.3f}; "
+            f"screens by default: {'yes' if pred.screens else 'no'}")
+
 
 PREDICTOR_MODES = ("off", "screen", "guide")
 CANARY_EVERY = 10     # new CPU measurements between two canary readings

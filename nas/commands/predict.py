@@ -8,15 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from nas.commands import COMMANDS
 from nas.commands.latency import add_device_args, backend_from_args, input_size_from_args, open_db
-from nas.errors import NasError
+from nas.latency_guard import describe, get_predictor
 
 if TYPE_CHECKING:
-    from latency_db import Backend, LatencyStore, Workload
-    from latency_db.predictor import Predictor
-
-
-class NoPredictorError(NasError):
-    """Too few measured rows for this device, backend, protocol and workload (exit 1: measure first)."""
+    from latency_db import LatencyStore
 
 
 @COMMANDS.register("predict")
@@ -36,23 +31,6 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
     add_device_args(p)
     p.add_argument("--task", default="sr2x", help="task whose networks to fit on (default sr2x)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def get_predictor(store: LatencyStore, backend: Backend, workload: Workload, refit: bool = False) -> Predictor:
-    """The predictor for this scope; too few rows is a one-line error."""
-    from latency_db.predictor import PredictorError, predictor_for
-
-    try:
-        return predictor_for(store, backend, workload, refit=refit)
-    except PredictorError as exc:
-        raise NoPredictorError(f"no latency predictor for {backend.name} {backend.protocol.name} on "
-                               f"{backend.fingerprint()['device']} at {workload.height}x{workload.width}: {exc}") from None
-
-
-def describe(pred: Predictor) -> str:
-    return (f"fitted on {pred.n_rows} rows; cross-validated: {100 * pred.cv_within_10:.1f} % within +-10 %, "
-            f"p99 error {100 * pred.p99_rel_error:.1f} %, Kendall {pred.cv_kendall:.3f}; "
-            f"screens by default: {'yes' if pred.screens else 'no'}")
 
 
 def fit(args: argparse.Namespace, store: LatencyStore) -> int:
