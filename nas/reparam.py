@@ -97,6 +97,11 @@ class ReparamConv(nn.Module):
                 w = w + F.pad(edge, (p, p, p, p))
         return w, b
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The collapsed kernel, as a plain conv's ``weight`` (what a check of the conv reads)."""
+        return self.collapsed()[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.collapsed()
         return F.conv2d(x, weight, bias, self.stride, self.padding)
