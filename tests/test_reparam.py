@@ -20,11 +20,12 @@ REL_TOL = 1e-5
 
 
 def specs() -> list[tuple[str, ss.ArchSpec]]:
-    """Every space's references, random samples, and specs holding every kernel, skip and level kind."""
+    """Every space's references (classic and modern), random samples, and specs holding every kernel, skip and level kind."""
     out = []
     for name in ss.list_spaces():
         space = ss.get_space(name)
-        out += [(f"{name}-{ref}", spec) for ref, spec in space.references().items()]
+        refs = space.references() | space.modern_references()
+        out += [(f"{name}-{ref}", spec) for ref, spec in refs.items()]
         out += [(f"{name}-random{seed}", space.random_spec(random.Random(seed), SMALL)) for seed in range(N_RANDOM)]
     for skip in ss.spec.SKIPS:
         for out_k in ss.spec.KERNELS:
