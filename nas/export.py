@@ -32,12 +32,14 @@ from typing import Any
 
 import torch
 
+from nas import reparam
 from nas.errors import NasError, UsageError
+from nas.reparam import KINDS as REPARAM_KINDS
 from search_spaces import ArchSpec, Conv, Level, SpecError, build, count, export_onnx, load_spec
 
 EXPORT_FORMAT = 1
 MANIFEST = "export.json"
-EXPORT_FILES = ("model.py", "train.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
+EXPORT_FILES = ("model.py", "train.py", "reparam.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
                 "model_fp32.onnx", "README.md", MANIFEST)
 DEFAULT_INPUT_SIZE = (135, 240)
 TEMPLATES = Path(__file__).with_name("export_templates")
@@ -141,6 +143,7 @@ class ExportInfo:
             "lr_fan_in": _int_in(tc.get("lr_fan_in"), 0, 10**6, 0),  # absent: a search from before it existed
             "noise_sigma": sigma if sigma is not None and 0 <= sigma <= 255 else 25.0,
             "rotate": tc.get("rotate") is True,
+            "reparam": tc.get("reparam") if tc.get("reparam") in REPARAM_KINDS else "none",
         }
         patch = train["patch_size"]
         train["patch_size"] = max(spec.size_multiple, patch // spec.size_multiple * spec.size_multiple)
@@ -441,6 +444,8 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"WARMUP = {int(t['warmup_steps'])}\n"
         f"LR_FAN_IN = {int(t['lr_fan_in'])}  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)\n"
         f"ROTATE = {bool(t['rotate'])}\n"
+        f'REPARAM = "{t["reparam"]}"  # each conv trains as this re-parameterized block (reparam.py); '
+        "weights are saved collapsed\n"
     )
     return head + begin + settings + end + tail
 
@@ -608,7 +613,7 @@ def export_spec(spec: ArchSpec, state_dict: dict[str, torch.Tensor], out_dir: Pa
 
     ``info``: arch_id, input_size [H, W], latency_ms, latency_p90_ms, psnr_db, psnr_gain_db,
     budget_ms, device, backend, trial, train_config (a dict; its loss, steps, patch_size, batch_size,
-    lr, warmup_steps, noise_sigma, rotate set train.py's defaults). ``out_dir`` must be missing or
+    lr, warmup_steps, noise_sigma, rotate, reparam set train.py's defaults). ``out_dir`` must be missing or
     empty, or hold an untouched previous export of the same arch (of any arch with ``replace``):
     then it is replaced. Raises UsageError (nothing written) for bad weights, info or target.
     """
@@ -642,6 +647,7 @@ def _write(spec: ArchSpec, weights: dict[str, torch.Tensor], info: ExportInfo, f
 
     (folder / "model.py").write_text(model_source(spec, info), encoding="utf-8")
     (folder / "train.py").write_text(train_source(spec, info), encoding="utf-8")
+    shutil.copyfile(reparam.__file__, folder / "reparam.py")  # train.py's re-parameterized training
     (folder / "arch.json").write_text(spec.to_json() + "\n", encoding="utf-8")
     (folder / "README.md").write_text(readme_source(spec, info), encoding="utf-8")
     mapped = map_state_dict(spec, weights)

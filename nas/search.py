@@ -53,6 +53,7 @@ class SearchConfig:
     input_size: tuple[int, int] | None = None   # None: chosen by the backend (GPU vs CPU default)
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None              # None: TrainConfig's default
+    reparam: str | None = None                  # None: TrainConfig's default (nas/reparam.py kinds)
     seed: int = 0
     sampler: str = DEFAULT_SAMPLER              # one of SAMPLERS
     run_dir: str | None = None                  # None: runs/<study>
@@ -242,6 +243,8 @@ class Search:
         train_kwargs: dict[str, Any] = {"loss": cfg.loss, "seed": cfg.seed}
         if cfg.train_steps is not None:
             train_kwargs["steps"] = cfg.train_steps
+        if cfg.reparam is not None:
+            train_kwargs["reparam"] = cfg.reparam
         if self.space.kind == "denoise":
             train_kwargs["noise_sigma"] = cfg.noise_sigma
         self.train_config = TrainConfig(**train_kwargs)

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
                    "rerunning the same command resumes up to this number")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
+    p.add_argument("--reparam", metavar="KIND",
+                   help="train each candidate's convs as re-parameterized blocks, collapsed to plain convs "
+                   "after training: none, linear (SESR) or ecb (ECBSR) (default: TrainConfig's, reports/reparam.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(
         budget_ms=args.budget_ms, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None,
-        trials=args.trials, train_steps=args.train_steps, seed=args.seed, sampler=args.sampler,
+        trials=args.trials, train_steps=args.train_steps, reparam=args.reparam, seed=args.seed, sampler=args.sampler,
         run_dir=args.run_dir,
         storage=args.storage, study=args.study, latency_db=args.latency_db, data=args.data,
         val_data=args.val_data, loss=args.loss, noise_sigma=args.noise_sigma, budget_stat=args.budget_stat,
