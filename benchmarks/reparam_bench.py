@@ -41,7 +41,7 @@ def step_times(spec: ArchSpec, kinds: list[str], n: int, device: torch.device) -
     runs = {}
     for variant in [*kinds, *(f"{k}-naive" for k in kinds if k != "none")]:
         torch.manual_seed(0)
-        net = reparameterize(build(spec), variant.removesuffix("-naive")).to(device).train()
+        net = reparameterize(build(spec), variant.removesuffix("-naive"), keep=False).to(device).train()
         if variant.endswith("-naive"):
             for m in net.modules():
                 if isinstance(m, ReparamConv):

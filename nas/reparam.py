@@ -17,7 +17,10 @@ The identity branch is used where the stride is 1, C_in == C_out and the conv is
 conv (no padding) and a 1 x 1 conv keep every branch that fits their kernel: the expansion (linear)
 or the 1 x 1 -> k x k branch (ecb); the 3 x 3 edge filters need k >= 3. At construction the collapsed
 conv equals the plain conv it replaces (the main branch holds its weights, every other branch's
-last factor starts at zero), so training starts from the plain net's initialization or weights.
+last factor starts at zero). From a fresh initialization (``keep=False``) the identity comes on top of
+the main branch's He init, so each such conv starts as ``W + I`` (SESR's start, the point of the
+identity); from trained weights (``keep=True``) the main branch holds ``W - I`` and the collapsed conv
+is exactly the plain one.
 
 Needs only PyTorch: ``nas export`` ships this file beside train.py.
 """
@@ -41,7 +44,7 @@ LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 class ReparamConv(nn.Module):
     """A conv trained as a sum of linear branches; forward convolves once with the collapsed kernel."""
 
-    def __init__(self, conv: nn.Conv2d, kind: str, identity: bool) -> None:
+    def __init__(self, conv: nn.Conv2d, kind: str, identity: bool, keep: bool) -> None:
         super().__init__()
         if kind not in KINDS[1:]:
             raise ValueError(f"unknown re-parameterization {kind!r}: use one of {', '.join(KINDS)}")
@@ -50,7 +53,7 @@ class ReparamConv(nn.Module):
         self.in_channels, self.out_channels, self.kernel = cin, cout, k
         self.identity = identity and conv.stride == (1, 1) and cin == cout and k % 2 == 1
         w = conv.weight.detach().clone()
-        if self.identity:
+        if self.identity and keep:
             w = w - self._eye(w)
         self.main_weight = nn.Parameter(w)
         self.main_bias = nn.Parameter(conv.bias.detach().clone())
@@ -148,15 +151,17 @@ def _replace(net: nn.Module, swap: type, make: Callable[[str, nn.Module], nn.Mod
     return net
 
 
-def reparameterize(net: nn.Module, kind: str, no_identity: tuple[str, ...] = ("out",)) -> nn.Module:
+def reparameterize(net: nn.Module, kind: str, keep: bool, no_identity: tuple[str, ...] = ("out",)) -> nn.Module:
     """Swap every nn.Conv2d of ``net`` for a ReparamConv of ``kind`` (``none``: ``net`` unchanged), in place.
 
-    Draws the branches' random initialization from torch's global RNG; the net's output is unchanged."""
+    ``keep``: the net holds trained weights and its output must not change (otherwise the identity
+    branches are added to its fresh initialization). Draws the branches' random initialization from
+    torch's global RNG."""
     if kind not in KINDS:
         raise ValueError(f"unknown re-parameterization {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "none":
         return net
-    return _replace(net, nn.Conv2d, lambda name, conv: ReparamConv(conv, kind, name not in no_identity))
+    return _replace(net, nn.Conv2d, lambda name, conv: ReparamConv(conv, kind, name not in no_identity, keep))
 
 
 def collapse(net: nn.Module) -> nn.Module:

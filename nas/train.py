@@ -221,7 +221,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
     t0 = time.perf_counter()
     with _deterministic(dev):
         torch.manual_seed(config.seed)
-        net = reparameterize(build(spec), config.reparam).to(dev).train()
+        net = reparameterize(build(spec), config.reparam, keep=False).to(dev).train()
         sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                                noise_sigma=config.noise_sigma)
         opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)

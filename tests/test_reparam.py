@@ -70,7 +70,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
                           (24, 8, 5, 1), (16, 16, 2, 2), (16, 32, 2, 2)])
 def test_one_conv_collapses_exactly(kind: str, cin: int, cout: int, kernel: int, stride: int) -> None:
     conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0).double()
-    layer = ReparamConv(conv, kind, identity=True)
+    layer = ReparamConv(conv, kind, identity=True, keep=False)
     assert layer.identity == (stride == 1 and cin == cout)
     randomize(layer, 1)
     x = torch.randn(2, cin, 12, 10, dtype=torch.float64)
@@ -83,7 +83,7 @@ def test_one_conv_collapses_exactly(kind: str, cin: int, cout: int, kernel: int,
 @pytest.mark.parametrize("kind", KINDS_ON)
 @pytest.mark.parametrize(("label", "spec"), SPECS, ids=[label for label, _ in SPECS])
 def test_net_collapses_exactly(kind: str, label: str, spec: ss.ArchSpec) -> None:
-    net = reparameterize(ss.build(spec).double(), kind)
+    net = reparameterize(ss.build(spec).double(), kind, keep=False)
     randomize(net, 2)
     x = torch.rand(2, 3, *SMALL, dtype=torch.float64)
     with torch.no_grad():
@@ -101,9 +101,15 @@ def test_starts_as_the_plain_net_and_every_branch_learns(kind: str) -> None:
     torch.manual_seed(0)
     plain = ss.build(spec)
     randomize(plain.out, 3)  # the output conv starts at zero: give the features a path to the loss
-    net = reparameterize(copy.deepcopy(plain), kind)
+    net = reparameterize(copy.deepcopy(plain), kind, keep=True)
     x = torch.rand(2, 3, *SMALL)
     assert torch.allclose(net(x), plain(x), rtol=0, atol=1e-5)  # fp32: only rounding differs
+    fresh = reparameterize(copy.deepcopy(plain), kind, keep=False)
+    for name, conv in plain.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            layer = fresh.get_submodule(name)
+            eye = layer._eye(conv.weight) if layer.identity else 0  # fresh: the identity on top of the init
+            assert torch.allclose(layer.weight, conv.weight + eye, rtol=0, atol=1e-6), name
     randomize(net, 4)
     net(x).square().mean().backward()
     for name, param in net.named_parameters():
@@ -112,17 +118,17 @@ def test_starts_as_the_plain_net_and_every_branch_learns(kind: str) -> None:
 
 def test_identity_only_where_it_fits() -> None:
     spec = SPECS[-1][1]
-    net = reparameterize(ss.build(spec), "linear")
+    net = reparameterize(ss.build(spec), "linear", keep=False)
     convs = {name: m for name, m in net.named_modules() if isinstance(m, ReparamConv)}
     assert not convs["out"].identity                      # zero-init output conv: the net starts as its base
     assert not convs["levels.down"].identity               # strided
     assert convs["head.convs.1"].identity                  # 3x3, 16 -> 16
     assert not convs["levels.body.convs.1"].identity       # 24 -> 32
-    assert "edge_weight" not in dict(reparameterize(ss.build(spec), "ecb").levels.down.named_parameters())
+    assert "edge_weight" not in dict(reparameterize(ss.build(spec), "ecb", keep=False).levels.down.named_parameters())
 
 
 def test_branch_weights_take_the_collapsed_fan_in() -> None:
-    net = reparameterize(ss.build(SPECS[-1][1]), "linear")
+    net = reparameterize(ss.build(SPECS[-1][1]), "linear", keep=False)
     by_param = {id(p): f for p, f in fan_ins(net)}
     layer = net.head.convs[2]                               # 5x5 from 16 channels
     assert by_param[id(layer.project_weight)] == by_param[id(layer.expand_weight)] == 16 * 25
@@ -132,6 +138,6 @@ def test_branch_weights_take_the_collapsed_fan_in() -> None:
 
 def test_none_and_unknown_kinds() -> None:
     net = ss.build(SPECS[0][1])
-    assert reparameterize(net, "none") is net and not any(isinstance(m, ReparamConv) for m in net.modules())
+    assert reparameterize(net, "none", keep=False) is net and not any(isinstance(m, ReparamConv) for m in net.modules())
     with pytest.raises(ValueError, match="unknown re-parameterization 'acb'"):
-        reparameterize(net, "acb")
+        reparameterize(net, "acb", keep=False)

@@ -91,7 +91,7 @@ def test_wide_convs_train_at_a_fan_in_scaled_lr() -> None:
 
 def test_branch_weights_train_at_their_convs_lr() -> None:
     spec = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1, head=(Conv(64, 5),))
-    net = reparameterize(build(spec), "linear")
+    net = reparameterize(build(spec), "linear", keep=False)
     lrs = {tuple(g["params"][0].shape): g["lr"] for g in param_groups(net, 3e-3, 144)}
     assert lrs[(256, 3, 5, 5)] == lrs[(64, 256)] == 3e-3          # the 5x5 from 3 channels: fan-in 75
     assert lrs[(12, 48)] == lrs[(48, 64, 3, 3)] == pytest.approx(3e-3 * (144 / 576) ** 0.5)

@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.weights.exists() and not args.weights.with_suffix(".pt").exists():
             fail(f"no initial weights at {args.weights}: pass --weights PATH or --scratch")
         load_weights(model, args.weights)
-    model = reparameterize(model, args.reparam).to(device)  # starts as the plain net it wraps
+    # from the search's weights the wrapped net starts as exactly that net; --scratch adds the identities
+    model = reparameterize(model, args.reparam, keep=not args.scratch).to(device)
     optimizer = torch.optim.Adam(param_groups(model, LR_FAN_IN), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     step, best_db = 0, -math.inf
