@@ -132,7 +132,8 @@ class Target:
     @classmethod
     def resolve(cls, *, budget: Budget, task: str = "sr2x", backend: str = "auto",
                 input_size: tuple[int, int] | None = None, loss: str = "l1", seed: int = 0,
-                train_steps: int | None = None, noise_sigma: float = 25.0, latency_db: str | None = None,
+                train_steps: int | None = None, reparam: str | None = None, noise_sigma: float = 25.0,
+                latency_db: str | None = None,
                 data: str | None = None, val_data: str | None = None) -> Target:
         from nas.train import TrainConfig
         from search_spaces import get_space
@@ -144,6 +145,8 @@ class Target:
         train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed}
         if train_steps is not None:
             train_kwargs["steps"] = train_steps
+        if reparam is not None:
+            train_kwargs["reparam"] = reparam
         if space.kind == "denoise":
             train_kwargs["noise_sigma"] = noise_sigma
         return cls(space=space, backend=chosen, input_size=input_size or default_input_size(chosen.is_gpu),

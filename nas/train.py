@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from nas.data import PatchSampler, TaskData, val_pairs
 from nas.errors import UsageError
 from nas.metrics import parse_loss, psnr, ssim
+from nas.reparam import KINDS as REPARAM_KINDS
+from nas.reparam import collapse, fan_ins, reparameterize
 from search_spaces import ArchSpec, SearchedNet, build
 
-TRAIN_PROTOCOL = 2  # bump when the training loop changes meaning: it is part of the cache key
+TRAIN_PROTOCOL = 3  # bump when the training loop changes meaning: it is part of the cache key
 LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
 
 
@@ -36,7 +38,8 @@ class TrainConfig:
     ``patch_size`` is the low-resolution (network input) side; targets are ``patch_size * scale``.
     ``warmup_steps`` is capped at half of ``steps``. Conv weights whose fan-in exceeds ``lr_fan_in``
     train at ``lr * sqrt(lr_fan_in / fan_in)`` (0 turns that off; see ``param_groups``). ``noise_sigma`` is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
-    to ``val_curve`` during training (0: validate only at the end).
+    to ``val_curve`` during training (0: validate only at the end). ``reparam`` trains each conv as
+    that re-parameterized block (nas/reparam.py) and keeps the collapsed plain net.
     """
 
     # Defaults measured in reports/training.md: a 70-225 MMAC net trains in about 7-15 s on 2 CPU
@@ -52,6 +55,7 @@ class TrainConfig:
     noise_sigma: float = 25.0
     rotate: bool = False
     val_every: int = 0
+    reparam: str = "none"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -69,6 +73,8 @@ class TrainConfig:
         need(math.isfinite(self.noise_sigma) and self.noise_sigma >= 0,
              f"noise sigma must be >= 0 (8-bit levels), got {self.noise_sigma}")
         need(isinstance(self.val_every, int) and self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}")
+        need(self.reparam in REPARAM_KINDS,
+             f"--reparam must be one of {', '.join(REPARAM_KINDS)}, got {self.reparam!r}")
         object.__setattr__(self, "loss", parse_loss(self.loss).canonical)  # "L1 + hfen:0.10" -> "l1+hfen:0.1"
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,10 +176,10 @@ def param_groups(net: torch.nn.Module, lr: float, lr_fan_in: int) -> list[dict[s
     a conv summing F inputs shift by up to ~lr * F * |x| per step while their spread under He init is
     ~sqrt(2F) * |x|: the relative shift grows like lr * sqrt(F). Deep candidates with 5x5/48+ layers
     (F >= 1200) lost every ReLU in the first steps at lr 3e-3 (reports/training.md, "Deep nets").
+    A re-parameterized conv's branch weights all take the collapsed conv's fan-in (nas.reparam.fan_ins).
     """
     groups: list[dict[str, Any]] = []
-    for param in net.parameters():
-        fan_in = param[0].numel() if param.dim() == 4 else 0  # (out, in, k, k) -> in * k * k
+    for param, fan_in in fan_ins(net):  # a conv weight (out, in, k, k) -> in * k * k
         scale = math.sqrt(lr_fan_in / fan_in) if lr_fan_in and fan_in > lr_fan_in else 1.0
         groups.append({"params": [param], "lr": lr * scale})
     return groups
@@ -215,7 +221,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
     t0 = time.perf_counter()
     with _deterministic(dev):
         torch.manual_seed(config.seed)
-        net = build(spec).to(dev).train()
+        net = reparameterize(build(spec), config.reparam, keep=False).to(dev).train()
         sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                                noise_sigma=config.noise_sigma)
         opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
@@ -245,6 +251,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 progress(step, config.steps, loss_value)
             if config.val_every and step % config.val_every == 0 and step < config.steps:
                 val_curve.append([step, validate(net, pairs, data.kind, data.scale, dev).gain_db])
+        net = collapse(net)  # the plain net: what is stored, exported, timed and shipped
         final = validate(net, pairs, data.kind, data.scale, dev)
     train_s = time.perf_counter() - t0
     val_curve.append([step, final.gain_db])

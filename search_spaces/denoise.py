@@ -61,6 +61,24 @@ class DenoiseSpace(SearchSpace):
             ),
         }
 
+    def modern_references(self) -> dict[str, ArchSpec]:
+        """A published real-time plain denoiser adapted to the rules; not a warm start."""
+        return {
+            # FastDVDnet's denoising block (Tassano et al. 2020), one frame: 2x 3x3/32, down to 64 with
+            # 2x 3x3/64, down to 128 with 2x 3x3, conv to 4x and depth-to-space up twice, skips
+            # added, 3x3/32 and a 3x3 out, residual over the noisy input. Changes: one frame and no
+            # noise map in (not 3 frames + map, so the first conv is not grouped); BatchNorm removed;
+            # 3x3 stride-2 downs -> 2x2; the two 3x3 convs before each depth-to-space dropped (the
+            # space has no convs after an inner level); the level-2 body is 64 wide, not 128 (body
+            # widths are at most 64); a ReLU after each skip add (the space's level); up convs 3x3.
+            "fastdvdnet_block": ArchSpec(
+                space="denoise", scale=1, upsample="identity", color="rgb", space_to_depth=1,
+                head=(Conv(32, 3), Conv(32, 3)),
+                levels=(Level(64, (Conv(64, 3), Conv(64, 3)), 3), Level(128, (Conv(64, 3), Conv(64, 3)), 3)),
+                tail=(Conv(32, 3),), output_kernel=3,
+            ),
+        }
+
     def dimensions(self) -> dict[str, str]:
         return {
             "color": "rgb | luma",

@@ -60,23 +60,47 @@ class SRSpace(SearchSpace):
 
     def references(self) -> dict[str, ArchSpec]:
         """Classic hand designs adapted to the rules: ReLU, widths in multiples of 8, depth-to-space
-        output, residual over a bilinear base (bicubic Resize is slow on some backends)."""
-
-        def ref(*layers: tuple[int, int]) -> ArchSpec:
-            return ArchSpec(space="sr", scale=self.scale, upsample="bilinear", color="rgb",
-                            space_to_depth=1, head=tuple(Conv(width=w, kernel=k) for w, k in layers),
-                            output_kernel=3)
-
+        output, residual over a bilinear base (bicubic Resize is slow on some backends). They are
+        the search's warm starts."""
         return {
             # ESPCN (Shi et al. 2016): 5x5/64, 3x3/32, 3x3 output to 3s^2, pixel shuffle.
-            "espcn": ref((64, 5), (32, 3)),
+            "espcn": self._ref((64, 5), (32, 3)),
             # FSRCNN (Dong et al. 2016), d=56, s=12->16, m=4; deconv replaced by a depth-to-space output.
-            "fsrcnn": ref((56, 5), (16, 1), (16, 3), (16, 3), (16, 3), (16, 3), (56, 1)),
+            "fsrcnn": self._ref((56, 5), (16, 1), (16, 3), (16, 3), (16, 3), (16, 3), (56, 1)),
             # FSRCNN-s, d=32, s=5->8, m=1.
-            "fsrcnn_small": ref((32, 5), (8, 1), (8, 3), (32, 1)),
+            "fsrcnn_small": self._ref((32, 5), (8, 1), (8, 3), (32, 1)),
             # Two layers: one 3x3/16 feature layer and the output conv.
-            "tiny": ref((16, 3)),
+            "tiny": self._ref((16, 3)),
         }
+
+    def modern_references(self) -> dict[str, ArchSpec]:
+        """Real-time designs of 2021-2023 adapted to the rules, each over the nearest base that their
+        anchor (the input repeated s^2 times before depth-to-space) is; not warm starts. SESR
+        (Bhardwaj et al. 2022) needs a long feature skip and Bicubic++ (2023) a strided entry without a
+        classical base, which the space lacks: they are left out."""
+        return {
+            # ECBSR-M4C8 / M4C16 (Zhang et al. 2021): Y channel, 3x3/C, M=4 3x3/C blocks, 3x3 to s^2,
+            # depth-to-space, residual over the nearest-upsampled input. Changes: PReLU -> ReLU; each
+            # edge-oriented block is a plain 3x3 here (train with --reparam ecb to train it as one);
+            # chroma is the nearest base (the paper evaluates Y only).
+            "ecbsr_m4c8": self._ref(*[(8, 3)] * 5, upsample="nearest", color="luma"),
+            "ecbsr_m4c16": self._ref(*[(16, 3)] * 5, upsample="nearest", color="luma"),
+            # ABPN (Du et al. 2021): 3x3/28 and four 3x3/28 with ReLU, a 3x3 to 3s^2 with ReLU, a 3x3
+            # 3s^2 -> 3s^2, plus the anchor (the input repeated s^2 times), depth-to-space, clip.
+            # Changes: 28 -> 32 channels; the ReLU'd 3x3 to 3s^2 channels is dropped (its width, 12
+            # or 27 or 48, is not a multiple of 8), the output conv maps 32 -> 3s^2; clip at display.
+            "abpn": self._ref(*[(32, 3)] * 5, upsample="nearest"),
+            # QuickSRNet-Small / Medium (Berger et al. 2023): 3x3/32 + 2 (Small) or 5 (Medium) 3x3/32
+            # with ReLU, 3x3 to 3s^2, anchor (input repeated s^2 times), depth-to-space, clip.
+            # Changes: none beyond clipping at display (the nearest base is their anchor).
+            "quicksrnet_s": self._ref(*[(32, 3)] * 3, upsample="nearest"),
+            "quicksrnet_m": self._ref(*[(32, 3)] * 6, upsample="nearest"),
+        }
+
+    def _ref(self, *layers: tuple[int, int], upsample: str = "bilinear", color: str = "rgb") -> ArchSpec:
+        """A plain stack of conv+ReLU layers and a 3x3 output conv, at this space's scale."""
+        return ArchSpec(space="sr", scale=self.scale, upsample=upsample, color=color, space_to_depth=1,
+                        head=tuple(Conv(width=w, kernel=k) for w, k in layers), output_kernel=3)
 
     def dimensions(self) -> dict[str, str]:
         return {

@@ -111,6 +111,8 @@ TABLE = [
     ("input-size-malformed", [*SEARCH, "--budget-ms", "1", "--input-size", "32by48"], "HxW"),
     ("input-size-zero", [*SEARCH, "--budget-ms", "1", "--input-size", "0x48"], "out of range"),
     ("trials-zero", [*SEARCH, "--budget-ms", "1", "--trials", "0"], "--trials must be at least 1"),
+    ("reparam-unknown", [*SEARCH, "--budget-ms", "1", "--reparam", "acb"],
+     "--reparam must be one of none, linear, ecb, got 'acb'"),
     ("trials-not-int", [*SEARCH, "--budget-ms", "1", "--trials", "many"], "--trials"),
     ("storage-unreachable", [*SEARCH, "--budget-ms", "1", "--storage",
                              f"postgresql://nas:{PASSWORD}@127.0.0.1:1/nas"], "cannot open --storage"),

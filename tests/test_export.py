@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from nas.cli import main as nas_main
 from nas.errors import UsageError
 from nas.export import EXPORT_FILES, ExportInfo, export_run, export_spec, map_state_dict, model_source
-from search_spaces import ArchSpec, SpecError, build, get_space, list_spaces, load_spec
+from search_spaces import ArchSpec, Conv, Level, SpecError, build, get_space, list_spaces, load_spec
 
 PROJECT_PACKAGES = ("nas", "search_spaces", "latency_db")
 RUFF = Path(sys.executable).with_name("ruff")
@@ -265,7 +265,8 @@ def test_generated_model_equals_searched_net_over_the_space(space: str, generate
 
 
 def test_generated_files_compile_and_pass_ruff(exported: Path, generated: dict) -> None:
-    files = [exported / "model.py", exported / "train.py", *(p for v in generated.values() for _, _, p in v)]
+    files = [exported / "model.py", exported / "train.py", exported / "reparam.py",
+             *(p for v in generated.values() for _, _, p in v)]
     compiled = subprocess.run([sys.executable, "-m", "py_compile", *map(str, files)], capture_output=True, text=True,
                               check=False)
     assert compiled.returncode == 0, compiled.stderr
@@ -304,6 +305,39 @@ def test_train_py_denoise_luma_with_levels(tmp_path: Path) -> None:
                      "--device", "cpu", "--out", "run", "--no-onnx", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "validation PSNR" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_train_py_reparam_resumes_and_saves_the_collapsed_plain_net(tmp_path: Path) -> None:
+    """The search's --reparam kind is train.py's default; last.pt holds the branches, every other
+    file model.py's plain net (the ONNX graph computes what the saved weights do)."""
+    spec = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1,
+                    head=(Conv(16, 3), Conv(16, 5), Conv(16, 1)), levels=(Level(16, (Conv(16, 3),), 3),),
+                    tail=(Conv(16, 3),), skip="add")
+    out = export_spec(spec, perturbed_state(spec, 0), tmp_path / "export",
+                      {"input_size": [32, 32], "train_config": {"reparam": "ecb"}})
+    assert 'REPARAM = "ecb"' in (out / "train.py").read_text() and (out / "reparam.py").is_file()
+    data = write_pngs(tmp_path / "frames", 4)
+    common = ["--data", str(data), "--patch", "16", "--batch-size", "2", "--device", "cpu", "--steps", "4"]
+    first = run_clean(out / "train.py", *common, "--stop-at", "2", "--out", "a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert state["reparam"] == "ecb" and any(k.endswith("edge_weight") for k in state["model"])
+    other = run_clean(out / "train.py", *common, "--out", "a", "--resume", "--reparam", "none", cwd=tmp_path)
+    assert other.returncode == 2 and "was trained with --reparam ecb, not none" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    resumed = run_clean(out / "train.py", *common, "--out", "a", "--resume", "--no-onnx", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run_clean(out / "train.py", *common, "--out", "b", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    start = load_file(str(out / "model.safetensors"))
+    assert set(b) == set(start) and all(torch.equal(a[k], b[k]) for k in b)
+    assert any(not torch.equal(start[k], b[k]) for k in b)
+    model = load_module(out / "model.py")
+    net = model.load_weights(model.build_model(), tmp_path / "b" / "model.safetensors").eval()
+    check_onnx(tmp_path / "b", net, (32, 32))
+    bad = run_clean(out / "train.py", *common, "--reparam", "acb", "--out", "c", cwd=tmp_path)
+    assert bad.returncode == 2 and "--reparam" in bad.stderr
 
 
 # ---------------------------------------------------------------------- hostile and bad input

@@ -107,6 +107,27 @@ def test_sr_references_are_the_documented_designs() -> None:
     assert len(refs["tiny"].head) == 1  # plus the output conv: two layers
 
 
+@pytest.mark.parametrize("name", SPACES)
+def test_modern_references_belong_to_their_space_and_replay(name: str) -> None:
+    from search_spaces.base import FixedChooser
+
+    space = ss.get_space(name)
+    modern = space.modern_references()
+    assert modern and not set(modern) & set(space.references())
+    for spec in modern.values():
+        space.check(spec, SMALL)
+        assert space.draw(FixedChooser(space.params_of(spec)), SMALL) == spec  # the search can reach it
+
+
+def test_modern_sr_references_are_the_documented_designs() -> None:
+    refs = ss.get_space("sr3x").modern_references()
+    assert set(refs) == {"ecbsr_m4c8", "ecbsr_m4c16", "abpn", "quicksrnet_s", "quicksrnet_m"}
+    assert [(c.kernel, c.width) for c in refs["ecbsr_m4c16"].head] == [(3, 16)] * 5
+    assert refs["ecbsr_m4c8"].color == "luma" and refs["ecbsr_m4c8"].in_channels == 1
+    assert len(refs["quicksrnet_s"].head) == 3 and len(refs["quicksrnet_m"].head) == 6
+    assert all(spec.upsample == "nearest" and spec.scale == 3 for spec in refs.values())
+
+
 def test_optuna_trial_sampling_is_define_by_run_and_seeded() -> None:
     import optuna
 

@@ -10,6 +10,8 @@ import torch
 
 from nas.data import TaskData, load_data, val_pairs
 from nas.errors import UsageError
+from nas.reparam import KINDS as REPARAM_KINDS
+from nas.reparam import reparameterize
 from nas.train import TrainConfig, lr_factor, param_groups, short_train, validate
 from nas.train_cache import TrainCache
 from search_spaces import ArchSpec, Conv, build, get_space
@@ -36,11 +38,13 @@ def test_config_hash_is_canonical_and_sensitive() -> None:
     assert a.hash() == TrainConfig().hash() and len(a.hash()) == 64
     assert TrainConfig(loss=" L1 ").hash() == a.hash()
     assert TrainConfig(seed=1).hash() != a.hash() and TrainConfig(loss="l1+hfen:0.1").hash() != a.hash()
+    assert len({TrainConfig(reparam=kind).hash() for kind in REPARAM_KINDS} | {a.hash()}) == len(REPARAM_KINDS)
     assert a.to_dict()["loss"] == "l1" and set(a.to_dict()) >= {"steps", "batch_size", "patch_size", "lr", "seed"}
 
 
 @pytest.mark.parametrize("kwargs", [{"steps": 0}, {"batch_size": 0}, {"patch_size": 4}, {"lr": 0.0},
-                                    {"warmup_steps": -1}, {"noise_sigma": -1.0}, {"loss": "l7"}])
+                                    {"warmup_steps": -1}, {"noise_sigma": -1.0}, {"loss": "l7"},
+                                    {"reparam": "acb"}])
 def test_config_rejects_bad_values(kwargs: dict) -> None:
     with pytest.raises(UsageError):
         TrainConfig(**kwargs)
@@ -83,6 +87,33 @@ def test_wide_convs_train_at_a_fan_in_scaled_lr() -> None:
     assert lrs[(64, 16, 5, 5)] == pytest.approx(3e-3 * (144 / 400) ** 0.5)
     assert lrs[(64,)] == 3e-3                  # biases: the base lr
     assert all(g["lr"] == 3e-3 for g in param_groups(net, 3e-3, 0))
+
+
+def test_branch_weights_train_at_their_convs_lr() -> None:
+    spec = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1, head=(Conv(64, 5),))
+    net = reparameterize(build(spec), "linear", keep=False)
+    lrs = {tuple(g["params"][0].shape): g["lr"] for g in param_groups(net, 3e-3, 144)}
+    assert lrs[(256, 3, 5, 5)] == lrs[(64, 256)] == 3e-3          # the 5x5 from 3 channels: fan-in 75
+    assert lrs[(12, 48)] == lrs[(48, 64, 3, 3)] == pytest.approx(3e-3 * (144 / 576) ** 0.5)
+
+
+def test_the_usage_error_names_the_kinds() -> None:
+    with pytest.raises(UsageError, match="--reparam must be one of none, linear, ecb, got 'acb'"):
+        TrainConfig(reparam="acb")
+
+
+@pytest.mark.parametrize("kind", REPARAM_KINDS[1:])
+def test_reparam_training_keeps_the_collapsed_plain_net(sr2: TaskData, kind: str) -> None:
+    """The stored weights are the plain net's and reproduce the validation the wrapped net was given."""
+    spec = ArchSpec(space="sr", scale=2, upsample="bicubic", color="rgb", space_to_depth=1,
+                    head=(Conv(16, 3), Conv(16, 3)), skip="add")
+    cfg = TrainConfig(**{**TINY_CFG.to_dict(), "steps": 20, "val_every": 10, "reparam": kind})
+    r, plain = short_train(spec, sr2, cfg), short_train(spec, sr2, TINY_CFG)
+    assert r.moved and r.psnr_gain_db != plain.psnr_gain_db and len(r.val_curve) == 2
+    net = build(spec)
+    net.load_state_dict(r.state_dict, strict=True)
+    v = validate(net, val_pairs(sr2), "sr", 2, torch.device("cpu"))
+    assert v.gain_db == r.psnr_gain_db  # collapsed before the final validation: the same net exactly
 
 
 def test_deep_candidate_stays_alive(sr2_48: TaskData) -> None:

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
                    "rerunning the same command resumes up to this number")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
+    p.add_argument("--reparam", metavar="KIND",
+                   help="train each candidate's convs as re-parameterized blocks, collapsed to plain convs "
+                   "after training: none, linear (SESR) or ecb (ECBSR) (default: TrainConfig's, reports/reparam.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     target = Target.resolve(
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
-        seed=args.seed, train_steps=args.train_steps, noise_sigma=args.noise_sigma, latency_db=args.latency_db,
+        seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma, latency_db=args.latency_db,
         data=args.data, val_data=args.val_data,
     )
     search = Search(target, config, quiet=args.json)

@@ -31,6 +31,8 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"WARMUP = {int(t['warmup_steps'])}\n"
         f"LR_FAN_IN = {int(t['lr_fan_in'])}  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)\n"
         f"ROTATE = {bool(t['rotate'])}\n"
+        f'REPARAM = "{t["reparam"]}"  # each conv trains as this re-parameterized block (reparam.py); '
+        "weights are saved collapsed\n"
     )
     return head + begin + settings + end + tail
 

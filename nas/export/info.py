@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import UsageError
+from nas.reparam import KINDS as REPARAM_KINDS
 from nas.rundir import number as _number
 from nas.target import CPU_INPUT_SIZE
 from search_spaces import ArchSpec
 
 EXPORT_FORMAT = 1
 MANIFEST = "export.json"
-EXPORT_FILES = ("model.py", "train.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
+EXPORT_FILES = ("model.py", "train.py", "reparam.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
                 "model_fp32.onnx", "README.md", MANIFEST)
 _ARCH_ID = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._-]")
@@ -96,6 +97,7 @@ class ExportInfo:
             "lr_fan_in": _int_in(tc.get("lr_fan_in"), 0, 10**6, 0),  # absent: a search from before it existed
             "noise_sigma": sigma if sigma is not None and 0 <= sigma <= 255 else 25.0,
             "rotate": tc.get("rotate") is True,
+            "reparam": tc.get("reparam") if tc.get("reparam") in REPARAM_KINDS else "none",
         }
         patch = train["patch_size"]
         train["patch_size"] = max(spec.size_multiple, patch // spec.size_multiple * spec.size_multiple)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from nas import reparam
 from nas.errors import NasError, UsageError
 from nas.export.docs import readme_source, train_source
 from nas.export.info import (
@@ -102,7 +103,7 @@ def export_spec(spec: ArchSpec, state_dict: dict[str, torch.Tensor], out_dir: Pa
 
     ``info``: arch_id, input_size [H, W], latency_ms, latency_p90_ms, psnr_db, psnr_gain_db,
     budget_ms, device, backend, trial, train_config (a dict; its loss, steps, patch_size, batch_size,
-    lr, warmup_steps, noise_sigma, rotate set train.py's defaults). ``out_dir`` must be missing or
+    lr, warmup_steps, noise_sigma, rotate, reparam set train.py's defaults). ``out_dir`` must be missing or
     empty, or hold an untouched previous export of the same arch (of any arch with ``replace``):
     then it is replaced. Raises UsageError (nothing written) for bad weights, info or target.
     """
@@ -136,6 +137,7 @@ def _write(spec: ArchSpec, weights: dict[str, torch.Tensor], info: ExportInfo, f
 
     (folder / "model.py").write_text(model_source(spec, info), encoding="utf-8")
     (folder / "train.py").write_text(train_source(spec, info), encoding="utf-8")
+    shutil.copyfile(reparam.__file__, folder / "reparam.py")  # train.py's re-parameterized training
     (folder / "arch.json").write_text(spec.to_json() + "\n", encoding="utf-8")
     (folder / "README.md").write_text(readme_source(spec, info), encoding="utf-8")
     mapped = map_state_dict(spec, weights)

@@ -5,11 +5,14 @@ package; safetensors is used when installed). It trains with the same degradatio
 validation as the search that found the network, on a longer schedule: Adam, a linear warm-up
 then cosine decay, random patches with flips, validation PSNR against the classical baseline
 (bicubic upscaling, or the noisy input for denoising), checkpoints that ``--resume`` continues
-from, and the fp16 (TensorRT-ready) and fp32 ONNX graphs at the end.
+from, and the fp16 (TensorRT-ready) and fp32 ONNX graphs at the end. With ``--reparam`` (the
+search's kind by default) each conv trains as a re-parameterized block at the cost of one conv, and
+what is saved is the collapsed plain net that model.py loads.
 
 Outputs in ``--out``: ``last.pt`` (weights, optimizer, step and RNG state as tensors and plain
 types: it loads with ``torch.load(weights_only=True)``), ``best`` weights (best validation PSNR),
-``model`` weights (final), ``model.onnx``, ``model_fp32.onnx`` and ``log.csv``.
+``model`` weights (final), ``model.onnx``, ``model_fp32.onnx`` and ``log.csv``. Only ``last.pt``
+holds the re-parameterized branches; every other file is model.py's plain net.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from model import (
     build_model,
     load_weights,
 )
+from reparam import KINDS as REPARAM_KINDS
+from reparam import collapse, fan_ins, reparameterize
 
 # --- settings from the search (nas export writes this block) ---
 LOSS = "l1"
@@ -49,6 +54,7 @@ LR = 2e-3
 WARMUP = 20
 LR_FAN_IN = 144  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)
 ROTATE = False
+REPARAM = "none"  # each conv trains as this re-parameterized block (reparam.py); weights are saved collapsed
 # --- end of settings ---
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -269,8 +275,9 @@ def validate(model: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tenso
 
 # ------------------------------------------------------------------------------------------ saving
 def save_weights(model: torch.nn.Module, stem: Path) -> Path:
-    """Weights as ``stem.safetensors`` (when installed) or ``stem.pt`` (a plain tensor dict)."""
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    """Collapsed weights (model.py's keys) as ``stem.safetensors`` (when installed) or ``stem.pt``."""
+    plain = collapse(copy.deepcopy(model))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in plain.state_dict().items()}
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -283,10 +290,10 @@ def save_weights(model: torch.nn.Module, stem: Path) -> Path:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    gen: torch.Generator, best_db: float) -> None:
+                    gen: torch.Generator, best_db: float, reparam: str) -> None:
     """Everything --resume needs, as tensors and plain types (loads with weights_only=True)."""
     state = {
-        "arch_id": ARCH_ID, "step": step, "best_psnr_db": best_db, "rng": gen.get_state(),
+        "arch_id": ARCH_ID, "reparam": reparam, "step": step, "best_psnr_db": best_db, "rng": gen.get_state(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
     }
@@ -296,9 +303,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def export_onnx(model: torch.nn.Module, path: Path, size: tuple[int, int], fp16: bool) -> None:
-    """A fixed-shape ONNX graph; fp16 means fp16 weights, input and output (TensorRT strongly typed)."""
+    """A fixed-shape ONNX graph of the collapsed net; fp16 means fp16 weights, input and output."""
     dtype = torch.float16 if fp16 else torch.float32
-    net = copy.deepcopy(model).to(device="cpu", dtype=dtype).eval()
+    net = collapse(copy.deepcopy(model)).to(device="cpu", dtype=dtype).eval()
     example = torch.rand(1, 3, *size, dtype=dtype)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -312,10 +319,10 @@ def param_groups(model: torch.nn.Module, fan_in_ref: int) -> list[dict]:
 
     Adam moves each weight by about lr per step, which shifts a wide conv's pre-activations by ~lr * F
     against a spread of ~sqrt(F): without the scale, deep nets with 5x5/48+ layers lose every ReLU early.
+    A re-parameterized conv's branch weights all take that conv's fan-in.
     """
     groups = []
-    for param in model.parameters():
-        fan_in = param[0].numel() if param.dim() == 4 else 0
+    for param, fan_in in fan_ins(model):
         scale = math.sqrt(fan_in_ref / fan_in) if fan_in_ref and fan_in > fan_in_ref else 1.0
         groups.append({"params": [param], "lr_scale": scale})
     return groups
@@ -366,6 +373,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="warm-up steps (default: the search's, or 1%% of --steps if more, at most 2000)")
     p.add_argument("--loss", default=LOSS, help="terms joined by '+', each name[:weight]: " + ", ".join(LOSS_NAMES))
     p.add_argument("--noise-sigma", type=float, default=NOISE_SIGMA, help="denoising noise sigma, 8-bit levels")
+    p.add_argument("--reparam", choices=REPARAM_KINDS, default=REPARAM,
+                   help="train each conv as this re-parameterized block (saved collapsed: plain convs)")
     p.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=ROTATE,
                    help="also transpose patches (all 8 rotations/reflections)")
     p.add_argument("--weights", type=Path, default=HERE / "model.safetensors",
@@ -405,7 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     train, val = TrainSet(train_files, args.patch), val_pairs(val_files, args.noise_sigma)
     print(f"train.py: {len(train_files)} training and {len(val_files)} validation images, device {device}")
 
-    model = build_model().to(device)
+    model = build_model()
+    if args.resume is None and not args.scratch:
+        if not args.weights.exists() and not args.weights.with_suffix(".pt").exists():
+            fail(f"no initial weights at {args.weights}: pass --weights PATH or --scratch")
+        load_weights(model, args.weights)
+    # from the search's weights the wrapped net starts as exactly that net; --scratch adds the identities
+    model = reparameterize(model, args.reparam, keep=not args.scratch).to(device)
     optimizer = torch.optim.Adam(param_groups(model, LR_FAN_IN), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     step, best_db = 0, -math.inf
@@ -416,15 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("arch_id") != ARCH_ID:
             fail(f"--resume: {path} is a checkpoint of another network (arch_id {state.get('arch_id')})")
+        if state.get("reparam", "none") != args.reparam:
+            fail(f"--resume: {path} was trained with --reparam {state.get('reparam', 'none')}, not {args.reparam}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         step, best_db = int(state["step"]), float(state["best_psnr_db"])
         print(f"train.py: resumed from {path} at step {step}")
-    elif not args.scratch:
-        if not args.weights.exists() and not args.weights.with_suffix(".pt").exists():
-            fail(f"no initial weights at {args.weights}: pass --weights PATH or --scratch")
-        load_weights(model, args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
 
     loss_fn = make_loss(args.loss)
@@ -469,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                 running = 0.0
             log.writerow(row)
             if step % args.ckpt_every == 0 or step == stop:
-                save_checkpoint(args.out / "last.pt", model, optimizer, step, gen, best_db)
+                save_checkpoint(args.out / "last.pt", model, optimizer, step, gen, best_db, args.reparam)
 
     if step < args.steps:
         print(f"train.py: stopped at step {step} of {args.steps}: continue with --resume")
