@@ -11,9 +11,13 @@ Sources:
     separate validation folder (then every file of ``data`` trains). At most 256 training files
     are used (evenly spaced by name) to bound memory.
 
-Degradation: SR inputs are an antialiased bicubic downscale (by ``scale``) of the HR image cropped
-to a multiple of the scale, rounded to 8 bits like a real low-resolution frame; denoise inputs are
-the clean image plus Gaussian noise (sigma in 8-bit levels), clipped to [0, 1].
+Degradation (``degradation``): SR inputs are made from the HR image cropped to a multiple of the
+scale, as 8-bit frames: ``bicubic`` (default) an antialiased bicubic downscale; ``render`` point
+sampling, every s-th pixel with no filter, as a game rendered at low resolution (aliased);
+``render-jitter`` the same with a sub-pixel offset per frame (cycling over the s x s positions, as
+temporal anti-aliasing jitters the camera); ``video`` bicubic then a JPEG round trip at
+``jpeg_quality`` (Pillow, its default 4:2:0 chroma subsampling), as a compressed video link delivers.
+Denoise inputs are the clean image plus Gaussian noise (sigma in 8-bit levels), clipped to [0, 1].
 
 Validation uses one fixed centre crop per image whose low-resolution side is a multiple of 16
 (the largest ``size_multiple`` a spec can have) and at most 256, so every spec sees the same pixels.
@@ -22,6 +26,7 @@ Validation uses one fixed centre crop per image whose low-resolution side is a m
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +46,9 @@ VAL_MULTIPLE = 16   # validation LR crops are multiples of this: every spec's si
 VAL_MAX_SIDE = 256  # cap on the validation LR crop side (keeps validation cheap on a CPU)
 MAX_VAL_FILES = 16
 MAX_TRAIN_FILES = 256
+DEGRADATIONS = ("bicubic", "render", "render-jitter", "video")
+DEFAULT_DEGRADATION = "bicubic"
+DEFAULT_JPEG_QUALITY = 90  # NTIRE 2023 real-time SR fed JPEG q=90
 
 
 @dataclass(frozen=True)
@@ -134,9 +142,12 @@ def load_folders(data: str | Path | None, val_data: str | Path | None) -> tuple[
     return train, [_read_image(p, "--val-data") for p in val_files]
 
 
-def fingerprint(train: list[Image8], val: list[Image8]) -> str:
-    """sha256 over the protocol version, the split, and every image's name, size and pixels."""
+def fingerprint(train: list[Image8], val: list[Image8], degradation: str = DEFAULT_DEGRADATION) -> str:
+    """sha256 over the protocol version, the degradation (when not the default, so that default data keeps
+    its id), the split, and every image's name, size and pixels."""
     h = hashlib.sha256(f"nas-data-v{DATA_PROTOCOL}".encode())
+    if degradation != DEFAULT_DEGRADATION:
+        h.update(f"|degradation|{degradation}|".encode())
     for role, images in (("train", train), ("val", val)):
         for im in images:
             h.update(f"|{role}|{im.name}|{tuple(im.pixels.shape)}|".encode())
@@ -159,6 +170,53 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 def make_lr(hr8: torch.Tensor, scale: int) -> torch.Tensor:
     """uint8 (3,H,W) with H, W multiples of ``scale`` -> uint8 (3,H/s,W/s) low-resolution input."""
     return quantize(downscale(hr8[None].float() / 255, scale))[0]
+
+
+def point_sample(hr8: torch.Tensor, scale: int, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Every ``scale``-th pixel of uint8 (3,sH,sW) from ``offset`` (dy, dx), no filter -> (3,H,W): aliased
+    like a frame rendered at low resolution."""
+    dy, dx = offset
+    if not (0 <= dy < scale and 0 <= dx < scale):
+        raise ValueError(f"offset {offset} must lie inside one {scale}x{scale} block")
+    return hr8[:, dy::scale, dx::scale][:, : hr8.shape[1] // scale, : hr8.shape[2] // scale].contiguous()
+
+
+def jpeg_roundtrip(img8: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode uint8 (3,H,W) as JPEG at ``quality`` with Pillow and decode it again (same shape)."""
+    buf = io.BytesIO()
+    Image.fromarray(img8.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return _to_tensor(np.asarray(im.convert("RGB")))
+
+
+def jitter_offset(index: int, scale: int) -> tuple[int, int]:
+    """The sub-pixel offset of frame ``index`` under ``render-jitter``: the s x s positions in turn."""
+    return (index // scale) % scale, index % scale
+
+
+def degrade(hr8: torch.Tensor, scale: int, degradation: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+            index: int = 0) -> torch.Tensor:
+    """uint8 (3,sH,sW) -> the uint8 (3,H,W) input ``degradation`` makes of it (``index``: the frame's
+    position in its list, for ``render-jitter``); ``video`` at scale 1 is the JPEG round trip alone."""
+    if degradation == "bicubic":
+        return make_lr(hr8, scale)
+    if degradation == "render":
+        return point_sample(hr8, scale)
+    if degradation == "render-jitter":
+        return point_sample(hr8, scale, jitter_offset(index, scale))
+    if degradation == "video":
+        return jpeg_roundtrip(make_lr(hr8, scale) if scale > 1 else hr8, jpeg_quality)
+    raise ValueError(f"unknown degradation {degradation!r}")
+
+
+def degradation_tag(degradation: str, jpeg_quality: int) -> str:
+    """The canonical name of a degradation with its settings ("video-q90"), or a one-line UsageError."""
+    if degradation not in DEGRADATIONS:
+        raise UsageError(f"--degradation must be one of {', '.join(DEGRADATIONS)}, got {degradation!r}")
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 95:
+        raise UsageError(f"--jpeg-quality must be an integer from 1 to 95 (Pillow's useful range), got {jpeg_quality}")
+    return f"video-q{jpeg_quality}" if degradation == "video" else degradation
 
 
 def add_noise(clean: torch.Tensor, sigma_8bit: float, generator: torch.Generator) -> torch.Tensor:
@@ -198,15 +256,17 @@ class TaskData:
     val_lr: tuple[torch.Tensor, ...]
     data_id: str
     source: str  # "skimage" or the folder(s), for run.json
+    degradation: str = DEFAULT_DEGRADATION  # degradation_tag(): how SR inputs were made
 
     def describe(self) -> dict[str, object]:
         """A JSON-able summary for run.json."""
         return {"source": self.source, "data_id": self.data_id, "kind": self.kind, "scale": self.scale,
-                "train": list(self.train_names), "val": list(self.val_names)}
+                "degradation": self.degradation, "train": list(self.train_names), "val": list(self.val_names)}
 
 
 def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = None,
-              val_data: str | Path | None = None) -> TaskData:
+              val_data: str | Path | None = None, degradation: str = DEFAULT_DEGRADATION,
+              jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> TaskData:
     """Load, split, check and degrade the images for one task.
 
     ``patch_size`` is the low-resolution (network input) patch side: every training image must be
@@ -216,6 +276,10 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
         raise ValueError(f"unknown task kind {kind!r}")
     if kind == "denoise" and scale != 1:
         raise ValueError("denoise runs at scale 1")
+    tag = degradation_tag(degradation, jpeg_quality)
+    if kind == "denoise" and degradation != DEFAULT_DEGRADATION:
+        raise UsageError(f"--degradation {degradation} makes low-resolution inputs: it applies to the "
+                         "super-resolution tasks (sr2x, sr3x, sr4x), not to denoise (which adds --noise-sigma)")
     train, val = load_folders(data, val_data)
     need = patch_size * scale
     for im in train:
@@ -227,7 +291,7 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
                 f"(patch {patch_size} x scale {scale}): remove it or use a smaller patch size"
             )
     val_hr, val_lr = [], []
-    for im in val:
+    for index, im in enumerate(val):
         _, h, w = im.pixels.shape
         crop = val_crop(h, w, scale)
         if crop is None:
@@ -241,14 +305,14 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
         hr = im.pixels[:, top:top + lh * scale, left:left + lw * scale].contiguous()
         val_hr.append(hr)
         if kind == "sr":
-            val_lr.append(make_lr(hr, scale))
+            val_lr.append(degrade(hr, scale, degradation, jpeg_quality, index))
     train_hr, train_lr = [], []
-    for im in train:
+    for index, im in enumerate(train):
         _, h, w = im.pixels.shape
         hr = im.pixels[:, : h - h % scale, : w - w % scale].contiguous()
         train_hr.append(hr)
         if kind == "sr":
-            train_lr.append(make_lr(hr, scale))
+            train_lr.append(degrade(hr, scale, degradation, jpeg_quality, index))
     source = "skimage" if data is None and val_data is None else \
         f"data={data if data is not None else 'skimage'}, val_data={val_data if val_data is not None else '(split)'}"
     return TaskData(
@@ -256,7 +320,7 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
         train_names=tuple(im.name for im in train), val_names=tuple(im.name for im in val),
         train_hr=tuple(train_hr), train_lr=tuple(train_lr),
         val_hr=tuple(val_hr), val_lr=tuple(val_lr),
-        data_id=fingerprint(train, val), source=source,
+        data_id=fingerprint(train, val, tag), source=source, degradation=tag,
     )
 
 

@@ -9,7 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DEFAULT_TRAIN, DEFAULT_VAL, PatchSampler, add_noise, downscale, load_data, val_pairs
+from nas.data import (
+    DEFAULT_TRAIN,
+    DEFAULT_VAL,
+    PatchSampler,
+    add_noise,
+    degrade,
+    downscale,
+    jitter_offset,
+    load_data,
+    make_lr,
+    point_sample,
+    quantize,
+    val_pairs,
+)
 from nas.errors import UsageError
 
 
@@ -116,3 +129,72 @@ def test_denoise_noise_level_and_fixed_validation_noise() -> None:
     assert all(torch.equal(x[0], y[0]) for x, y in zip(first, second))
     gen = torch.Generator().manual_seed(0)
     assert torch.equal(add_noise(torch.full((1, 1, 2, 2), 0.5), 0.0, gen), torch.full((1, 1, 2, 2), 0.5))
+
+
+# ---------------------------------------------------------------------- degradations
+def _checkerboard(h: int, w: int) -> torch.Tensor:
+    """uint8 (3,h,w) alternating 0/255 pixels: the pattern a point sampler aliases to a flat colour."""
+    board = ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 * 255).to(torch.uint8)
+    return board.expand(3, h, w).contiguous()
+
+
+def test_point_sampling_takes_every_sth_pixel_without_a_filter() -> None:
+    hr = torch.arange(3 * 6 * 8, dtype=torch.int64).view(3, 6, 8).to(torch.uint8)
+    assert torch.equal(point_sample(hr, 2), hr[:, ::2, ::2])
+    assert torch.equal(point_sample(hr, 3, (1, 2)), hr[:, 1::3, 2::3][:, :2, :2])
+    board = _checkerboard(32, 32)
+    assert point_sample(board, 2).unique().tolist() == [0]              # aliased: the detail turns flat black
+    assert point_sample(board, 2, (0, 1)).unique().tolist() == [255]    # one pixel over: flat white
+    bicubic = make_lr(board, 2)[:, 4:-4, 4:-4].float()                  # the filter averages it to grey
+    assert (bicubic - 127.5).abs().max().item() < 2
+    assert [jitter_offset(i, 2) for i in range(5)] == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]
+
+
+def test_video_degradation_is_bicubic_then_jpeg() -> None:
+    rng = np.random.default_rng(3)
+    smooth = torch.nn.functional.interpolate(torch.from_numpy(rng.random((1, 3, 16, 16))), size=64, mode="bicubic")
+    hr = (smooth.clamp(0, 1) * 255).round().to(torch.uint8)[0]
+    bicubic = make_lr(hr, 2)
+    errs = {q: (degrade(hr, 2, "video", q).float() - bicubic.float()).abs().mean().item() for q in (30, 90)}
+    assert degrade(hr, 2, "video", 90).shape == bicubic.shape
+    assert 0 < errs[90] < errs[30]   # JPEG changes the frame, more at a lower quality
+    assert torch.equal(degrade(hr, 2, "bicubic"), bicubic)
+
+
+def test_degradation_changes_inputs_and_data_id_not_targets(sr2) -> None:
+    render = load_data("sr", 2, 48, degradation="render")
+    video = load_data("sr", 2, 48, degradation="video", jpeg_quality=90)
+    ids = {sr2.data_id, render.data_id, video.data_id, load_data("sr", 2, 48, degradation="video").data_id,
+           load_data("sr", 2, 48, degradation="video", jpeg_quality=50).data_id}
+    assert len(ids) == 4                                      # q90 is the default quality: same id
+    assert load_data("sr", 2, 48, degradation="bicubic").data_id == sr2.data_id
+    assert (render.degradation, video.degradation, sr2.degradation) == ("render", "video-q90", "bicubic")
+    assert all(torch.equal(a, b) for a, b in zip(render.val_hr, sr2.val_hr))
+    assert all(torch.equal(lr, point_sample(hr, 2)) for hr, lr in zip(render.train_hr, render.train_lr))
+    assert render.describe()["degradation"] == "render"
+    jitter = load_data("sr", 2, 48, degradation="render-jitter")
+    assert all(torch.equal(lr, point_sample(hr, 2, jitter_offset(i, 2)))
+               for i, (hr, lr) in enumerate(zip(jitter.train_hr, jitter.train_lr)))
+    assert not torch.equal(jitter.train_lr[1], render.train_lr[1])
+
+
+def test_render_patches_sit_at_matching_positions() -> None:
+    data = load_data("sr", 2, 16, degradation="render")
+    inp, tgt = PatchSampler(data, 16, seed=1).batch(8)   # flips move which pixel of each block was sampled
+    x8, y8 = quantize(inp), quantize(tgt)
+    for x, y in zip(x8, y8):
+        assert any(torch.equal(x, point_sample(y, 2, (dy, dx))) for dy in (0, 1) for dx in (0, 1))
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"degradation": "blur"}, "--degradation must be one of bicubic, render, render-jitter, video"),
+    ({"degradation": "video", "jpeg_quality": 0}, "--jpeg-quality must be an integer from 1 to 95"),
+    ({"degradation": "video", "jpeg_quality": 100}, "--jpeg-quality"),
+])
+def test_bad_degradation_settings(kwargs: dict, needle: str) -> None:
+    assert needle in _error(**kwargs)
+
+
+def test_denoise_refuses_an_sr_degradation() -> None:
+    with pytest.raises(UsageError, match="applies to the super-resolution tasks"):
+        load_data("denoise", 1, 16, degradation="render")
