@@ -114,9 +114,9 @@ class Validation:
 
 
 def baseline(inp: torch.Tensor, kind: str, scale: int) -> torch.Tensor:
-    """The classical result the gain is measured against: bicubic upsampling for SR, the noisy
-    input itself for denoise; clamped to [0, 1]."""
-    if kind == "denoise":
+    """The classical result the gain is measured against: bicubic upsampling for SR, the (noisy or
+    degraded) input itself for denoise and enhance; clamped to [0, 1]."""
+    if kind != "sr":
         return inp.clamp(0, 1)
     return F.interpolate(inp, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
@@ -201,7 +201,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
     the spec does not fit the data's task or the patch size is not a multiple of the spec's
     ``size_multiple``.
     """
-    if (spec.space, spec.scale) != (data.kind, data.scale):
+    if (spec.space, spec.scale) != (data.space_kind, data.scale):
         raise UsageError(f"spec is {spec.space} x{spec.scale} but the data was prepared for "
                          f"{data.kind} x{data.scale}: load the data for the spec's task")
     if config.patch_size % spec.size_multiple:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search_spaces import denoise, sr  # noqa: F401  (registers the spaces)
+from search_spaces import denoise, enhance, sr  # noqa: F401  (registers the spaces)
 from search_spaces.base import SearchSpace
 from search_spaces.counting import Counts, count
 from search_spaces.network import SearchedNet, build

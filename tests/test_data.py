@@ -198,3 +198,97 @@ def test_bad_degradation_settings(kwargs: dict, needle: str) -> None:
 def test_denoise_refuses_an_sr_degradation() -> None:
     with pytest.raises(UsageError, match="applies to the super-resolution tasks"):
         load_data("denoise", 1, 16, degradation="render")
+
+
+# ---------------------------------------------------------------------- paired folders
+def _smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """HxWx3 uint8 with detail at several scales (random noise upsampled), like a rendered frame."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.random((1, 3, max(2, h // 4), max(2, w // 4))))
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    fine = fine + 0.15 * torch.from_numpy(rng.random((1, 3, h, w)))
+    return (fine.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+
+
+def _pairs(root: Path, n: int, scale: int, w: int = 64, h: int = 48, how: str = "render") -> Path:
+    """``n`` generated pairs in root/input and root/target: point-sampled inputs, as PNG or as JPEG q90."""
+    (root / "input").mkdir(parents=True, exist_ok=True)
+    (root / "target").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        target = _smooth(h * scale, w * scale, i)
+        Image.fromarray(target).save(root / "target" / f"f{i:03d}.png")
+        small = Image.fromarray(np.ascontiguousarray(target[::scale, ::scale]))
+        if how == "render":
+            small.save(root / "input" / f"f{i:03d}.png")
+        else:
+            small.save(root / "input" / f"f{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_paired_folder_uses_its_inputs_at_matching_positions(tmp_path: Path) -> None:
+    data = load_data("sr", 2, 16, data=_pairs(tmp_path / "p", 10, 2))
+    assert data.train_paired and data.val_paired and data.kind == "sr" and data.scale == 2
+    assert data.train_names == tuple(f"f{i:03d}.png" for i in range(9)) and data.val_names == ("f009.png",)
+    for hr, lr in zip(data.train_hr + data.val_hr, data.train_lr + data.val_lr):
+        assert torch.equal(lr, point_sample(hr, 2))          # the file's input, cropped where the target is
+    assert data.val_lr[0].shape[1:] == (48, 64) and data.describe()["train_paired"] is True
+    inp, tgt = PatchSampler(data, 16, seed=2).batch(6)
+    for x, y in zip(quantize(inp), quantize(tgt)):
+        assert any(torch.equal(x, point_sample(y, 2, (dy, dx))) for dy in (0, 1) for dx in (0, 1))
+    other = load_data("sr", 2, 16, data=_pairs(tmp_path / "q", 10, 2, how="jpeg"))
+    assert other.data_id != data.data_id                 # same targets, other inputs: other data
+
+
+def test_enhance_pairs_and_jpeg_repair_on_unpaired_frames(tmp_path: Path) -> None:
+    data = load_data("enhance", 1, 16, data=_pairs(tmp_path / "p", 4, 1, how="jpeg"))
+    assert data.kind == "enhance" and data.space_kind == "denoise" and data.val_lr[0].shape == data.val_hr[0].shape
+    assert not torch.equal(data.val_lr[0], data.val_hr[0])   # the JPEG input, not the target
+    jpeg = load_data("enhance", 1, 16, data=_folder(tmp_path / "plain", 3), degradation="video", jpeg_quality=50)
+    assert not jpeg.train_paired and torch.equal(jpeg.train_lr[0], degrade(jpeg.train_hr[0], 1, "video", 50))
+
+
+def test_unpaired_training_with_paired_validation(tmp_path: Path) -> None:
+    data = load_data("sr", 2, 16, val_data=_pairs(tmp_path / "v", 2, 2), degradation="render")
+    assert not data.train_paired and data.val_paired and data.train_names == DEFAULT_TRAIN
+    assert all(torch.equal(lr, point_sample(hr, 2)) for hr, lr in zip(data.val_hr, data.val_lr))
+
+
+def _pair_error(kind: str, scale: int, **kwargs: object) -> str:
+    with pytest.raises(UsageError) as info:
+        load_data(kind, scale, 16, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_paired_folder_errors(tmp_path: Path) -> None:
+    missing = _pairs(tmp_path / "missing", 3, 2)
+    (missing / "input" / "f001.png").unlink()
+    assert "target/f001.png has no partner in input/" in _pair_error("sr", 2, data=missing)
+    extra = _pairs(tmp_path / "extra", 3, 2)
+    Image.fromarray(_smooth(48, 64, 9)).save(extra / "input" / "z.png")
+    assert "input/z.png has no partner in target/" in _pair_error("sr", 2, data=extra)
+    odd = _pairs(tmp_path / "odd", 3, 2)
+    Image.fromarray(_smooth(97, 128, 1)).save(odd / "target" / "f001.png")
+    assert "f001.png" in (m := _pair_error("sr", 2, data=odd)) and "not one integer scale" in m and "128x97" in m
+    mixed = _pairs(tmp_path / "mixed", 3, 2)
+    Image.fromarray(_smooth(48 * 3, 64 * 3, 1)).save(mixed / "target" / "f001.png")
+    assert "different scales" in (m := _pair_error("sr", 2, data=mixed)) and "x2 (f000.png)" in m and "x3" in m
+    empty = tmp_path / "empty"
+    (empty / "input").mkdir(parents=True)
+    (empty / "target").mkdir()
+    assert "hold no .png" in _pair_error("sr", 2, data=empty)
+    bad = _pairs(tmp_path / "bad", 3, 2)
+    (bad / "input" / "f002.png").write_bytes(b"not a png at all")
+    assert "cannot read image" in (m := _pair_error("sr", 2, data=bad)) and "f002.png" in m
+
+
+def test_paired_scale_and_task_must_agree(tmp_path: Path) -> None:
+    x2, x1 = _pairs(tmp_path / "x2", 3, 2), _pairs(tmp_path / "x1", 3, 1)
+    assert "x2 apart" in (m := _pair_error("sr", 3, data=x2)) and "--task sr3x" in m and "use --task sr2x" in m
+    assert "use --task sr2x" in _pair_error("enhance", 1, data=x2)
+    assert "use --task enhance" in _pair_error("sr", 2, data=x1)
+    assert "--task enhance" in _pair_error("denoise", 1, data=x1)
+    assert "--degradation render has no effect" in _pair_error("sr", 2, data=x2, degradation="render")
+    assert "--task enhance learns" in _pair_error("enhance", 1)                       # bundled photos: no pairs
+    assert "--task enhance learns" in _pair_error("enhance", 1, data=x1, val_data=_folder(tmp_path / "v", 2))
