@@ -177,8 +177,15 @@ def _read_item(item: Item, flag: str) -> Image8:
     return Image8(im.name, im.pixels, _read_image(inp, flag).pixels)
 
 
-def load_folders(data: str | Path | None, val_data: str | Path | None) -> tuple[list[Image8], list[Image8]]:
-    """(train, val) from user folders; a missing side comes from the bundled photos."""
+def _pick_val(items: list[Item], val_sequence: bool) -> list[Item]:
+    """The validation items of a --val-data folder: the first ones in order for a clip, else an even spread."""
+    return items[:MAX_VAL_FILES] if val_sequence else _evenly(items, MAX_VAL_FILES)
+
+
+def load_folders(data: str | Path | None, val_data: str | Path | None,
+                 val_sequence: bool = False) -> tuple[list[Image8], list[Image8]]:
+    """(train, val) from user folders; a missing side comes from the bundled photos. With ``val_sequence``
+    a --val-data folder gives its first MAX_VAL_FILES frames in order (a clip), not an even spread."""
     if data is None and val_data is None:
         return load_default()
     if data is not None:
@@ -192,13 +199,13 @@ def load_folders(data: str | Path | None, val_data: str | Path | None) -> tuple[
             n_val = min(MAX_VAL_FILES, max(1, len(items) // 10))
             train_items, val_items = items[:-n_val], items[-n_val:]
         else:
-            train_items, val_items = items, _evenly(_list_items(val_data, "--val-data"), MAX_VAL_FILES)
+            train_items, val_items = items, _pick_val(_list_items(val_data, "--val-data"), val_sequence)
         train = [_read_item(it, "--data") for it in _evenly(train_items, MAX_TRAIN_FILES)]
         val_flag = "--data" if val_data is None else "--val-data"
         val = [_read_item(it, val_flag) for it in val_items]
         return train, val
     train, _ = load_default()
-    val_items = _evenly(_list_items(val_data, "--val-data"), MAX_VAL_FILES)
+    val_items = _pick_val(_list_items(val_data, "--val-data"), val_sequence)
     return train, [_read_item(it, "--val-data") for it in val_items]
 
 
@@ -221,12 +228,15 @@ def pair_scale(images: list[Image8], flag: str) -> int | None:
     return next(iter(scales))
 
 
-def fingerprint(train: list[Image8], val: list[Image8], degradation: str = DEFAULT_DEGRADATION) -> str:
-    """sha256 over the protocol version, the degradation (when not the default, so that default data keeps
-    its id), the split, and every image's name, size and pixels."""
+def fingerprint(train: list[Image8], val: list[Image8], degradation: str = DEFAULT_DEGRADATION,
+                val_sequence: bool = False) -> str:
+    """sha256 over the protocol version, the degradation and the clip flag (when not the defaults, so that
+    default data keeps its id), the split, and every image's name, size and pixels."""
     h = hashlib.sha256(f"nas-data-v{DATA_PROTOCOL}".encode())
     if degradation != DEFAULT_DEGRADATION:
         h.update(f"|degradation|{degradation}|".encode())
+    if val_sequence:
+        h.update(b"|val-sequence|")
     for role, images in (("train", train), ("val", val)):
         for im in images:
             h.update(f"|{role}|{im.name}|{tuple(im.pixels.shape)}|".encode())
@@ -341,6 +351,7 @@ class TaskData:
     degradation: str = DEFAULT_DEGRADATION  # degradation_tag(): how unpaired inputs were made
     train_paired: bool = False
     val_paired: bool = False
+    val_sequence: bool = False  # the validation frames are an ordered clip (flicker is measured)
 
     @property
     def space_kind(self) -> str:
@@ -350,7 +361,7 @@ class TaskData:
     def describe(self) -> dict[str, object]:
         """A JSON-able summary for run.json."""
         return {"source": self.source, "data_id": self.data_id, "kind": self.kind, "scale": self.scale,
-                "degradation": self.degradation, "train_paired": self.train_paired, "val_paired": self.val_paired,
+                "degradation": self.degradation, "train_paired": self.train_paired, "val_paired": self.val_paired, "val_sequence": self.val_sequence,
                 "train": list(self.train_names), "val": list(self.val_names)}
 
 
@@ -402,16 +413,31 @@ def _degrade_side(images: list[Image8], paired: bool, kind: str, scale: int, deg
     return hrs, lrs
 
 
+def _check_clip(val: list[Image8], flag: str) -> None:
+    """A clip for --val-sequence: two or more frames, all of one size (one-line UsageError otherwise)."""
+    if len(val) < 2:
+        raise UsageError(f"--val-sequence: {flag} gives {len(val)} validation frame; a clip needs at least 2 "
+                         "consecutive frames")
+    first = val[0]
+    for im in val[1:]:
+        if im.pixels.shape != first.pixels.shape:
+            raise UsageError(f"--val-sequence: {flag} frame {im.name} is {im.pixels.shape[2]}x{im.pixels.shape[1]}, "
+                             f"but {first.name} is {first.pixels.shape[2]}x{first.pixels.shape[1]}: a clip's "
+                             "frames share one size")
+
+
 def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = None,
               val_data: str | Path | None = None, degradation: str = DEFAULT_DEGRADATION,
-              jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> TaskData:
+              jpeg_quality: int = DEFAULT_JPEG_QUALITY, val_sequence: bool = False) -> TaskData:
     """Load, split, check and degrade the images for one task.
 
     ``kind`` is "sr", "denoise" (synthetic noise on clean frames) or "enhance" (scale 1, inputs given by
     pairs, or JPEG-degraded with ``degradation="video"``). A folder holding ``input/`` and ``target/`` is
     paired: its inputs are used as they are, and its scale must be the task's. ``patch_size`` is the
     low-resolution (network input) patch side: every training image must be at least
-    ``patch_size * scale`` on each side. Raises a one-line UsageError naming the file otherwise.
+    ``patch_size * scale`` on each side. ``val_sequence``: the validation frames, sorted by name, are an
+    ordered clip of one size (the tail of --data, or the first frames of --val-data), so that flicker
+    can be measured. Raises a one-line UsageError naming the file otherwise.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}")
@@ -421,7 +447,10 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
     if kind == "denoise" and degradation != DEFAULT_DEGRADATION:
         raise UsageError(f"--degradation {degradation} makes low-resolution inputs: it applies to the "
                          "super-resolution tasks (sr2x, sr3x, sr4x), not to denoise (which adds --noise-sigma)")
-    train, val = load_folders(data, val_data)
+    if val_sequence and data is None and val_data is None:
+        raise UsageError("--val-sequence needs an ordered clip: give --val-data DIR (or --data DIR, whose last "
+                         "frames by name validate) holding consecutive frames")
+    train, val = load_folders(data, val_data, val_sequence)
     train_flag = "--data" if data is not None else "bundled data"
     val_flag = "--val-data" if val_data is not None else "--data"
     train_paired = _check_pairs(train, train_flag, kind, scale)
@@ -448,6 +477,8 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
                 f"{val_flag}: validation image {im.name} is {w}x{h}, smaller than the {side}x{side} "
                 "minimum for validation: remove it or use larger frames"
             )
+    if val_sequence:
+        _check_clip(val, val_flag)
     val_hr, val_lr = _degrade_side(val, val_paired, kind, scale, degradation, jpeg_quality, val=True)
     train_hr, train_lr = _degrade_side(train, train_paired, kind, scale, degradation, jpeg_quality, val=False)
     source = "skimage" if data is None and val_data is None else \
@@ -457,8 +488,8 @@ def load_data(kind: str, scale: int, patch_size: int, data: str | Path | None = 
         train_names=tuple(im.name for im in train), val_names=tuple(im.name for im in val),
         train_hr=tuple(train_hr), train_lr=tuple(train_lr),
         val_hr=tuple(val_hr), val_lr=tuple(val_lr),
-        data_id=fingerprint(train, val, tag), source=source, degradation=tag,
-        train_paired=train_paired, val_paired=val_paired,
+        data_id=fingerprint(train, val, tag, val_sequence), source=source, degradation=tag,
+        train_paired=train_paired, val_paired=val_paired, val_sequence=val_sequence,
     )
 
 

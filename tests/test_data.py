@@ -292,3 +292,16 @@ def test_paired_scale_and_task_must_agree(tmp_path: Path) -> None:
     assert "--degradation render has no effect" in _pair_error("sr", 2, data=x2, degradation="render")
     assert "--task enhance learns" in _pair_error("enhance", 1)                       # bundled photos: no pairs
     assert "--task enhance learns" in _pair_error("enhance", 1, data=x1, val_data=_folder(tmp_path / "v", 2))
+
+
+def test_val_sequence_keeps_the_clip_in_order_and_checks_it(tmp_path: Path) -> None:
+    clip = _folder(tmp_path / "clip", 20)
+    data = load_data("sr", 2, 16, val_data=clip, val_sequence=True)
+    assert data.val_sequence and data.val_names == tuple(f"frame_{i:03d}.png" for i in range(16))  # first 16
+    spread = load_data("sr", 2, 16, val_data=clip)
+    assert not spread.val_sequence and spread.val_names[1] == "frame_001.png" and len(spread.val_names) == 16
+    assert spread.data_id != data.data_id and data.describe()["val_sequence"] is True
+    assert "--val-sequence needs an ordered clip" in _error(val_sequence=True)
+    assert "at least 2" in _error(val_data=_folder(tmp_path / "one", 1), val_sequence=True)
+    _write(clip / "frame_003.png", 80, 48, 3)
+    assert "frame_003.png is 80x48" in _error(val_data=clip, val_sequence=True)
