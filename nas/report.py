@@ -35,8 +35,8 @@ REPORT_NAME = "report.html"
 PNG_NAME = "pareto.png"
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
 NUMERIC_COLUMNS = ("number", "latency_ms", "latency_p90_ms", "latency_cov", "roofline_ms", "psnr_db",
-                   "bicubic_psnr_db", "psnr_gain_db", "ssim", "measure_s", "train_s", "macs", "params",
-                   "bytes_moved")
+                   "bicubic_psnr_db", "psnr_gain_db", "ssim", "shift_consistency_db", "temporal_psnr_db",
+                   "measure_s", "train_s", "macs", "params", "bytes_moved")
 BOOL_COLUMNS = ("over_budget", "trained", "latency_cached", "train_cached")
 TEXT_COLUMNS = ("state", "arch_id", "reference", "summary", "error")
 _ARCH_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")  # sha256 hex in practice; never a path separator
@@ -299,6 +299,8 @@ def _hover(run: Run, row: Any) -> str:
              f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
     if _num(row.psnr_gain_db) is not None:
         lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)")
+        lines.append(f"shift consistency {_fmt(row.shift_consistency_db, 1)} dB, "
+                     f"flicker (temporal PSNR) {_fmt(row.temporal_psnr_db, 1)} dB")
     elif row.over_budget:
         lines.append("over budget: not trained")
     if row.error:
@@ -377,6 +379,26 @@ def pareto_figure(run: Run) -> go.Figure:
     fig.update_yaxes(type="category", row=2, col=1)
     fig.update_layout(template="plotly_white", height=620, hovermode="closest", margin={"t": 40, "r": 20},
                       legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+def stability_figure(run: Run) -> go.Figure:
+    """Shift consistency (and flicker, on a clip) of each trained trial against its latency."""
+    import plotly.graph_objects as go
+
+    cands = run.candidates()
+    fig = go.Figure()
+    for col, name, colour in (("shift_consistency_db", "shift consistency", BLUE),
+                              ("temporal_psnr_db", "temporal PSNR (clip)", ORANGE)):
+        rows = cands.dropna(subset=[col])
+        if len(rows):
+            fig.add_trace(go.Scatter(name=name, mode="markers", marker={"color": colour, "size": 8},
+                                     **_points(run, rows, rows[col].tolist())))
+    if run.budget_ms:
+        fig.add_vline(x=run.budget_ms, line={"color": GREY, "dash": "dash"})
+    fig.update_layout(template="plotly_white", height=360, margin={"t": 30, "r": 20},
+                      xaxis_title="latency median (ms)", yaxis_title="dB (higher is steadier; 100 = exact)",
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
     return fig
 
 
@@ -614,13 +636,14 @@ def _top_table(run: Run) -> str:
     refs = t[(t.reference != "") & ~t.number.isin(top.number)]
     win = run.winner()
     head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>PSNR (dB)</th><th>SSIM</th>"
-            "<th>latency median (ms)</th><th>p90 (ms)</th><th>MACs</th><th>params</th>"
+            "<th>shift consistency (dB)</th><th>temporal PSNR (dB)</th><th>latency median (ms)</th><th>p90 (ms)</th><th>MACs</th><th>params</th>"
             "<th>architecture</th><th>arch id</th></tr>")
 
     def row(rank: str, r: Any) -> str:
         cls = " class='winner'" if win is not None and r.number == win.number else ""
         return (f"<tr{cls} data-trial='{int(r.number)}'><td>{_e(rank)}</td><td>{int(r.number)}</td>"
                 f"<td>{_fmt(r.psnr_gain_db, 3)}</td><td>{_fmt(r.psnr_db)}</td><td>{_fmt(r.ssim, 4)}</td>"
+                f"<td>{_fmt(r.shift_consistency_db, 1)}</td><td>{_fmt(r.temporal_psnr_db, 1)}</td>"
                 f"<td>{_fmt(r.latency_ms, 3)}</td><td>{_fmt(r.latency_p90_ms, 3)}</td>"
                 f"<td>{_si(r.macs, 'MAC')}</td><td>{_si(r.params, '')}</td>"
                 f"<td class='arch'>{_e(('[' + r.reference + '] ') if r.reference else '')}{_e(run.summary_of(r))}</td><td><code>{_e(r.arch_id[:12])}</code></td></tr>")
@@ -793,7 +816,7 @@ SCRIPT = r"""
         "No training curve stored for this trial.", "note"));
     }
   }
-  ["pareto", "progress", "roofline"].forEach(function (id) {
+  ["pareto", "stability", "progress", "roofline"].forEach(function (id) {
     var gd = document.getElementById(id);
     if (gd && gd.on) gd.on("plotly_click", function (ev) {
       var p = ev && ev.points && ev.points[0];
@@ -848,6 +871,12 @@ Click a row for details.</p>
 {_top_table(run)}
 <h2>Validation crops: bicubic, winner, ground truth</h2>
 {_crops_html(crops)}
+<h2>Temporal stability against latency</h2>
+<p class="hint">Shift consistency: a validation crop and the same crop moved by one input pixel, upscaled, the
+second moved back and compared (dB, like PSNR; 100 = the output moves exactly with the content). Low scores
+flicker under a camera pan. Temporal PSNR (with --val-sequence): how far the change between consecutive outputs
+departs from the change between consecutive targets.</p>
+{fig_div(stability_figure(run), "stability")}
 <h2>Search progress</h2>
 <p class="hint">Gain of each trained candidate by trial number; the line is the best feasible gain so far.</p>
 {fig_div(progress_figure(run), "progress")}

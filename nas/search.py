@@ -39,7 +39,7 @@ DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_defau
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
     "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
-    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
+    "shift_consistency_db", "temporal_psnr_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
 )
 
 
@@ -63,6 +63,10 @@ class SearchConfig:
     val_data: str | None = None
     loss: str = "l1"
     noise_sigma: float = 25.0                   # denoise only, on the 0-255 scale
+    degradation: str = "bicubic"                # how unpaired frames become inputs (nas.data.DEGRADATIONS)
+    jpeg_quality: int = 90                      # --degradation video
+    val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
+    min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible
     budget_stat: str = "median"
     warm_start: bool = True
     write_report: bool = True
@@ -82,6 +86,11 @@ class SearchConfig:
             raise UsageError(f"--budget-stat must be one of {', '.join(BUDGET_STATS)}, got {self.budget_stat!r}")
         if not math.isfinite(self.noise_sigma) or self.noise_sigma < 0:
             raise UsageError(f"--noise-sigma must be a non-negative number, got {self.noise_sigma}")
+        if self.min_shift_consistency is not None and not math.isfinite(self.min_shift_consistency):
+            raise UsageError(f"--min-shift-consistency must be a finite number of dB, got {self.min_shift_consistency}")
+        from nas.data import degradation_tag
+
+        degradation_tag(self.degradation, self.jpeg_quality)  # a one-line UsageError for a bad name or quality
 
 
 @dataclass
@@ -196,7 +205,17 @@ def _default_study_name(config: SearchConfig, backend: str, size: tuple[int, int
     budget = f"{config.budget_ms:g}".replace(".", "p")
     # another sampler (the random control) gets a study and run dir of its own
     sampler = "" if config.sampler == DEFAULT_SAMPLER else f"-{config.sampler}"
-    return f"{config.task}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-seed{config.seed}{sampler}"
+    from nas.data import DEFAULT_DEGRADATION, degradation_tag  # another degradation: a study of its own
+
+    tag = degradation_tag(config.degradation, config.jpeg_quality)
+    degradation = "" if tag == DEFAULT_DEGRADATION else f"-{tag}"
+    return (f"{config.task}{degradation}-{backend}-{size[0]}x{size[1]}-{config.budget_stat}{budget}ms-"
+            f"seed{config.seed}{sampler}")
+
+
+def _finite(value: float | None) -> float | None:
+    """None for a missing or non-finite number (NaN: not measured), so that run.json and --json stay strict JSON."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _fmt(value: Any) -> Any:
@@ -242,14 +261,15 @@ class Search:
         train_kwargs: dict[str, Any] = {"loss": cfg.loss, "seed": cfg.seed}
         if cfg.train_steps is not None:
             train_kwargs["steps"] = cfg.train_steps
-        if self.space.kind == "denoise":
+        if self.space.data_kind == "denoise":
             train_kwargs["noise_sigma"] = cfg.noise_sigma
         self.train_config = TrainConfig(**train_kwargs)
         self.device = "cuda" if self.backend.is_gpu else "cpu"
         self.fingerprint = self.backend.fingerprint()
         self._check_run_dir()
-        self.data = load_data(self.space.kind, self.space.scale, self.train_config.patch_size,
-                              cfg.data, cfg.val_data)
+        self.data = load_data(self.space.data_kind, self.space.scale, self.train_config.patch_size,
+                              cfg.data, cfg.val_data, degradation=cfg.degradation, jpeg_quality=cfg.jpeg_quality,
+                              val_sequence=cfg.val_sequence)
         remote = cfg.storage is not None and "://" in cfg.storage  # before the latency DB: a bad URL writes nothing
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
         try:
@@ -292,11 +312,17 @@ class Search:
         return (self.config.seed + zlib.crc32(str(self.run_dir.resolve()).encode())) % 2**32
 
     def _identity(self) -> dict[str, Any]:
-        """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers."""
-        return {"task": self.space.name, "space_version": self.space.version, "backend": self.backend.name,
-                "input_size": list(self.input_size), "budget_ms": self.config.budget_ms,
-                "budget_stat": self.config.budget_stat, "train_config": self.train_config.hash(),
-                "data": self.data.data_id}
+        """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers.
+        The degradation and the stability floor appear only when set, so that earlier studies resume."""
+        identity = {"task": self.space.name, "space_version": self.space.version, "backend": self.backend.name,
+                    "input_size": list(self.input_size), "budget_ms": self.config.budget_ms,
+                    "budget_stat": self.config.budget_stat, "train_config": self.train_config.hash(),
+                    "data": self.data.data_id}
+        if self.data.degradation != "bicubic":
+            identity["degradation"] = self.data.degradation
+        if self.config.min_shift_consistency is not None:
+            identity["min_shift_consistency"] = self.config.min_shift_consistency
+        return identity
 
     def _check_run_dir(self) -> None:
         run_json = self.run_dir / "run.json"
@@ -398,12 +424,19 @@ class Search:
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,
             "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if trial.user_attrs["train_cached"]
-            else result.train_s, "moved": result.moved,
+            else result.train_s, "moved": result.moved, "shift_consistency_db": result.shift_consistency_db,
+            "temporal_psnr_db": result.temporal_psnr_db,
         })
         if not result.moved or not math.isfinite(result.psnr_gain_db):
             trial.set_user_attr("error", "training failed: the network did not move from its classical "
                                          "baseline (dead ReLUs?); not a verdict on the architecture")
             self.study.tell(trial, state=TrialState.FAIL)
+            return
+        floor = cfg.min_shift_consistency
+        if floor is not None and not result.shift_consistency_db >= floor:  # NaN (nothing measured) fails too
+            trial.set_user_attr("error", f"shift consistency {result.shift_consistency_db:.2f} dB is below "
+                                         f"--min-shift-consistency {floor:g} dB: trained, but not eligible")
+            self.study.tell(trial, state=TrialState.PRUNED)
             return
         self.study.tell(trial, result.psnr_gain_db)
         if tally.best_gain is None or result.psnr_gain_db > tally.best_gain:
@@ -477,6 +510,7 @@ class Search:
                 "over_budget": value is not None and value > self.config.budget_ms,
                 "trained": bool(tr), "psnr_db": tr.get("psnr_db"), "bicubic_psnr_db": tr.get("bicubic_psnr_db"),
                 "psnr_gain_db": tr.get("psnr_gain_db"), "ssim": tr.get("ssim"),
+                "shift_consistency_db": tr.get("shift_consistency_db"), "temporal_psnr_db": tr.get("temporal_psnr_db"),
                 "measure_s": lat.get("measure_s"), "train_s": tr.get("train_s", 0.0 if lat else None),
                 "latency_cached": lat.get("cached"), "train_cached": t.user_attrs.get("train_cached", False),
                 "macs": counts.get("macs"), "params": counts.get("params"),
@@ -513,6 +547,8 @@ class Search:
                 "trial": best["number"], "arch_id": best["arch_id"], "summary": best["summary"],
                 "reference": best["reference"], "latency_ms": best["latency_ms"],
                 "latency_p90_ms": best["latency_p90_ms"], "psnr_gain_db": best["psnr_gain_db"],
+                "shift_consistency_db": _finite(best["shift_consistency_db"]),
+                "temporal_psnr_db": _finite(best["temporal_psnr_db"]),
             },
         }
 
@@ -563,6 +599,13 @@ class Search:
 
     def no_feasible_message(self) -> str:
         rows = self._rows()
+        floor = self.config.min_shift_consistency
+        steady = [r for r in rows if r["trained"] and r["shift_consistency_db"] is not None
+                  and math.isfinite(r["shift_consistency_db"])]
+        if floor is not None and steady:
+            top = max(steady, key=lambda r: r["shift_consistency_db"])
+            return (f"no trained candidate reaches --min-shift-consistency {floor:g} dB: the steadiest scored "
+                    f"{top['shift_consistency_db']:.1f} dB (trial {top['number']}); lower the floor or search longer")
         measured = [r for r in rows if r["latency_ms"] is not None]
         if not measured:
             return "no candidate could be measured; see the error column of trials.csv"
