@@ -1,4 +1,5 @@
-"""Image quality metrics (PSNR, SSIM) and training losses (L1, MSE, Charbonnier, HFEN).
+"""Image quality metrics (PSNR, SSIM), temporal stability (shift consistency, flicker) and training
+losses (L1, MSE, Charbonnier, HFEN).
 
 All functions take float tensors of shape (N, C, H, W) with values in [0, 1]. PSNR is computed
 over RGB; SSIM on BT.601 luma (the usual choice for SR, where chroma carries little detail).
@@ -70,6 +71,69 @@ def ssim(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
     cov = F.conv2d(x * y, win) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.flatten(1).mean(dim=1)
+
+
+# ---------------------------------------------------------------------- temporal stability
+STABILITY_CAP_DB = 100.0  # an exactly steady output (float rounding only) scores this, not infinity
+SHIFT_MARGIN = 16         # LR pixels left out at the crop edges, where zero padding sees different content
+SHIFT_MULTIPLE = 16       # crop sides are multiples of this, so that every spec's size_multiple divides them
+
+
+def _capped_db(mse: float) -> float:
+    """10 log10(1 / mse) for images in [0, 1], at most STABILITY_CAP_DB."""
+    return STABILITY_CAP_DB if mse <= 10 ** (-STABILITY_CAP_DB / 10) else -10.0 * math.log10(mse)
+
+
+def shift_crops(h: int, w: int, margin: int = SHIFT_MARGIN, multiple: int = SHIFT_MULTIPLE) -> tuple[int, int] | None:
+    """The crop (ch, cw) ``shift_consistency`` cuts from an h x w input: sides a multiple of ``multiple``
+    leaving room for a one-pixel move, or None when too little is left beyond the margins to compare."""
+    ch, cw = (h - 1) // multiple * multiple, (w - 1) // multiple * multiple
+    if ch - 2 * margin - 1 < 8 or cw - 2 * margin - 1 < 8:
+        return None
+    return ch, cw
+
+
+@torch.no_grad()
+def shift_consistency(net: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor, scale: int,
+                      margin: int = SHIFT_MARGIN) -> float:
+    """How steady the output of ``net`` stays when the camera pans by one input pixel, in dB (higher is steadier).
+
+    Upscales a crop of ``inp`` (1,C,h,w) and the same crop moved by one low-resolution pixel (right, then
+    down), moves the second output back by ``scale`` pixels and compares the two where both saw the same
+    content (``margin`` input pixels from the crop edges left out): 10 log10(1 / MSE) over both moves, capped
+    at STABILITY_CAP_DB. A shift-equivariant net (any stack of convolutions) scores the cap; one whose output
+    depends on the absolute position (space-to-depth, strided levels that alias) scores lower.
+    """
+    crop = shift_crops(inp.shape[-2], inp.shape[-1], margin)
+    if crop is None:
+        raise ValueError(f"shift_consistency: input {tuple(inp.shape[-2:])} is too small for a margin of {margin}")
+    ch, cw = crop
+    s, m = scale, margin
+    ref = net(inp[..., :ch, :cw]).clamp(0, 1).double()
+    errs = []
+    for dy, dx in ((0, 1), (1, 0)):
+        moved = net(inp[..., dy:dy + ch, dx:dx + cw]).clamp(0, 1).double()
+        a = ref[..., s * (m + dy):s * (ch - m), s * (m + dx):s * (cw - m)]
+        b = moved[..., s * m:s * (ch - m - dy), s * m:s * (cw - m - dx)]
+        errs.append(float(((a - b) ** 2).mean()))
+    return _capped_db(sum(errs) / len(errs))
+
+
+def temporal_psnr(outputs: list[torch.Tensor], targets: list[torch.Tensor], border: int = 0) -> float:
+    """Flicker of an ordered clip, in dB (higher is steadier): how far the change between consecutive outputs
+    departs from the change between consecutive targets, 10 log10(1 / MSE) over every step, border cropped,
+    capped at STABILITY_CAP_DB. Needs no optical flow: a static error (a colour cast) costs nothing, an error
+    that changes from frame to frame (flicker, crawling aliasing) costs its size."""
+    if len(outputs) != len(targets) or len(outputs) < 2:
+        raise ValueError(f"temporal_psnr: needs two or more (output, target) frames, got {len(outputs)}, {len(targets)}")
+    errs = []
+    for t in range(1, len(outputs)):
+        d_out = shave(outputs[t], border).double() - shave(outputs[t - 1], border).double()
+        d_tgt = shave(targets[t], border).double() - shave(targets[t - 1], border).double()
+        if d_out.shape != d_tgt.shape:
+            raise ValueError(f"temporal_psnr: frame {t} differs in size from frame {t - 1}")
+        errs.append(float(((d_out - d_tgt) ** 2).mean()))
+    return _capped_db(sum(errs) / len(errs))
 
 
 # ---------------------------------------------------------------------- losses

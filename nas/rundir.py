@@ -30,7 +30,7 @@ RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
     "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
-    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
+    "shift_consistency_db", "temporal_psnr_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
     "worker",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
@@ -83,6 +83,8 @@ class TrialRow:
     bicubic_psnr_db: float | None = None
     psnr_gain_db: float | None = None
     ssim: float | None = None
+    shift_consistency_db: float | None = None
+    temporal_psnr_db: float | None = None
     measure_s: float | None = None
     train_s: float | None = None
     latency_cached: bool = False
@@ -120,6 +122,7 @@ def trial_row(number_: int, state: str, attrs: Mapping[str, Any], budget: Budget
         trained=bool(tr),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
+        shift_consistency_db=number(tr.get("shift_consistency_db")), temporal_psnr_db=number(tr.get("temporal_psnr_db")),
         measure_s=number(lat.get("measure_s")), train_s=number(tr.get("train_s", 0.0 if lat else None)),
         latency_cached=lat.get("cached") is True, train_cached=attrs.get("train_cached") is True,
         macs=number(counts.get("macs")), params=number(counts.get("params")),
@@ -151,6 +154,7 @@ def summarize(rows: list[TrialRow]) -> dict[str, Any]:
         "best": None if best is None else {
             "trial": best.number, "arch_id": best.arch_id, "summary": best.summary, "reference": best.reference,
             "latency_ms": best.latency_ms, "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
+            "shift_consistency_db": best.shift_consistency_db, "temporal_psnr_db": best.temporal_psnr_db,
         },
     }
 

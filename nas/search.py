@@ -166,11 +166,15 @@ def latency_gate(study: Any, trial: Any, latency_ms: float, budget: Budget) -> b
 
 
 def default_study_name(target: Target, config: SearchConfig) -> str:
+    from nas.data import DEFAULT_DEGRADATION, degradation_tag
+
     budget = f"{target.budget.limit_ms:g}".replace(".", "p")
-    # another sampler (the random control) gets a study and run dir of its own
+    # another sampler (the random control) or degradation gets a study and run dir of its own
     sampler = "" if config.sampler == DEFAULT_SAMPLER else f"-{config.sampler}"
+    tag = degradation_tag(target.degradation, target.jpeg_quality)
+    degradation = "" if tag == DEFAULT_DEGRADATION else f"-{tag}"
     h, w = target.input_size
-    return (f"{target.space.name}-{target.backend.name}-{h}x{w}-{target.budget.stat}{budget}ms-"
+    return (f"{target.space.name}{degradation}-{target.backend.name}-{h}x{w}-{target.budget.stat}{budget}ms-"
             f"seed{config.seed}{sampler}")
 
 
@@ -261,12 +265,18 @@ class Search:
         return (self.config.seed + zlib.crc32(str(self.run_dir.resolve()).encode())) % 2**32
 
     def _identity(self) -> dict[str, Any]:
-        """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers."""
+        """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers.
+        The degradation and the stability floor appear only when set, so that earlier studies resume."""
         t = self.target
-        return {"task": t.space.name, "space_version": t.space.version, "backend": t.backend.name,
-                "input_size": list(t.input_size), "budget_ms": t.budget.limit_ms,
-                "budget_stat": t.budget.stat, "train_config": t.train_config.hash(),
-                "data": self.data.data_id}
+        identity = {"task": t.space.name, "space_version": t.space.version, "backend": t.backend.name,
+                    "input_size": list(t.input_size), "budget_ms": t.budget.limit_ms,
+                    "budget_stat": t.budget.stat, "train_config": t.train_config.hash(),
+                    "data": self.data.data_id}
+        if self.data.degradation != "bicubic":
+            identity["degradation"] = self.data.degradation
+        if t.min_shift_consistency is not None:
+            identity["min_shift_consistency"] = t.min_shift_consistency
+        return identity
 
     def _check_study_settings(self) -> None:
         identity = self._identity()
@@ -354,12 +364,19 @@ class Search:
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,
             "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if cached else result.train_s,
-            "moved": result.moved,
+            "moved": result.moved, "shift_consistency_db": result.shift_consistency_db,
+            "temporal_psnr_db": result.temporal_psnr_db,
         })
         if not result.moved or not math.isfinite(result.psnr_gain_db):
             trial.set_user_attr("error", "training failed: the network did not move from its classical "
                                          "baseline (dead ReLUs?); not a verdict on the architecture")
             self.study.tell(trial, state=TrialState.FAIL)
+            return
+        floor = target.min_shift_consistency
+        if floor is not None and not result.shift_consistency_db >= floor:  # NaN (nothing measured) fails too
+            trial.set_user_attr("error", f"shift consistency {result.shift_consistency_db:.2f} dB is below "
+                                         f"--min-shift-consistency {floor:g} dB: trained, but not eligible")
+            self.study.tell(trial, state=TrialState.PRUNED)
             return
         self.study.tell(trial, result.psnr_gain_db)
         if tally.best_gain is None or result.psnr_gain_db > tally.best_gain:
@@ -473,6 +490,8 @@ class Search:
             "storage": mask_url(cfg.storage), "study": self.study_name,
             "latency_db": mask_url(t.latency_db), "data": t.data, "val_data": t.val_data,
             "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma, "warm_start": cfg.warm_start,
+            "degradation": t.degradation, "jpeg_quality": t.jpeg_quality, "val_sequence": t.val_sequence,
+            "min_shift_consistency": t.min_shift_consistency, "predictor": cfg.predictor,
         }
         return {
             "nas_version": __version__, "study": self.study_name, "config": config,
@@ -492,8 +511,14 @@ class Search:
         })
 
     def no_feasible_message(self) -> str:
-        budget = self.target.budget
-        measured = [(budget.value(r.latency_ms, r.latency_p90_ms), r) for r in self.rows()]
+        budget, floor = self.target.budget, self.target.min_shift_consistency
+        rows = self.rows()
+        steady = [r for r in rows if r.trained and r.shift_consistency_db is not None]
+        if floor is not None and steady:
+            top = max(steady, key=lambda r: r.shift_consistency_db or 0.0)
+            return (f"no trained candidate reaches --min-shift-consistency {floor:g} dB: the steadiest scored "
+                    f"{top.shift_consistency_db:.1f} dB (trial {top.number}); lower the floor or search longer")
+        measured = [(budget.value(r.latency_ms, r.latency_p90_ms), r) for r in rows]
         measured = [(v, r) for v, r in measured if v is not None]
         if not measured:
             return "no candidate could be measured; see the error column of trials.csv"

@@ -128,18 +128,27 @@ class Target:
     latency_db: str | None = None
     data: str | None = None
     val_data: str | None = None
+    degradation: str = "bicubic"                # how unpaired frames become inputs (nas.data.degradation_tag)
+    jpeg_quality: int = 90                      # --degradation video
+    val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
+    min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible to win
 
     @classmethod
     def resolve(cls, *, budget: Budget, task: str = "sr2x", backend: str = "auto",
                 input_size: tuple[int, int] | None = None, loss: str = "l1", seed: int = 0,
                 train_steps: int | None = None, reparam: str | None = None, noise_sigma: float = 25.0,
-                latency_db: str | None = None,
-                data: str | None = None, val_data: str | None = None) -> Target:
+                latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
+                degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
+                min_shift_consistency: float | None = None) -> Target:
+        from nas.data import degradation_tag
         from nas.train import TrainConfig
         from search_spaces import get_space
 
         if not math.isfinite(noise_sigma) or noise_sigma < 0:
             raise UsageError(f"--noise-sigma must be a non-negative number, got {noise_sigma}")
+        if min_shift_consistency is not None and not math.isfinite(min_shift_consistency):
+            raise UsageError(f"--min-shift-consistency must be a finite number of dB, got {min_shift_consistency}")
+        degradation_tag(degradation, jpeg_quality)  # a one-line UsageError for a bad name or quality
         space = get_space(task)
         chosen = resolve_backend(backend)
         train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed}
@@ -147,11 +156,12 @@ class Target:
             train_kwargs["steps"] = train_steps
         if reparam is not None:
             train_kwargs["reparam"] = reparam
-        if space.kind == "denoise":
+        if space.data_kind == "denoise":
             train_kwargs["noise_sigma"] = noise_sigma
         return cls(space=space, backend=chosen, input_size=input_size or default_input_size(chosen.is_gpu),
                    budget=budget, train_config=TrainConfig(**train_kwargs), fingerprint=chosen.fingerprint(),
-                   latency_db=latency_db, data=data, val_data=val_data)
+                   latency_db=latency_db, data=data, val_data=val_data, degradation=degradation,
+                   jpeg_quality=jpeg_quality, val_sequence=val_sequence, min_shift_consistency=min_shift_consistency)
 
     @property
     def workload(self) -> Workload:
@@ -172,7 +182,9 @@ class Target:
     def load_data(self) -> TaskData:
         from nas.data import load_data
 
-        return load_data(self.space.kind, self.space.scale, self.train_config.patch_size, self.data, self.val_data)
+        return load_data(self.space.data_kind, self.space.scale, self.train_config.patch_size, self.data,
+                         self.val_data, degradation=self.degradation, jpeg_quality=self.jpeg_quality,
+                         val_sequence=self.val_sequence)
 
     def open_store(self) -> LatencyStore:
         return open_latency_store(self.latency_db)

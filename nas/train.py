@@ -3,7 +3,8 @@
 Adam, a linear learning-rate warm-up then a cosine decay to zero, random patches with flips,
 loss from ``--loss`` (L1 by default). At the end the net is validated on held-out images: PSNR
 (RGB, border = scale cropped for SR) of the net and of plain bicubic upsampling of the same
-low-resolution input (for denoise: of the noisy input itself), and the gain between the two.
+low-resolution input (for denoise: of the noisy input itself), and the gain between the two; and
+the temporal stability of the net: shift consistency on every validation image, flicker on a clip.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from nas.data import PatchSampler, TaskData, val_pairs
 from nas.errors import UsageError
-from nas.metrics import parse_loss, psnr, ssim
+from nas.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
 from nas.reparam import KINDS as REPARAM_KINDS
 from nas.reparam import collapse, fan_ins, reparameterize
 from search_spaces import ArchSpec, SearchedNet, build
@@ -101,6 +102,8 @@ class TrainResult:
     train_s: float
     moved: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    shift_consistency_db: float = math.nan  # nas.metrics.shift_consistency, mean over the validation images
+    temporal_psnr_db: float = math.nan      # nas.metrics.temporal_psnr over the validation clip; NaN: no clip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (no weights), as train.json stores them."""
@@ -120,9 +123,9 @@ class Validation:
 
 
 def baseline(inp: torch.Tensor, kind: str, scale: int) -> torch.Tensor:
-    """The classical result the gain is measured against: bicubic upsampling for SR, the noisy
-    input itself for denoise; clamped to [0, 1]."""
-    if kind == "denoise":
+    """The classical result the gain is measured against: bicubic upsampling for SR, the (noisy or
+    degraded) input itself for denoise and enhance; clamped to [0, 1]."""
+    if kind != "sr":
         return inp.clamp(0, 1)
     return F.interpolate(inp, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
@@ -159,6 +162,25 @@ def validate(net: SearchedNet, pairs: list[tuple[torch.Tensor, torch.Tensor]], k
     moved = live[0] and bool(net.out.weight.abs().max() > 0)
     n = len(pairs)
     return Validation(sum(p_net) / n, sum(p_base) / n, sum(s_net) / n, moved)
+
+
+@torch.no_grad()
+def stability(net: SearchedNet, pairs: list[tuple[torch.Tensor, torch.Tensor]], kind: str, scale: int,
+              sequence: bool, device: torch.device) -> tuple[float, float]:
+    """(shift consistency dB, mean over the images large enough for it; flicker dB over ``pairs`` as an ordered
+    clip when ``sequence``, else NaN): how steady the net's output is under a camera pan and over time."""
+    was_training = net.training
+    net.eval()
+    try:
+        shift = [shift_consistency(net, inp.to(device), scale) for inp, _ in pairs
+                 if shift_crops(inp.shape[-2], inp.shape[-1]) is not None]
+        flicker = math.nan
+        if sequence:
+            outs = [net(inp.to(device)).clamp(0, 1) for inp, _ in pairs]
+            flicker = temporal_psnr(outs, [tgt.to(device) for _, tgt in pairs], scale if kind == "sr" else 0)
+    finally:
+        net.train(was_training)
+    return (sum(shift) / len(shift) if shift else math.nan), flicker
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -207,7 +229,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
     the spec does not fit the data's task or the patch size is not a multiple of the spec's
     ``size_multiple``.
     """
-    if (spec.space, spec.scale) != (data.kind, data.scale):
+    if (spec.space, spec.scale) != (data.space_kind, data.scale):
         raise UsageError(f"spec is {spec.space} x{spec.scale} but the data was prepared for "
                          f"{data.kind} x{data.scale}: load the data for the spec's task")
     if config.patch_size % spec.size_multiple:
@@ -253,6 +275,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 val_curve.append([step, validate(net, pairs, data.kind, data.scale, dev).gain_db])
         net = collapse(net)  # the plain net: what is stored, exported, timed and shipped
         final = validate(net, pairs, data.kind, data.scale, dev)
+        shift_db, flicker_db = stability(net, pairs, data.kind, data.scale, data.val_sequence, dev)
     train_s = time.perf_counter() - t0
     val_curve.append([step, final.gain_db])
     state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in net.state_dict().items()}
@@ -260,4 +283,5 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         psnr_db=final.psnr_db, bicubic_psnr_db=final.bicubic_psnr_db, psnr_gain_db=final.gain_db,
         ssim=final.ssim, loss_curve=loss_curve, val_curve=val_curve, train_s=train_s,
         moved=final.moved and not diverged, state_dict=state,
+        shift_consistency_db=shift_db, temporal_psnr_db=flicker_db,
     )

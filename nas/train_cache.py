@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from nas.train import TrainConfig
     from search_spaces import ArchSpec
 
-TABLE = "nas_train_cache"
+TABLE = "nas_train_cache_v2"  # v2 adds the stability metrics; rows of the first table are not read (retrained once)
 _PG_LOCK_ID = 0x6E61735F74726E  # "nas_trn": the advisory lock that serializes creating the table
 metadata = sa.MetaData()
 train_cache = sa.Table(
@@ -41,6 +41,8 @@ train_cache = sa.Table(
     sa.Column("bicubic_psnr_db", sa.Float, nullable=True),
     sa.Column("psnr_gain_db", sa.Float, nullable=True),
     sa.Column("ssim", sa.Float, nullable=True),
+    sa.Column("shift_consistency_db", sa.Float, nullable=True),
+    sa.Column("temporal_psnr_db", sa.Float, nullable=True),
     sa.Column("loss_curve", sa.Text, nullable=False),   # JSON [[step, loss], ...]
     sa.Column("val_curve", sa.Text, nullable=False),    # JSON [[step, gain_db], ...]
     sa.Column("train_s", sa.Float, nullable=False),
@@ -121,6 +123,7 @@ class TrainCache:
             loss_curve=curve(row["loss_curve"]), val_curve=curve(row["val_curve"]),
             train_s=float(row["train_s"]), moved=bool(row["moved"]),
             state_dict=dict(st_load(bytes(row["weights"]))),
+            shift_consistency_db=flt(row["shift_consistency_db"]), temporal_psnr_db=flt(row["temporal_psnr_db"]),
         )
 
     def train(self, spec: ArchSpec, data: TaskData, config: TrainConfig, backend: Any,
@@ -147,6 +150,7 @@ class TrainCache:
             "arch_id": arch_id, "config_hash": config_hash, "data_id": data_id,
             "psnr_db": _num(result.psnr_db), "bicubic_psnr_db": _num(result.bicubic_psnr_db),
             "psnr_gain_db": _num(result.psnr_gain_db), "ssim": _num(result.ssim),
+            "shift_consistency_db": _num(result.shift_consistency_db), "temporal_psnr_db": _num(result.temporal_psnr_db),
             "loss_curve": _json_safe(result.loss_curve), "val_curve": _json_safe(result.val_curve),
             "train_s": float(result.train_s), "moved": bool(result.moved),
             "weights": st_save({k: v.contiguous() for k, v in result.state_dict.items()}),

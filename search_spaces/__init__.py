@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from search_spaces import denoise, sr  # noqa: F401  (registers the spaces)
+from search_spaces import denoise, enhance, sr  # noqa: F401  (registers the spaces)
 from search_spaces.base import SearchSpace
 from search_spaces.counting import Counts, count
 from search_spaces.registry import UnknownSpaceError, get_space, list_spaces, register_space

@@ -104,6 +104,11 @@ class SearchSpace(ABC):
     task: str
     version: int = 1  # bump whenever a parameter's choices change: Optuna studies must not mix them
 
+    @property
+    def data_kind(self) -> str:
+        """How the trainer makes inputs (``nas.data.load_data``'s ``kind``): the spec kind unless a space differs."""
+        return self.kind
+
     def sample(self, trial: Any, input_size: tuple[int, int] | None = None) -> ArchSpec:
         """Draw a spec through an Optuna trial; ``input_size`` (H, W) rules out what cannot tile it."""
         return self.draw(TrialChooser(trial), input_size)

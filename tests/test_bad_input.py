@@ -74,6 +74,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(3):
         _png(ws / "small" / f"f{i}.png", 8, 8, i)
     (ws / "a_file").write_text("a file where a folder is expected\n")
+    for side, names in (("input", ("a",)), ("target", ("a", "b"))):
+        (ws / "pairs" / side).mkdir(parents=True)
+        for i, name in enumerate(names):
+            _png(ws / "pairs" / side / f"{name}.png", 48 if side == "input" else 96, 64 if side == "input" else 128, i)
 
     tiny = get_space("sr2x").references()["tiny"].to_dict()
     hostile = {
@@ -133,6 +137,13 @@ TABLE = [
     ("data-not-a-folder", [*SEARCH, "--budget-ms", "1", "--data", "{ws}/a_file"], "not a folder"),
     ("data-corrupt-file", [*SEARCH, "--budget-ms", "1", "--data", "{ws}/corrupt"], "cannot read image"),
     ("data-too-small", [*SEARCH, "--budget-ms", "1", "--data", "{ws}/small"], "smaller than"),
+    ("pairs-missing-partner", [*SEARCH, "--budget-ms", "1", "--data", "{ws}/pairs"],
+     "target/b.png has no partner in input/"),
+    ("degradation-unknown", [*SEARCH, "--budget-ms", "1", "--degradation", "blur"], "--degradation must be one of"),
+    ("jpeg-quality-zero", [*SEARCH, "--budget-ms", "1", "--degradation", "video", "--jpeg-quality", "0"],
+     "--jpeg-quality must be an integer from 1 to 95"),
+    ("enhance-without-pairs", [*SEARCH, "--budget-ms", "1", "--task", "enhance"], "--task enhance learns"),
+    ("min-shift-nan", [*SEARCH, "--budget-ms", "1", "--min-shift-consistency", "nan"], "--min-shift-consistency"),
     ("arch-unknown-field", ["latency", "{ws}/unknown_field.json"], "unknown field 'exec'"),
     ("arch-not-json", ["latency", "{ws}/not_json.json"], "not valid JSON"),
     ("arch-not-utf8", ["latency", "{ws}/not_utf8.json"], "not UTF-8"),

@@ -9,7 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DEFAULT_TRAIN, DEFAULT_VAL, PatchSampler, add_noise, downscale, load_data, val_pairs
+from nas.data import (
+    DEFAULT_TRAIN,
+    DEFAULT_VAL,
+    PatchSampler,
+    add_noise,
+    degrade,
+    downscale,
+    jitter_offset,
+    load_data,
+    make_lr,
+    point_sample,
+    quantize,
+    val_pairs,
+)
 from nas.errors import UsageError
 
 
@@ -116,3 +129,179 @@ def test_denoise_noise_level_and_fixed_validation_noise() -> None:
     assert all(torch.equal(x[0], y[0]) for x, y in zip(first, second))
     gen = torch.Generator().manual_seed(0)
     assert torch.equal(add_noise(torch.full((1, 1, 2, 2), 0.5), 0.0, gen), torch.full((1, 1, 2, 2), 0.5))
+
+
+# ---------------------------------------------------------------------- degradations
+def _checkerboard(h: int, w: int) -> torch.Tensor:
+    """uint8 (3,h,w) alternating 0/255 pixels: the pattern a point sampler aliases to a flat colour."""
+    board = ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 * 255).to(torch.uint8)
+    return board.expand(3, h, w).contiguous()
+
+
+def test_point_sampling_takes_every_sth_pixel_without_a_filter() -> None:
+    hr = torch.arange(3 * 6 * 8, dtype=torch.int64).view(3, 6, 8).to(torch.uint8)
+    assert torch.equal(point_sample(hr, 2), hr[:, ::2, ::2])
+    assert torch.equal(point_sample(hr, 3, (1, 2)), hr[:, 1::3, 2::3][:, :2, :2])
+    board = _checkerboard(32, 32)
+    assert point_sample(board, 2).unique().tolist() == [0]              # aliased: the detail turns flat black
+    assert point_sample(board, 2, (0, 1)).unique().tolist() == [255]    # one pixel over: flat white
+    bicubic = make_lr(board, 2)[:, 4:-4, 4:-4].float()                  # the filter averages it to grey
+    assert (bicubic - 127.5).abs().max().item() < 2
+    assert [jitter_offset(i, 2) for i in range(5)] == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]
+
+
+def test_video_degradation_is_bicubic_then_jpeg() -> None:
+    rng = np.random.default_rng(3)
+    smooth = torch.nn.functional.interpolate(torch.from_numpy(rng.random((1, 3, 16, 16))), size=64, mode="bicubic")
+    hr = (smooth.clamp(0, 1) * 255).round().to(torch.uint8)[0]
+    bicubic = make_lr(hr, 2)
+    errs = {q: (degrade(hr, 2, "video", q).float() - bicubic.float()).abs().mean().item() for q in (30, 90)}
+    assert degrade(hr, 2, "video", 90).shape == bicubic.shape
+    assert 0 < errs[90] < errs[30]   # JPEG changes the frame, more at a lower quality
+    assert torch.equal(degrade(hr, 2, "bicubic"), bicubic)
+
+
+def test_degradation_changes_inputs_and_data_id_not_targets(sr2) -> None:
+    render = load_data("sr", 2, 48, degradation="render")
+    video = load_data("sr", 2, 48, degradation="video", jpeg_quality=90)
+    ids = {sr2.data_id, render.data_id, video.data_id, load_data("sr", 2, 48, degradation="video").data_id,
+           load_data("sr", 2, 48, degradation="video", jpeg_quality=50).data_id}
+    assert len(ids) == 4                                      # q90 is the default quality: same id
+    assert load_data("sr", 2, 48, degradation="bicubic").data_id == sr2.data_id
+    assert (render.degradation, video.degradation, sr2.degradation) == ("render", "video-q90", "bicubic")
+    assert all(torch.equal(a, b) for a, b in zip(render.val_hr, sr2.val_hr))
+    assert all(torch.equal(lr, point_sample(hr, 2)) for hr, lr in zip(render.train_hr, render.train_lr))
+    assert render.describe()["degradation"] == "render"
+    jitter = load_data("sr", 2, 48, degradation="render-jitter")
+    assert all(torch.equal(lr, point_sample(hr, 2, jitter_offset(i, 2)))
+               for i, (hr, lr) in enumerate(zip(jitter.train_hr, jitter.train_lr)))
+    assert not torch.equal(jitter.train_lr[1], render.train_lr[1])
+
+
+def test_render_patches_sit_at_matching_positions() -> None:
+    data = load_data("sr", 2, 16, degradation="render")
+    inp, tgt = PatchSampler(data, 16, seed=1).batch(8)   # flips move which pixel of each block was sampled
+    x8, y8 = quantize(inp), quantize(tgt)
+    for x, y in zip(x8, y8):
+        assert any(torch.equal(x, point_sample(y, 2, (dy, dx))) for dy in (0, 1) for dx in (0, 1))
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"degradation": "blur"}, "--degradation must be one of bicubic, render, render-jitter, video"),
+    ({"degradation": "video", "jpeg_quality": 0}, "--jpeg-quality must be an integer from 1 to 95"),
+    ({"degradation": "video", "jpeg_quality": 100}, "--jpeg-quality"),
+])
+def test_bad_degradation_settings(kwargs: dict, needle: str) -> None:
+    assert needle in _error(**kwargs)
+
+
+def test_denoise_refuses_an_sr_degradation() -> None:
+    with pytest.raises(UsageError, match="applies to the super-resolution tasks"):
+        load_data("denoise", 1, 16, degradation="render")
+
+
+# ---------------------------------------------------------------------- paired folders
+def _smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """HxWx3 uint8 with detail at several scales (random noise upsampled), like a rendered frame."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.random((1, 3, max(2, h // 4), max(2, w // 4))))
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    fine = fine + 0.15 * torch.from_numpy(rng.random((1, 3, h, w)))
+    return (fine.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+
+
+def _pairs(root: Path, n: int, scale: int, w: int = 64, h: int = 48, how: str = "render") -> Path:
+    """``n`` generated pairs in root/input and root/target: point-sampled inputs, as PNG or as JPEG q90."""
+    (root / "input").mkdir(parents=True, exist_ok=True)
+    (root / "target").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        target = _smooth(h * scale, w * scale, i)
+        Image.fromarray(target).save(root / "target" / f"f{i:03d}.png")
+        small = Image.fromarray(np.ascontiguousarray(target[::scale, ::scale]))
+        if how == "render":
+            small.save(root / "input" / f"f{i:03d}.png")
+        else:
+            small.save(root / "input" / f"f{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_paired_folder_uses_its_inputs_at_matching_positions(tmp_path: Path) -> None:
+    data = load_data("sr", 2, 16, data=_pairs(tmp_path / "p", 10, 2))
+    assert data.train_paired and data.val_paired and data.kind == "sr" and data.scale == 2
+    assert data.train_names == tuple(f"f{i:03d}.png" for i in range(9)) and data.val_names == ("f009.png",)
+    for hr, lr in zip(data.train_hr + data.val_hr, data.train_lr + data.val_lr):
+        assert torch.equal(lr, point_sample(hr, 2))          # the file's input, cropped where the target is
+    assert data.val_lr[0].shape[1:] == (48, 64) and data.describe()["train_paired"] is True
+    inp, tgt = PatchSampler(data, 16, seed=2).batch(6)
+    for x, y in zip(quantize(inp), quantize(tgt)):
+        assert any(torch.equal(x, point_sample(y, 2, (dy, dx))) for dy in (0, 1) for dx in (0, 1))
+    other = load_data("sr", 2, 16, data=_pairs(tmp_path / "q", 10, 2, how="jpeg"))
+    assert other.data_id != data.data_id                 # same targets, other inputs: other data
+
+
+def test_enhance_pairs_and_jpeg_repair_on_unpaired_frames(tmp_path: Path) -> None:
+    data = load_data("enhance", 1, 16, data=_pairs(tmp_path / "p", 4, 1, how="jpeg"))
+    assert data.kind == "enhance" and data.space_kind == "denoise" and data.val_lr[0].shape == data.val_hr[0].shape
+    assert not torch.equal(data.val_lr[0], data.val_hr[0])   # the JPEG input, not the target
+    jpeg = load_data("enhance", 1, 16, data=_folder(tmp_path / "plain", 3), degradation="video", jpeg_quality=50)
+    assert not jpeg.train_paired and torch.equal(jpeg.train_lr[0], degrade(jpeg.train_hr[0], 1, "video", 50))
+
+
+def test_unpaired_training_with_paired_validation(tmp_path: Path) -> None:
+    data = load_data("sr", 2, 16, val_data=_pairs(tmp_path / "v", 2, 2), degradation="render")
+    assert not data.train_paired and data.val_paired and data.train_names == DEFAULT_TRAIN
+    assert all(torch.equal(lr, point_sample(hr, 2)) for hr, lr in zip(data.val_hr, data.val_lr))
+
+
+def _pair_error(kind: str, scale: int, **kwargs: object) -> str:
+    with pytest.raises(UsageError) as info:
+        load_data(kind, scale, 16, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_paired_folder_errors(tmp_path: Path) -> None:
+    missing = _pairs(tmp_path / "missing", 3, 2)
+    (missing / "input" / "f001.png").unlink()
+    assert "target/f001.png has no partner in input/" in _pair_error("sr", 2, data=missing)
+    extra = _pairs(tmp_path / "extra", 3, 2)
+    Image.fromarray(_smooth(48, 64, 9)).save(extra / "input" / "z.png")
+    assert "input/z.png has no partner in target/" in _pair_error("sr", 2, data=extra)
+    odd = _pairs(tmp_path / "odd", 3, 2)
+    Image.fromarray(_smooth(97, 128, 1)).save(odd / "target" / "f001.png")
+    assert "f001.png" in (m := _pair_error("sr", 2, data=odd)) and "not one integer scale" in m and "128x97" in m
+    mixed = _pairs(tmp_path / "mixed", 3, 2)
+    Image.fromarray(_smooth(48 * 3, 64 * 3, 1)).save(mixed / "target" / "f001.png")
+    assert "different scales" in (m := _pair_error("sr", 2, data=mixed)) and "x2 (f000.png)" in m and "x3" in m
+    empty = tmp_path / "empty"
+    (empty / "input").mkdir(parents=True)
+    (empty / "target").mkdir()
+    assert "hold no .png" in _pair_error("sr", 2, data=empty)
+    bad = _pairs(tmp_path / "bad", 3, 2)
+    (bad / "input" / "f002.png").write_bytes(b"not a png at all")
+    assert "cannot read image" in (m := _pair_error("sr", 2, data=bad)) and "f002.png" in m
+
+
+def test_paired_scale_and_task_must_agree(tmp_path: Path) -> None:
+    x2, x1 = _pairs(tmp_path / "x2", 3, 2), _pairs(tmp_path / "x1", 3, 1)
+    assert "x2 apart" in (m := _pair_error("sr", 3, data=x2)) and "--task sr3x" in m and "use --task sr2x" in m
+    assert "use --task sr2x" in _pair_error("enhance", 1, data=x2)
+    assert "use --task enhance" in _pair_error("sr", 2, data=x1)
+    assert "--task enhance" in _pair_error("denoise", 1, data=x1)
+    assert "--degradation render has no effect" in _pair_error("sr", 2, data=x2, degradation="render")
+    assert "--task enhance learns" in _pair_error("enhance", 1)                       # bundled photos: no pairs
+    assert "--task enhance learns" in _pair_error("enhance", 1, data=x1, val_data=_folder(tmp_path / "v", 2))
+
+
+def test_val_sequence_keeps_the_clip_in_order_and_checks_it(tmp_path: Path) -> None:
+    clip = _folder(tmp_path / "clip", 20)
+    data = load_data("sr", 2, 16, val_data=clip, val_sequence=True)
+    assert data.val_sequence and data.val_names == tuple(f"frame_{i:03d}.png" for i in range(16))  # first 16
+    spread = load_data("sr", 2, 16, val_data=clip)
+    assert not spread.val_sequence and spread.val_names[1] == "frame_001.png" and len(spread.val_names) == 16
+    assert spread.data_id != data.data_id and data.describe()["val_sequence"] is True
+    assert "--val-sequence needs an ordered clip" in _error(val_sequence=True)
+    assert "at least 2" in _error(val_data=_folder(tmp_path / "one", 1), val_sequence=True)
+    _write(clip / "frame_003.png", 80, 48, 3)
+    assert "frame_003.png is 80x48" in _error(val_data=clip, val_sequence=True)

@@ -1,4 +1,4 @@
-"""PSNR, SSIM, HFEN and the --loss parser."""
+"""PSNR, SSIM, HFEN, shift consistency, flicker and the --loss parser."""
 
 from __future__ import annotations
 
@@ -10,7 +10,20 @@ import torch
 from skimage.metrics import structural_similarity
 
 from nas.errors import UsageError
-from nas.metrics import charbonnier_loss, hfen, l1_loss, log_kernel, parse_loss, psnr, ssim, to_luma
+from nas.metrics import (
+    STABILITY_CAP_DB,
+    charbonnier_loss,
+    hfen,
+    l1_loss,
+    log_kernel,
+    parse_loss,
+    psnr,
+    shift_consistency,
+    ssim,
+    temporal_psnr,
+    to_luma,
+)
+from search_spaces import ArchSpec, Conv, build
 
 
 def _images(seed: int = 0, shape: tuple[int, ...] = (2, 3, 40, 48)) -> torch.Tensor:
@@ -84,3 +97,54 @@ def test_luma_weights() -> None:
     x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
     assert to_luma(x).item() == pytest.approx(0.299)
     assert np.allclose(to_luma(torch.ones(1, 3, 2, 2)).numpy(), 1.0)
+
+
+# ---------------------------------------------------------------------- temporal stability
+def _bicubic(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+
+
+def _frame(seed: int = 0, size: int = 64) -> torch.Tensor:
+    return 0.3 + 0.4 * _images(seed, (1, 3, size, size))  # away from 0 and 1: clamping never acts
+
+
+def test_shift_consistency_rewards_equivariance_and_punishes_position() -> None:
+    x = _frame()
+    assert shift_consistency(_bicubic, x, 2) == STABILITY_CAP_DB   # moves with the content: steady
+
+    def columns(inp: torch.Tensor) -> torch.Tensor:
+        """Bicubic plus +-0.05 alternating every input column: the output depends on absolute position."""
+        out = _bicubic(inp)
+        sign = (torch.arange(out.shape[-1]) // 2 % 2 * 2 - 1).to(out.dtype)
+        return out + 0.05 * sign
+
+    # a one-pixel move right flips the pattern (error 0.1 everywhere), a move down leaves it: MSE 0.01 / 2
+    assert shift_consistency(columns, x, 2) == pytest.approx(-10 * math.log10(0.005), abs=1e-3)
+    with pytest.raises(ValueError, match="too small"):
+        shift_consistency(_bicubic, x[..., :32, :32], 2)
+
+
+def _random_output(spec: ArchSpec) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build(spec).eval()
+    torch.nn.init.normal_(net.out.weight, std=0.05)   # the output conv starts at zero: give it a voice
+    return net
+
+
+def test_space_to_depth_is_less_shift_consistent_than_plain_convs() -> None:
+    plain = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1, head=(Conv(16, 3),))
+    s2d = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=2, head=(Conv(16, 3),))
+    x = _frame(1)
+    steady, aliased = shift_consistency(_random_output(plain), x, 2), shift_consistency(_random_output(s2d), x, 2)
+    assert steady > 90 and aliased < steady - 20, (steady, aliased)
+
+
+def test_temporal_psnr_sees_flicker_not_static_error() -> None:
+    clip = [_frame(t) for t in range(4)]
+    assert temporal_psnr(clip, clip) == STABILITY_CAP_DB
+    assert temporal_psnr([f + 0.05 for f in clip], clip) == STABILITY_CAP_DB    # a steady cast does not flicker
+    flicker = [f + 0.05 * (-1) ** t for t, f in enumerate(clip)]                # +-0.05 frame to frame
+    assert temporal_psnr(flicker, clip) == pytest.approx(-10 * math.log10(0.1**2), abs=1e-4)  # float32 frames
+    assert temporal_psnr(flicker, clip, border=2) == pytest.approx(-10 * math.log10(0.1**2), abs=1e-4)  # float32 frames
+    with pytest.raises(ValueError, match="two or more"):
+        temporal_psnr(clip[:1], clip[:1])

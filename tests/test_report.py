@@ -127,8 +127,8 @@ def test_hostile_strings_cannot_inject_html(tmp_path: Path) -> None:
     run = load_run(_hostile_run(tmp_path))
     page = render_html(run, crops={"error": HOSTILE})
     tags = parse(page)
-    # Exactly our scripts: plotly.js, three figures, the data block, the click handler.
-    assert [t for t, _ in tags].count("script") == 6
+    # Exactly our scripts: plotly.js, four figures, the data block, the click handler.
+    assert [t for t, _ in tags].count("script") == 7
     assert not [t for t, _ in tags if t == "img"]
     assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
     assert "<script>alert" not in page and "<img src=x" not in page
@@ -142,6 +142,26 @@ def test_hostile_strings_cannot_inject_html(tmp_path: Path) -> None:
     # The arch id that walks out of archs/ is refused, not read.
     assert "123456.789" not in page
     assert any("not a plain identifier" in p for p in run.problems)
+
+
+def test_stability_is_shown_per_trial_and_against_latency(tmp_path: Path) -> None:
+    from nas.report import stability_figure
+
+    run_dir = _hostile_run(tmp_path)
+    with open(run_dir / "trials.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row, shift in zip(rows, ("41.5", "87.3", "")):
+        row["shift_consistency_db"] = shift
+    with open(run_dir / "trials.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run = load_run(run_dir)
+    fig = stability_figure(run)
+    assert [t.name for t in fig.data] == ["shift consistency"]   # no clip: no temporal PSNR trace
+    assert list(fig.data[0].x) == [0.5, 0.7] and list(fig.data[0].y) == [41.5, 87.3]
+    page = render_html(run, crops={"error": "none"})
+    assert "<td>41.5</td>" in page and "<td>87.3</td>" in page        # the top-candidates table
 
 
 @pytest.mark.parametrize("breakage", ["no dir", "no trials.csv", "bad run.json", "missing column", "bad number"])

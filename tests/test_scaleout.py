@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from nas.train_cache import TABLE as TRAIN_TABLE
+
 pytestmark = [pytest.mark.slow]
 
 TINY = ["--task", "sr2x", "--input-size", "32x48", "--budget-ms", "2", "--train-steps", "20", "--seed", "0",
@@ -90,7 +92,7 @@ def test_three_workers_finish_exactly_3k_trials_with_one_latency_row_per_arch(po
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT arch_id, count(*) FROM latency GROUP BY arch_id")).all()
-        trained = {r[0] for r in conn.execute(sa.text("SELECT arch_id FROM nas_train_cache"))}
+        trained = {r[0] for r in conn.execute(sa.text(f"SELECT arch_id FROM {TRAIN_TABLE}"))}
     engine.dispose()
     per_arch = dict(rows)
     assert all(n == 1 for n in per_arch.values()), f"duplicated latency rows: {per_arch}"

@@ -120,3 +120,21 @@ def test_every_sampler_runs_past_its_start_up(tiny_search: dict, tmp_path: Path)
         assert len(rows) == json.loads(proc.stdout)["n_trials"] == 14
         if sampler == "evolution":
             assert len({r["arch_id"] for r in rows[10:]} - {r["arch_id"] for r in rows[:10]}) >= 3
+
+
+def test_degradation_and_stability_floor_reach_the_run_dir(tmp_path: Path) -> None:
+    """--degradation render names its own study and data; a floor no net can reach leaves nothing eligible (exit 3)."""
+    run_dir = tmp_path / "render"
+    proc = run_nas("search", "--input-size", "32x48", "--budget-ms", "5", "--trials", "2", "--train-steps", "5",
+                   "--backend", "onnxruntime", "--degradation", "render", "--min-shift-consistency", "101",
+                   "--run-dir", str(run_dir), "--latency-db", str(tmp_path / "nas.db"), "--no-report", "--no-export",
+                   "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "no trained candidate reaches --min-shift-consistency 101 dB" in proc.stderr
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["study"].startswith("sr2x-render-") and run["data"]["degradation"] == "render"
+    assert run["config"]["min_shift_consistency"] == 101
+    rows = read_trials(run_dir)
+    assert len(rows) == 2 and all(r["trained"] == "True" and r["state"] == "PRUNED" for r in rows)
+    assert all(0 < float(r["shift_consistency_db"]) <= 100 and r["temporal_psnr_db"] == "" for r in rows)
+    assert all("below --min-shift-consistency" in r["error"] for r in rows)

@@ -28,6 +28,13 @@ def test_registry_lists_the_tasks() -> None:
         ss.get_space("sr5x")
 
 
+def test_enhance_is_the_denoise_topology_trained_on_pairs() -> None:
+    enhance, denoise = ss.get_space("enhance"), ss.get_space("denoise")
+    assert (enhance.kind, enhance.scale, enhance.data_kind, denoise.data_kind) == ("denoise", 1, "enhance", "denoise")
+    assert enhance.random_spec(3, SMALL) == denoise.random_spec(3, SMALL)   # same nets: latencies are shared
+    assert enhance.references() == denoise.references()
+
+
 @pytest.mark.parametrize("name", SPACES)
 def test_random_specs_build_and_run(name: str) -> None:
     for spec in random_specs(name):

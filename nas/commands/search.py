@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 3 no architecture meets the budget.",
     )
     p.add_argument("--budget-ms", type=_budget, required=True, metavar="MS", help="per-frame latency budget")
-    p.add_argument("--task", default="sr2x", help="search space / task: sr2x (default), sr3x, sr4x, denoise")
+    p.add_argument("--task", default="sr2x",
+                   help="search space / task: sr2x (default), sr3x, sr4x, denoise, enhance (same-size pairs)")
     p.add_argument("--backend", default="auto",
                    help="auto (default: tensorrt > torch-cuda > onnxruntime > torch-cpu), tensorrt, "
                    "torch-cuda, onnxruntime, torch-cpu")
@@ -69,6 +70,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
     p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
     p.add_argument("--noise-sigma", type=float, default=25.0, help="denoise: Gaussian noise sigma on 0-255")
+    p.add_argument("--degradation", default="bicubic", metavar="KIND",
+                   help="how unpaired frames (and the bundled photos) become inputs: bicubic (default, antialiased), "
+                   "render (point sampling, aliased, as a game renders at low resolution), render-jitter (the same "
+                   "with a sub-pixel offset per frame), video (bicubic then JPEG at --jpeg-quality); "
+                   "--task enhance with video: JPEG alone. Folders with input/ and target/ pairs use their own inputs")
+    p.add_argument("--jpeg-quality", type=int, default=90, metavar="Q",
+                   help="JPEG quality of --degradation video, 1-95 (default 90, as NTIRE 2023 real-time SR)")
+    p.add_argument("--val-sequence", action="store_true",
+                   help="the validation frames, sorted by name, are an ordered clip: also measure flicker")
+    p.add_argument("--min-shift-consistency", type=float, metavar="DB",
+                   help="a trained candidate whose shift consistency (dB) is below this is not eligible to win")
     p.add_argument("--budget-stat", choices=BUDGET_STATS, default="median",
                    help="latency statistic the budget applies to (default median)")
     p.add_argument("--no-warm-start", action="store_true",
@@ -95,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
         seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma, latency_db=args.latency_db,
-        data=args.data, val_data=args.val_data,
+        data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
+        val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
     )
     search = Search(target, config, quiet=args.json)
     summary = search.run()
@@ -124,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"      {best['latency_ms']:.3f} ms ({target.budget.stat} budget {target.budget.limit_ms:g} ms), "
               f"{best['psnr_gain_db']:+.2f} dB over bicubic; {summary['n_trials']} trials, "
               f"{summary['n_trained']} trained, {summary['n_over_budget']} over budget (never trained)")
+        if best["shift_consistency_db"] is not None:
+            print(f"      shift consistency {best['shift_consistency_db']:.1f} dB"
+                  + (f", temporal PSNR {best['temporal_psnr_db']:.1f} dB" if best["temporal_psnr_db"] is not None
+                     else ""))
         print(f"run dir: {search.run_dir}")
     return 0
 

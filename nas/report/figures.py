@@ -39,6 +39,8 @@ def _hover(run: Run, row: Any) -> str:
              f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
     if _num(row.psnr_gain_db) is not None:
         lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)")
+        lines.append(f"shift consistency {_fmt(row.shift_consistency_db, 1)} dB, "
+                     f"flicker (temporal PSNR) {_fmt(row.temporal_psnr_db, 1)} dB")
     elif row.over_budget:
         lines.append("over budget: not trained")
     if row.error:
@@ -119,6 +121,27 @@ def pareto_figure(run: Run) -> go.Figure:
     fig.update_yaxes(type="category", row=2, col=1)
     fig.update_layout(template="plotly_white", height=620, hovermode="closest", margin={"t": 40, "r": 20},
                       legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+def stability_figure(run: Run) -> go.Figure:
+    """Shift consistency (and flicker, on a clip) of each trained trial against its latency."""
+    import plotly.graph_objects as go
+
+    cands = run.candidates()
+    fig = go.Figure()
+    for col, name, colour in (("shift_consistency_db", "shift consistency", BLUE),
+                              ("temporal_psnr_db", "temporal PSNR (clip)", ORANGE)):
+        rows = cands.dropna(subset=[col])
+        if len(rows):
+            fig.add_trace(go.Scatter(name=name, mode="markers", marker={"color": colour, "size": 8},
+                                     **_points(run, rows, rows[col].tolist())))
+    if run.budget_ms:
+        fig.add_vline(x=run.budget_ms, line={"color": GREY, "dash": "dash"})
+    fig.update_layout(template="plotly_white", height=360, margin={"t": 30, "r": 20},
+                      xaxis_title=f"latency per frame, {run.latency_label} (ms)",
+                      yaxis_title="dB (higher is steadier; 100 = exact)",
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
     return fig
 
 

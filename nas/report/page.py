@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
 from nas.report.crops import winner_crops
-from nas.report.figures import pareto_figure, progress_figure, roofline_figure
+from nas.report.figures import pareto_figure, progress_figure, roofline_figure, stability_figure
 from nas.report.run import Run, load_run
 from nas.report.text import _dict, _e, _fmt, _num, _pairs, _script_json, _si
 
@@ -157,6 +157,7 @@ def _top_table(run: Run) -> str:
     refs = t[(t.reference != "") & ~t.number.isin(top.number)]
     win = run.winner()
     head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>PSNR (dB)</th><th>SSIM</th>"
+            "<th>shift consistency (dB)</th><th>temporal PSNR (dB)</th>"
             "<th>latency median (ms)</th><th>p90 (ms)</th><th>MACs</th><th>params</th>"
             "<th>architecture</th><th>arch id</th></tr>")
 
@@ -164,6 +165,7 @@ def _top_table(run: Run) -> str:
         cls = " class='winner'" if win is not None and r.number == win.number else ""
         return (f"<tr{cls} data-trial='{int(r.number)}'><td>{_e(rank)}</td><td>{int(r.number)}</td>"
                 f"<td>{_fmt(r.psnr_gain_db, 3)}</td><td>{_fmt(r.psnr_db)}</td><td>{_fmt(r.ssim, 4)}</td>"
+                f"<td>{_fmt(r.shift_consistency_db, 1)}</td><td>{_fmt(r.temporal_psnr_db, 1)}</td>"
                 f"<td>{_fmt(r.latency_ms, 3)}</td><td>{_fmt(r.latency_p90_ms, 3)}</td>"
                 f"<td>{_si(r.macs, 'MAC')}</td><td>{_si(r.params, '')}</td>"
                 f"<td class='arch'>{_e(('[' + r.reference + '] ') if r.reference else '')}{_e(run.summary_of(r))}</td><td><code>{_e(r.arch_id[:12])}</code></td></tr>")
@@ -252,6 +254,12 @@ Click a row for details.</p>
 {_top_table(run)}
 <h2>Validation crops: bicubic, winner, ground truth</h2>
 {_crops_html(crops)}
+<h2>Temporal stability against latency</h2>
+<p class="hint">Shift consistency: a validation crop and the same crop moved by one input pixel, upscaled, the
+second moved back and compared (dB, like PSNR; 100 = the output moves exactly with the content). Low scores
+flicker under a camera pan. Temporal PSNR (with --val-sequence): how far the change between consecutive outputs
+departs from the change between consecutive targets.</p>
+{fig_div(stability_figure(run), "stability")}
 <h2>Search progress</h2>
 <p class="hint">Gain of each trained candidate by trial number; the line is the best feasible gain so far.</p>
 {fig_div(progress_figure(run), "progress")}

@@ -85,7 +85,7 @@
         "No training curve stored for this trial.", "note"));
     }
   }
-  ["pareto", "progress", "roofline"].forEach(function (id) {
+  ["pareto", "stability", "progress", "roofline"].forEach(function (id) {
     var gd = document.getElementById(id);
     if (gd && gd.on) gd.on("plotly_click", function (ev) {
       var p = ev && ev.points && ev.points[0];
