@@ -278,3 +278,69 @@ def test_report_renders_offline_in_chromium(tiny_report: Path) -> None:
     assert crops == (3 if winner else 0)
     if n_trained > 1:
         assert clicked is not None and clicked.startswith(f"Trial {target['trial']}"), clicked
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)")
+def test_every_reference_is_named_with_no_label_over_another(tmp_path: Path) -> None:
+    """Many reference nets at nearly the same latency, trained or over the budget (fsrcnn was once printed
+    over espcn): in Chromium every name is drawn and no two labels' boxes intersect."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    from nas.rundir import RunDirWriter, TrialRow
+
+    names = ["tiny", "espcn", "fsrcnn", "fsrcnn_small", "ecbsr_m4c8", "ecbsr_m4c16", "abpn", "quicksrnet_s",
+             "quicksrnet_m", "sesr_m5", "bicubic_pp"]
+    rows = []
+    for i, name in enumerate(names):
+        trained = i % 2 == 0
+        latency = 3.0 + 0.04 * i if trained else 11.6 + 0.05 * i
+        rows.append(TrialRow(number=i, state="COMPLETE" if trained else "PRUNED", arch_id=f"{i:064x}", reference=name,
+                             summary=name, latency_ms=latency, latency_p90_ms=latency * 1.05, over_budget=not trained,
+                             trained=trained, psnr_gain_db=0.50 + 0.01 * i if trained else None))
+    rows.append(TrialRow(number=len(names), state="COMPLETE", arch_id="f" * 64, latency_ms=2.5, latency_p90_ms=2.6,
+                         trained=True, psnr_gain_db=0.7))
+    writer = RunDirWriter(tmp_path / "run")
+    writer.check("s")
+    writer.create()
+    writer.write_trials(rows)
+    writer.write_run_json({"study": "s", "config": {"budget_ms": 4.0, "task": "sr2x"}, "summary": None})
+    page = tmp_path / "run" / "report.html"
+    page.write_text(render_html(load_run(tmp_path / "run"), crops={"error": "no crops in this test"}), encoding="utf-8")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1300, "height": 900})
+            tab.goto(page.as_uri(), wait_until="load")
+            tab.wait_for_selector("#pareto .annotation-text")
+            boxes = tab.evaluate("""() => Array.from(document.querySelectorAll('#pareto .annotation-text'))
+                .map(e => { const b = e.getBoundingClientRect(); return [e.textContent, b.left, b.right, b.top, b.bottom]; })""")
+        finally:
+            browser.close()
+    labels = [b for b in boxes if b[0] in names]
+    assert sorted(b[0] for b in labels) == sorted(names)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            apart = a[2] <= b[1] or b[2] <= a[1] or a[4] <= b[3] or b[4] <= a[3]
+            assert apart, f"labels {a[0]!r} and {b[0]!r} overlap: {a[1:]} vs {b[1:]}"
+
+
+def test_the_report_says_which_trials_trained_re_parameterized(tmp_path: Path) -> None:
+    from nas.rundir import RunDirWriter, TrialRow
+
+    rows = [TrialRow(number=n, state="COMPLETE", arch_id=f"{n:064x}", latency_ms=1.0 + n, trained=True,
+                     psnr_gain_db=0.5) for n in range(2)]
+    writer = RunDirWriter(tmp_path / "run")
+    writer.check("s")
+    writer.create()
+    writer.write_trials(rows)
+    writer.write_run_json({"study": "s", "config": {"budget_ms": 4.0}, "summary": None})
+    for row, kind in zip(rows, ("linear", "none")):
+        folder = writer.arch_dir(row.arch_id)
+        (folder / "train.json").write_text(json.dumps({"train_config": {"reparam": kind}}))
+    page = render_html(load_run(tmp_path / "run"), crops={"error": "none"})
+    data = json.loads(re.search(r'<script type="application/json" id="nas-data">(.*?)</script>', page,
+                                re.DOTALL).group(1))
+    assert data["archs"][rows[0].arch_id]["reparam"] == "linear"
+    assert data["archs"][rows[1].arch_id]["reparam"] is None
+    assert "trained re-parameterized (linear)" in page and "trained plain" in page

@@ -38,7 +38,9 @@ def _hover(run: Run, row: Any) -> str:
              f"latency {_fmt(row.latency_ms, 3)} ms median, {_fmt(row.latency_p90_ms, 3)} ms p90",
              f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
     if _num(row.psnr_gain_db) is not None:
-        lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)")
+        kind = run.reparam_of(row.arch_id)
+        lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)"
+                     + (f", trained re-parameterized ({_e(kind)})" if kind else ", trained plain"))
         lines.append(f"shift consistency {_fmt(row.shift_consistency_db, 1)} dB, "
                      f"flicker (temporal PSNR) {_fmt(row.temporal_psnr_db, 1)} dB")
     elif row.over_budget:
@@ -54,6 +56,39 @@ def _points(run: Run, rows: pd.DataFrame, y: list[Any]) -> dict[str, Any]:
             "text": [_hover(run, r) for r in rows.itertuples()],
             "customdata": rows.number.tolist(),
             "hovertemplate": "%{text}<extra></extra>"}
+
+
+# Reference labels are placed in lanes above their markers so that no two overlap. The plot's pixel size is
+# not known before the browser lays it out: these are conservative guesses (a narrower, shorter plot than
+# the page's), so that labels kept apart here are apart on screen (tests/test_report.py measures it).
+PLOT_W_PX, MAIN_H_PX, STRIP_H_PX = 1000, 380, 90
+CHAR_PX, LABEL_H_PX, LANE_PX, MAX_LANES = 7.0, 14, 15, 12
+
+
+def label_lanes(points_px: list[tuple[float, float]], texts: list[str]) -> list[int]:
+    """For labels centred above markers at ``points_px`` (x, y up, in pixels): the lane of each, the lowest
+    one where its box overlaps no label placed before it (placed left to right)."""
+    placed: list[tuple[float, float, float, float]] = []
+    lanes = [0] * len(points_px)
+    for i in sorted(range(len(points_px)), key=lambda k: points_px[k][0]):
+        x, y = points_px[i]
+        half = (CHAR_PX * len(texts[i]) + 8) / 2
+        for lane in range(MAX_LANES):
+            cy = y + 12 + lane * LANE_PX
+            box = (x - half, x + half, cy - LABEL_H_PX / 2, cy + LABEL_H_PX / 2)
+            if not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
+                break
+        placed.append(box)
+        lanes[i] = lane
+    return lanes
+
+
+def _axis_range(values: list[float], log: bool, pad: float = 0.05, head: float = 0.0) -> list[float]:
+    """An explicit axis range around ``values`` (log10 units on a log axis), padded, with ``head`` on top."""
+    vs = [math.log10(v) for v in values] if log else list(values)
+    lo, hi = min(vs), max(vs)
+    span = (hi - lo) or (abs(hi) or 1.0)
+    return [lo - pad * span, hi + (pad + head) * span]
 
 
 def pareto_figure(run: Run) -> go.Figure:
@@ -81,11 +116,9 @@ def pareto_figure(run: Run) -> go.Figure:
     fig.add_trace(go.Scatter(name=f"trained candidates ({len(cands)})", mode="markers",
                              marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
                              **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)
-    fig.add_trace(go.Scatter(name="reference nets", mode="markers+text", textposition="top center",
+    fig.add_trace(go.Scatter(name="reference nets", mode="markers",
                              marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
-                             **{**_points(run, refs, refs.psnr_gain_db.tolist()), "text": [_e(r) for r in refs.reference],
-                                "hovertext": [_hover(run, r) for r in refs.itertuples()],
-                                "hovertemplate": "%{hovertext}<extra></extra>"}), 1, 1)
+                             **_points(run, refs, refs.psnr_gain_db.tolist())), 1, 1)
     win = run.winner()
     if win is not None:
         wrow = t[t.number == win.number]
@@ -96,12 +129,9 @@ def pareto_figure(run: Run) -> go.Figure:
                              marker={"symbol": "x-thin", "size": 10, "color": GREY, "line": {"color": GREY, "width": 2}},
                              **_points(run, over, ["not trained"] * len(over))), 2, 1)
     if len(over_refs):
-        fig.add_trace(go.Scatter(name="reference nets over budget", mode="markers+text", textposition="top center",
+        fig.add_trace(go.Scatter(name="reference nets over budget", mode="markers",
                                  marker={"symbol": "diamond-open", "size": 11, "color": GREEN, "line": {"width": 2}},
-                                 **{**_points(run, over_refs, ["not trained"] * len(over_refs)),
-                                    "text": [_e(r) for r in over_refs.reference],
-                                    "hovertext": [_hover(run, r) for r in over_refs.itertuples()],
-                                    "hovertemplate": "%{hovertext}<extra></extra>"}), 2, 1)
+                                 **_points(run, over_refs, ["not trained"] * len(over_refs))), 2, 1)
     if len(failed):
         fig.add_trace(go.Scatter(name=f"failed ({len(failed)})", mode="markers",
                                  marker={"symbol": "circle-open", "size": 9, "color": VERMILION},
@@ -114,14 +144,45 @@ def pareto_figure(run: Run) -> go.Figure:
                       line={"color": VERMILION, "dash": "dash", "width": 2})
         fig.add_annotation(xref="x", yref="paper", x=bx, y=1, yanchor="bottom", showarrow=False,
                            text=f"budget {_fmt(budget, 3)} ms", font={"color": VERMILION})
-    fig.update_xaxes(type="log" if log_x else "linear", row=1, col=1)
+    x_range = _axis_range(xs, log_x) if xs else None
+    gains = trained.psnr_gain_db.tolist() + [0.0]
+    y_range = _axis_range(gains, False, head=0.3)  # headroom above for the reference labels
+    _label_references(fig, refs, over_refs, col, log_x, x_range, y_range)
+    fig.update_xaxes(type="log" if log_x else "linear", range=x_range, row=1, col=1)
     fig.update_xaxes(type="log" if log_x else "linear", title_text=f"latency per frame, {run.latency_label} (ms)",
-                     row=2, col=1)
-    fig.update_yaxes(title_text="PSNR gain over bicubic (dB)", row=1, col=1)
+                     range=x_range, row=2, col=1)
+    fig.update_yaxes(title_text="PSNR gain over bicubic (dB)", range=y_range, row=1, col=1)
     fig.update_yaxes(type="category", row=2, col=1)
     fig.update_layout(template="plotly_white", height=620, hovermode="closest", margin={"t": 40, "r": 20},
                       legend={"orientation": "h", "y": -0.12, "x": 0})
     return fig
+
+
+def _label_references(fig: go.Figure, refs: pd.DataFrame, over_refs: pd.DataFrame, col: str, log_x: bool,
+                      x_range: list[float] | None, y_range: list[float]) -> None:
+    """Name every reference net with an annotation above its marker, in lanes that keep labels apart."""
+    if x_range is None or not (len(refs) or len(over_refs)):
+        return
+
+    def x_px(v: float) -> float:
+        x = math.log10(v) if log_x else v
+        return (x - x_range[0]) / (x_range[1] - x_range[0]) * PLOT_W_PX
+
+    points, texts, where = [], [], []
+    for r in refs.itertuples():  # the main chart sits above the strip
+        y = STRIP_H_PX + 20 + (r.psnr_gain_db - y_range[0]) / (y_range[1] - y_range[0]) * MAIN_H_PX
+        points.append((x_px(getattr(r, col)), y))
+        texts.append(str(r.reference))
+        where.append(("x", "y", getattr(r, col), r.psnr_gain_db))
+    for r in over_refs.itertuples():
+        points.append((x_px(getattr(r, col)), STRIP_H_PX / 2))
+        texts.append(str(r.reference))
+        where.append(("x2", "y2", getattr(r, col), "not trained"))
+    for text, lane, (xref, yref, x, y) in zip(texts, label_lanes(points, texts), where):
+        fig.add_annotation(xref=xref, yref=yref, x=math.log10(x) if log_x else x, y=y, text=_e(text),
+                           showarrow=True, arrowhead=0, arrowwidth=1, arrowcolor=GREY, ax=0,
+                           ay=-(12 + lane * LANE_PX), font={"size": 11, "color": "#1d1d1f"},
+                           bgcolor="rgba(255,255,255,0.75)")
 
 
 def stability_figure(run: Run) -> go.Figure:

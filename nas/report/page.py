@@ -204,6 +204,7 @@ def _details_data(run: Run) -> dict[str, Any]:
             "val": _pairs(tr.get("val_curve")),
             "unstable": bool(lat.get("unstable")) if isinstance(lat.get("unstable"), bool) else None,
             "moved": tr.get("moved") if isinstance(tr.get("moved"), bool) else None,
+            "reparam": run.reparam_of(arch_id),
         }
     trials = {}
     for r in run.trials.itertuples():

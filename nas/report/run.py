@@ -58,6 +58,14 @@ class Run:
     def input_hw(self) -> tuple[int, int] | None:
         return self.dir.input_size
 
+    def reparam_of(self, arch_id: str) -> str | None:
+        """The re-parameterized block kind the trial trained with (train.json), None when plain or unknown."""
+        from nas.reparam import KINDS
+
+        config = self.train.get(arch_id, {}).get("train_config")
+        kind = config.get("reparam") if isinstance(config, dict) else None
+        return kind if kind in KINDS and kind != "none" else None
+
     def summary_of(self, row: Any) -> str:
         """One-line architecture: from the validated arch.json, else the CSV's text (raw, escape it)."""
         spec = self.specs.get(row.arch_id)

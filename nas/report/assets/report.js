@@ -30,6 +30,7 @@
       "; " + si(t.macs) + "MAC, " + si(t.params) + " params; " +
       (t.psnr_gain_db !== null ? "gain " + fmt(t.psnr_gain_db, 3) + " dB over bicubic" +
         (t.train_s !== null ? ", trained in " + fmt(t.train_s, 1) + " s" : "") +
+        (a.reparam ? ", trained re-parameterized (" + a.reparam + " blocks, collapsed to plain convs)" : "") +
         (a.moved === false ? " (training did not move: a training failure)" : "")
        : (t.over_budget ? "over budget: never trained" : "not trained")) +
       (t.error ? "; error: " + t.error : "") + "; arch id " + t.arch_id;
