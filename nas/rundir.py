@@ -185,11 +185,19 @@ class RunDirWriter:
             if other != study:
                 raise UsageError(f"run dir {self.path} already holds study '{other}', not "
                                  f"'{study}': choose another --run-dir (nothing was overwritten)")
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.exists() and any(self.path.iterdir()) and not self._started_only():
             raise UsageError(f"run dir {self.path} exists and is not a nas run dir: choose another --run-dir")
         parent = next((p for p in (self.path, *self.path.parents) if p.exists()), Path("."))
         if not os.access(parent, os.W_OK):
             raise UsageError(f"cannot write run dir {self.path}: {parent} is not writable")
+
+    def _started_only(self) -> bool:
+        """What a search leaves when it is killed after creating the run dir and before its first run.json:
+        an empty archs/ and perhaps its journal. Rerunning the command resumes there."""
+        names = {p.name for p in self.path.iterdir()}
+        archs = self.path / ARCHS
+        return (names <= {ARCHS, "study.journal", f"{RUN_JSON}.tmp"} and archs.is_dir()
+                and not any(archs.iterdir()))
 
     def create(self) -> None:
         try:

@@ -35,6 +35,7 @@ from nas.storage import (
     mask_url,
     open_optuna_storage,
     retried_trial_numbers,
+    waiting_retries,
 )
 from nas.target import Budget, Target
 from search_spaces.registry import Registry
@@ -409,7 +410,8 @@ class Search:
             gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
             if gone:
                 self.say(f"gave up waiting for {len(gone)} silent worker(s) (no beat for {grace} s): "
-                         f"{', '.join(gone)}")
+                         f"{', '.join(gone)}; running what they left")
+                self._loop(mine, tally, progress, stop)  # the retries of their last trials
         return self._finish(tally, interrupted=stop.requested)
 
     def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag) -> None:
@@ -418,7 +420,7 @@ class Search:
 
         cfg = self.config
         with stop.installed(self.say):
-            while len(mine) < cfg.trials and not stop.requested:
+            while (len(mine) < cfg.trials or waiting_retries(self.study)) and not stop.requested:
                 trial = ask(self.study)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:

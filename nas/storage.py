@@ -183,6 +183,23 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
         thread.join()
 
 
+def waiting_retries(study: Any) -> int:
+    """How many retries of dead workers' trials wait to be run (after failing the trials gone stale now).
+
+    Optuna hands out WAITING trials oldest first, so a retry can wait behind enqueued reference nets
+    until every worker has done its share: workers run them before they stop, so none is lost.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if uses_heartbeat(study):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return sum(1 for t in waiting if "failed_trial" in t.system_attrs)
+
+
 def retried_trial_numbers(trials: list[Any]) -> set[int]:
     """Numbers of stale trials that were re-enqueued: their retry, not they, counts as a trial done."""
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}

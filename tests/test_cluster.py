@@ -157,3 +157,45 @@ def test_a_worker_whose_disk_fills_stops_with_one_line_and_the_others_finish(tmp
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0], err
     assert finish(a)["this_run"]["trials"] == k
+
+
+def test_a_worker_killed_at_any_moment_leaves_nothing_half_written(postgres_url: str, tmp_path: Path) -> None:
+    """SIGKILL a worker three times at different moments (while it measures, trains or writes), restarting it
+    each time: every trial it lost is retried, nothing is left RUNNING, and every file of its run dir reads.
+    (A reference net enqueued as a warm start may still wait: 3 trials run fewer than the 4 references.)"""
+    import signal
+
+    from test_scaleout import HEARTBEAT, counted, env_for, finish, start
+
+    from nas.rundir import RunDir
+
+    k = 3
+    url = fresh_database(postgres_url)
+    shared = ["--storage", url, "--study", "kills", "--latency-db", url, "--trials", str(k)]
+    run = tmp_path / "victim"
+    for delay in (6.0, 9.0, 12.0):  # seconds after start: import, setup, measuring, training, writing
+        proc = start([*shared, "--run-dir", str(run)], env_for(tmp_path))
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        time.sleep(HEARTBEAT[1] + 1)  # the killed worker's trial is stale now: the next ask retries it
+    assert finish(start([*shared, "--run-dir", str(run)], env_for(tmp_path)))["this_run"]["trials"] >= 0
+
+    trials = load_trials(url, "kills")
+    from optuna.trial import TrialState
+
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "a trial was left RUNNING"
+    lost = [t.number for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
+    assert not lost, f"retries of killed trials were never run: {lost}"
+    assert len(counted(trials, run)) >= k
+    loaded = RunDir.load(run)
+    assert {r.number for r in loaded.trials} == {t.number for t in trials}
+    for row in loaded.trials:
+        if row.arch_id:
+            loaded.spec(row.arch_id)
+            loaded.record(row.arch_id, "latency.json")
+            if row.trained:
+                assert loaded.record(row.arch_id, "train.json") is not None
+                loaded.weights(row.arch_id)
