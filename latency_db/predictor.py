@@ -51,39 +51,18 @@ class FitRow:
 
 
 def _conv_layers(spec: ArchSpec, height: int, width: int) -> list[tuple[int, int, int, int, int]]:
-    """(cin, cout, kernel, out_h, out_w) of every conv in execution order, as the network runs them."""
-    c, f, s = spec.in_channels, spec.space_to_depth, spec.scale
-    h, w = height // f, width // f
-    out: list[tuple[int, int, int, int, int]] = []
+    """(cin, cout, kernel, out_h, out_w) of every conv in execution order (the fixed luma 1x1 included),
+    read from the spec's plan (search_spaces.plan: the one walk of a topology)."""
+    from search_spaces.plan import CONV, LUMA, plan
 
-    def stage(cin: int, layers: Any, h: int, w: int) -> int:
-        for layer in layers:
-            out.append((cin, layer.width, layer.kernel, h, w))
-            cin = layer.width
-        return cin
-
-    def level(i: int, cin: int, h: int, w: int) -> None:
-        lv = spec.levels[i]
-        out.append((cin, lv.width, 2, h // 2, w // 2))
-        inner = stage(lv.width, lv.body, h // 2, w // 2)
-        if i + 1 < len(spec.levels):
-            level(i + 1, inner, h // 2, w // 2)
-        out.append((inner, 4 * cin, lv.up_kernel, h // 2, w // 2))
-
-    if spec.color == "luma":
-        out.append((3, 1, 1, height, width))
-    cin = stage(c * f * f, spec.head, h, w)
-    if spec.levels:
-        level(0, cin, h, w)
-    cin = stage(cin, spec.tail, h, w)
-    out.append((cin, c * (s * f) ** 2, spec.output_kernel, h, w))
-    return out
+    return [(op.cin, op.cout, op.kernel, op.height, op.width) for op in plan(spec, height, width)
+            if op.kind in (CONV, LUMA)]
 
 
 def features(spec: ArchSpec, workload: Workload) -> dict[str, float]:
     """The feature vector of one network under one workload: whole-network counts (count()), per-kernel
     sums of MACs and bytes, width alignment, and the first LAYER_SLOTS conv layers one by one.
-    The one place the predictor reads a network (to be repointed at a plan walk)."""
+    The one place the predictor reads a network."""
     H, W, s = workload.height, workload.width, spec.scale
     n = count(spec, H, W, batch=workload.batch, bytes_per_element=workload.bytes_per_element)
     layers = _conv_layers(spec, H, W)

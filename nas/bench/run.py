@@ -127,8 +127,9 @@ class Bench:
         """One ordinary search and its report; None when it was interrupted (rerunning the bench resumes it)."""
         from nas.report import write_report
 
+        # every candidate measured: a predictor screening some samplers' trials would make them unequal
         config = SearchConfig(trials=self.config.trials, seed=seed, sampler=sampler,
-                              run_dir=str(self.run_dir(budget, sampler, seed)))
+                              run_dir=str(self.run_dir(budget, sampler, seed)), predictor="off")
         search = Search(self.target(budget, seed), config, quiet=self.quiet)
         summary = search.run()
         if search.interrupted:
