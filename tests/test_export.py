@@ -340,6 +340,47 @@ def test_train_py_reparam_resumes_and_saves_the_collapsed_plain_net(tmp_path: Pa
     assert bad.returncode == 2 and "--reparam" in bad.stderr
 
 
+@pytest.mark.parametrize("degradation", ["bicubic", "render", "render-jitter", "video"])
+def test_train_py_degrades_inputs_as_the_search_did(tmp_path: Path, degradation: str) -> None:
+    """The exported train.py makes each unpaired input exactly as nas.data.degrade did in the search."""
+    from nas.data import degrade
+
+    spec = ArchSpec(space="sr", scale=2, upsample="bicubic", color="rgb", space_to_depth=1, head=(Conv(16, 3),))
+    out = export_spec(spec, perturbed_state(spec, 0), tmp_path / "export",
+                      {"input_size": [32, 32], "degradation": degradation, "jpeg_quality": 70})
+    assert f'DEGRADATION = "{degradation}"' in (out / "train.py").read_text()
+    sys.path.insert(0, str(out))
+    try:
+        train = load_module(out / "train.py")
+    finally:
+        sys.path.remove(str(out))
+    target = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 40, 48), dtype=np.uint8))
+    for index in range(5):
+        assert torch.equal(train.make_input(target, index), degrade(target, 2, degradation, 70, index)), index
+
+
+def test_train_py_trains_on_paired_frames(tmp_path: Path) -> None:
+    """DIR/input + DIR/target with matching names: trained on the pairs as given; a missing partner is one line."""
+    from PIL import Image
+
+    spec = ArchSpec(space="sr", scale=2, upsample="bilinear", color="rgb", space_to_depth=1, head=(Conv(16, 3),))
+    out = export_spec(spec, perturbed_state(spec, 0), tmp_path / "export", {"input_size": [32, 32]})
+    targets = write_pngs(tmp_path / "frames" / "target", 4)
+    (tmp_path / "frames" / "input").mkdir()
+    for path in targets.iterdir():
+        with Image.open(path) as im:
+            im.resize((im.width // 2, im.height // 2), Image.NEAREST).save(tmp_path / "frames" / "input" / path.name)
+    common = ["--data", str(tmp_path / "frames"), "--patch", "16", "--batch-size", "2", "--device", "cpu",
+              "--steps", "2", "--no-onnx"]
+    done = run_clean(out / "train.py", *common, "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "3 training and 1 validation images" in done.stdout
+    next((tmp_path / "frames" / "target").iterdir()).unlink()
+    lonely = run_clean(out / "train.py", *common, "--out", "run2", cwd=tmp_path)
+    assert lonely.returncode == 2 and "has no partner in target/" in lonely.stderr
+    assert len(lonely.stderr.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------- hostile and bad input
 HOSTILE = [
     ("upsample", lambda d: d.update(upsample='bilinear"""\nimport os\nos.system("touch /tmp/pwned")\n"""')),

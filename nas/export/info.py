@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.data import DEGRADATIONS
 from nas.errors import UsageError
 from nas.reparam import KINDS as REPARAM_KINDS
 from nas.rundir import number as _number
@@ -98,6 +99,8 @@ class ExportInfo:
             "noise_sigma": sigma if sigma is not None and 0 <= sigma <= 255 else 25.0,
             "rotate": tc.get("rotate") is True,
             "reparam": tc.get("reparam") if tc.get("reparam") in REPARAM_KINDS else "none",
+            "degradation": info.get("degradation") if info.get("degradation") in DEGRADATIONS else "bicubic",
+            "jpeg_quality": _int_in(info.get("jpeg_quality"), 1, 95, 90),
         }
         patch = train["patch_size"]
         train["patch_size"] = max(spec.size_multiple, patch // spec.size_multiple * spec.size_multiple)

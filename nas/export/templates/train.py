@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import math
 import sys
 import time
@@ -55,6 +56,8 @@ WARMUP = 20
 LR_FAN_IN = 144  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)
 ROTATE = False
 REPARAM = "none"  # each conv trains as this re-parameterized block (reparam.py); weights are saved collapsed
+DEGRADATION = "bicubic"  # how an unpaired image becomes an input: bicubic, render, render-jitter or video
+JPEG_QUALITY = 90  # DEGRADATION video
 # --- end of settings ---
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -97,17 +100,33 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def make_input(target: torch.Tensor) -> torch.Tensor:
-    """The search's SR degradation: antialiased bicubic downscale by SCALE, rounded to 8 bits.
+def make_input(target: torch.Tensor, index: int = 0) -> torch.Tensor:
+    """The search's degradation (DEGRADATION) of a target: uint8 (3, sH, sW) -> uint8 (3, H, W).
 
-    uint8 (3, sH, sW) -> uint8 (3, H, W). Denoising inputs get their noise per batch instead.
+    bicubic: antialiased bicubic downscale by SCALE, rounded to 8 bits; render: every SCALE-th pixel,
+    no filter (aliased, as a frame rendered at low resolution); render-jitter: the same from a
+    sub-pixel offset that cycles with the frame ``index``; video: bicubic, then JPEG at JPEG_QUALITY.
+    Denoising inputs get their noise per batch instead.
     """
-    if SCALE == 1:
-        return target
     h, w = target.shape[-2] // SCALE, target.shape[-1] // SCALE
-    low = F.interpolate(target[None].float() / 255, size=(h, w), mode="bicubic", align_corners=False,
-                        antialias=True)
-    return (low[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    if DEGRADATION in ("render", "render-jitter"):
+        dy, dx = ((index // SCALE) % SCALE, index % SCALE) if DEGRADATION == "render-jitter" else (0, 0)
+        return target[:, dy::SCALE, dx::SCALE][:, :h, :w].contiguous()
+    low = target
+    if SCALE > 1:
+        small = F.interpolate(target[None].float() / 255, size=(h, w), mode="bicubic", align_corners=False,
+                              antialias=True)
+        low = (small[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    return jpeg_roundtrip(low, JPEG_QUALITY) if DEGRADATION == "video" else low
+
+
+def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode uint8 (3, H, W) as JPEG at ``quality`` (Pillow) and decode it again."""
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return torch.from_numpy(np.array(im.convert("RGB"), copy=True)).permute(2, 0, 1).contiguous()
 
 
 def add_noise(clean: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
@@ -115,21 +134,39 @@ def add_noise(clean: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.
     return (clean + torch.randn(clean.shape, generator=gen) * (sigma / 255.0)).clamp(0, 1)
 
 
+# A training item: one image (its input is made by the degradation) or an (input, target) pair of files.
+Item = Path | tuple[Path, Path]
+
+
+def load_pair(item: Item, index: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(input, target, paired) as uint8, the target cropped to SCALE x the input (a pair must be exactly
+    that: one integer scale apart)."""
+    if isinstance(item, Path):
+        image = load_image(item)
+        target = image[:, :image.shape[-2] // SCALE * SCALE, :image.shape[-1] // SCALE * SCALE].contiguous()
+        return make_input(target, index), target, False
+    inp, target = load_image(item[0]), load_image(item[1])
+    if target.shape[-2:] != (inp.shape[-2] * SCALE, inp.shape[-1] * SCALE):
+        fail(f"pair {item[0].name}: input {inp.shape[-1]}x{inp.shape[-2]} and target "
+             f"{target.shape[-1]}x{target.shape[-2]} are not {SCALE}x apart (this network's scale)")
+    return inp, target, True
+
+
 class TrainSet:
     """Training images in memory as uint8 (input, target) pairs; random aligned patches."""
 
-    def __init__(self, files: list[Path], patch: int) -> None:
+    def __init__(self, items: list[Item], patch: int) -> None:
         self.inputs: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
-        for path in files:
-            image = load_image(path)
-            h, w = image.shape[-2] // SCALE * SCALE, image.shape[-1] // SCALE * SCALE
-            if min(h, w) < patch * SCALE:
-                fail(f"--data: image {path} is {image.shape[-1]}x{image.shape[-2]}, smaller than a "
-                     f"training patch of {patch * SCALE}x{patch * SCALE}: remove it or lower --patch")
-            target = image[:, :h, :w].contiguous()
+        self.paired = False
+        for index, item in enumerate(items):
+            inp, target, self.paired = load_pair(item, index)
+            if min(inp.shape[-2:]) < patch:
+                name = item if isinstance(item, Path) else item[0]
+                fail(f"--data: image {name} gives a {inp.shape[-1]}x{inp.shape[-2]} input, smaller than a "
+                     f"training patch of {patch}x{patch}: remove it or lower --patch")
+            self.inputs.append(inp)
             self.targets.append(target)
-            self.inputs.append(make_input(target))
 
     def batch(self, size: int, patch: int, sigma: float, rotate: bool,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,41 +189,65 @@ class TrainSet:
             xs.append(x)
             ys.append(y)
         inp, tgt = torch.stack(xs).float() / 255, torch.stack(ys).float() / 255
-        if TASK == "denoise":
+        if TASK == "denoise" and not self.paired:
             inp = add_noise(tgt, sigma, gen)
         return inp, tgt
 
 
-def val_pairs(files: list[Path], sigma: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def val_pairs(items: list[Item], sigma: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed validation pairs [(input (1,3,h,w), target (1,3,sh,sw))]: a centre crop per image whose
-    input side is a multiple of 16 and at most 256, the same protocol as the search."""
+    input side is a multiple of 16 and at most 256 (the search's protocol), at matching positions in a pair."""
     gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
     pairs = []
-    for path in files:
-        image = load_image(path)
-        lh = min(image.shape[-2] // SCALE, VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
-        lw = min(image.shape[-1] // SCALE, VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
+    for index, item in enumerate(items):
+        if isinstance(item, Path):
+            image = load_image(item)
+            lh = min(image.shape[-2] // SCALE, VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
+            lw = min(image.shape[-1] // SCALE, VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
+            top, left = (image.shape[-2] - lh * SCALE) // 2, (image.shape[-1] - lw * SCALE) // 2
+        else:
+            inp, image, _ = load_pair(item, index)
+            lh = min(inp.shape[-2], VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
+            lw = min(inp.shape[-1], VAL_MAX_SIDE) // VAL_MULTIPLE * VAL_MULTIPLE
+            top, left = (inp.shape[-2] - lh) // 2 * SCALE, (inp.shape[-1] - lw) // 2 * SCALE
         if lh == 0 or lw == 0:
             side = VAL_MULTIPLE * SCALE
-            fail(f"validation image {path} is smaller than the {side}x{side} minimum for validation")
-        top, left = (image.shape[-2] - lh * SCALE) // 2, (image.shape[-1] - lw * SCALE) // 2
+            fail(f"validation image {item} is smaller than the {side}x{side} minimum for validation")
         target = image[:, top:top + lh * SCALE, left:left + lw * SCALE].contiguous()
         tgt = target[None].float() / 255
-        inp = add_noise(tgt, sigma, gen) if TASK == "denoise" else make_input(target)[None].float() / 255
-        pairs.append((inp, tgt))
+        if isinstance(item, tuple):
+            x = inp[None, :, top // SCALE:top // SCALE + lh, left // SCALE:left // SCALE + lw].float() / 255
+        elif TASK == "denoise":
+            x = add_noise(tgt, sigma, gen)
+        else:
+            x = make_input(target, index)[None].float() / 255
+        pairs.append((x, tgt))
     return pairs
 
 
-def split_files(data: Path, val_data: Path | None) -> tuple[list[Path], list[Path]]:
-    """Without --val-data the last 10 % by name (1 to 16 files) validate, as in the search."""
-    files = image_files(data, "--data")
+def folder_items(folder: Path, flag: str) -> list[Item]:
+    """The images of ``folder``, or its pairs when it holds input/ and target/ (files matched by name)."""
+    if not (folder / "input").is_dir() or not (folder / "target").is_dir():
+        return list(image_files(folder, flag))
+    targets = {p.stem: p for p in image_files(folder / "target", flag)}
+    items: list[Item] = []
+    for inp in image_files(folder / "input", flag):
+        if inp.stem not in targets:
+            fail(f"{flag} {folder}: input/{inp.name} has no partner in target/ (name the pair alike)")
+        items.append((inp, targets[inp.stem]))
+    return items
+
+
+def split_files(data: Path, val_data: Path | None) -> tuple[list[Item], list[Item]]:
+    """Without --val-data the last 10 % by name (1 to 16 images or pairs) validate, as in the search."""
+    items = folder_items(data, "--data")
     if val_data is not None:
-        return files, image_files(val_data, "--val-data")[:MAX_VAL_FILES]
-    if len(files) < 2:
+        return items, folder_items(val_data, "--val-data")[:MAX_VAL_FILES]
+    if len(items) < 2:
         fail(f"--data {data}: holds 1 image, but training and validation need at least 2 "
              "(add images, or give a separate --val-data folder)")
-    n_val = min(MAX_VAL_FILES, max(1, len(files) // 10))
-    return files[:-n_val], files[-n_val:]
+    n_val = min(MAX_VAL_FILES, max(1, len(items) // 10))
+    return items[:-n_val], items[-n_val:]
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -361,7 +422,9 @@ def pick_device(name: str) -> torch.device:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="folder of training images (PNG/JPEG)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder of training images (PNG/JPEG), or of pairs: DIR/input/ and DIR/target/ with "
+                   "matching names (the target SCALE x the input)")
     p.add_argument("--val-data", type=Path,
                    help="folder of validation images (default: the last 10%% of --data by name)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="folder for checkpoints and results")
