@@ -33,6 +33,7 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"ROTATE = {bool(t['rotate'])}\n"
         f'REPARAM = "{t["reparam"]}"  # each conv trains as this re-parameterized block (reparam.py); '
         "weights are saved collapsed\n"
+        f"ADD_NOISE = {bool(t['add_noise'])}  # denoising: unpaired inputs get Gaussian noise of NOISE_SIGMA\n"
         f'DEGRADATION = "{t["degradation"]}"  # how an unpaired image becomes an input, as in the search\n'
         f"JPEG_QUALITY = {int(t['jpeg_quality'])}  # DEGRADATION video\n"
     )

@@ -99,6 +99,9 @@ class ExportInfo:
             "noise_sigma": sigma if sigma is not None and 0 <= sigma <= 255 else 25.0,
             "rotate": tc.get("rotate") is True,
             "reparam": tc.get("reparam") if tc.get("reparam") in REPARAM_KINDS else "none",
+            # denoising adds noise to unpaired images; enhance (same topology, --task enhance) learns pairs or JPEG
+            "add_noise": info.get("task") == "denoise" if isinstance(info.get("task"), str)
+            else spec.space == "denoise",
             "degradation": info.get("degradation") if info.get("degradation") in DEGRADATIONS else "bicubic",
             "jpeg_quality": _int_in(info.get("jpeg_quality"), 1, 95, 90),
         }

@@ -223,5 +223,6 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
         "backend": run.meta.get("backend", "unknown"),
         "train_config": train_config if isinstance(train_config, dict) else {"loss": run.config.get("loss")},
         "degradation": run.config.get("degradation"), "jpeg_quality": run.config.get("jpeg_quality"),
+        "task": run.config.get("task"),
     }
     return export_spec(spec, state, Path(out_dir), info, replace=replace)

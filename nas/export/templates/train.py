@@ -39,7 +39,6 @@ from model import (
     INPUT_SIZE,
     SCALE,
     SIZE_MULTIPLE,
-    TASK,
     build_model,
     load_weights,
 )
@@ -56,6 +55,7 @@ WARMUP = 20
 LR_FAN_IN = 144  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)
 ROTATE = False
 REPARAM = "none"  # each conv trains as this re-parameterized block (reparam.py); weights are saved collapsed
+ADD_NOISE = False  # denoising: an unpaired image's input is the image with Gaussian noise of NOISE_SIGMA
 DEGRADATION = "bicubic"  # how an unpaired image becomes an input: bicubic, render, render-jitter or video
 JPEG_QUALITY = 90  # DEGRADATION video
 # --- end of settings ---
@@ -189,7 +189,7 @@ class TrainSet:
             xs.append(x)
             ys.append(y)
         inp, tgt = torch.stack(xs).float() / 255, torch.stack(ys).float() / 255
-        if TASK == "denoise" and not self.paired:
+        if ADD_NOISE and not self.paired:
             inp = add_noise(tgt, sigma, gen)
         return inp, tgt
 
@@ -217,7 +217,7 @@ def val_pairs(items: list[Item], sigma: float) -> list[tuple[torch.Tensor, torch
         tgt = target[None].float() / 255
         if isinstance(item, tuple):
             x = inp[None, :, top // SCALE:top // SCALE + lh, left // SCALE:left // SCALE + lw].float() / 255
-        elif TASK == "denoise":
+        elif ADD_NOISE:
             x = add_noise(tgt, sigma, gen)
         else:
             x = make_input(target, index)[None].float() / 255
