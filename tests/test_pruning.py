@@ -83,15 +83,15 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _sha_search(tiny_search: dict, tmp_path: Path, name: str, *extra: str) -> tuple[Path, dict, str]:
-    """The session's tiny search again with --pruner sha, from a copy of its database with its latencies but
+def _search(tiny_search: dict, tmp_path: Path, name: str, pruner: str, *extra: str) -> tuple[Path, dict, str]:
+    """The session's tiny search again with ``--pruner``, from a copy of its database with its latencies but
     no trainings (a cached full training is never stopped: there is nothing left to save)."""
     db = tmp_path / f"{name}.db"
     shutil.copy(tiny_search["root"] / "latency.db", db)
     with sqlite3.connect(db) as conn:
         conn.execute(f"DELETE FROM {TABLE}")
     run_dir = tmp_path / name
-    proc = run_nas("search", *TINY_ARGS, "--pruner", "sha", "--run-dir", str(run_dir), "--latency-db", str(db),
+    proc = run_nas("search", *TINY_ARGS, "--pruner", pruner, "--run-dir", str(run_dir), "--latency-db", str(db),
                    "--json", "--no-report", "--no-export", *extra)
     assert proc.returncode == 0, proc.stderr
     return run_dir, json.loads(proc.stdout), str(db)
@@ -123,8 +123,8 @@ def _check_stopped_trials(run_dir: Path, summary: dict, db: str) -> list[dict[st
 
 def test_sha_stops_losing_trainings_deterministically(tiny_search: dict, tmp_path: Path) -> None:
     """Two runs from the same database and seed stop the same trials at the same rungs."""
-    a_dir, a, a_db = _sha_search(tiny_search, tmp_path, "a")
-    b_dir, _, _ = _sha_search(tiny_search, tmp_path, "b")
+    a_dir, a, a_db = _search(tiny_search, tmp_path, "a", "sha")
+    b_dir, _, _ = _search(tiny_search, tmp_path, "b", "sha")
     assert _check_stopped_trials(a_dir, a, a_db)  # the tiny search has losers to stop
     key = [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(a_dir)]
     assert key == [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(b_dir)]
@@ -133,7 +133,37 @@ def test_sha_stops_losing_trainings_deterministically(tiny_search: dict, tmp_pat
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_sha_works_with_every_sampler_on_a_journal(tiny_search: dict, tmp_path: Path, sampler: str) -> None:
     journal = f"journal:{tmp_path / 'shared.journal'}"
-    run_dir, summary, db = _sha_search(tiny_search, tmp_path, sampler, "--sampler", sampler, "--storage", journal,
+    run_dir, summary, db = _search(tiny_search, tmp_path, sampler, "sha", "--sampler", sampler, "--storage", journal,
                                        "--study", f"sha-{sampler}")
     _check_stopped_trials(run_dir, summary, db)
 
+
+
+def test_hyperband_runs_the_search_with_its_rungs(tiny_search: dict, tmp_path: Path) -> None:
+    run_dir, summary, db = _search(tiny_search, tmp_path, "hb", "hyperband")
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["pruner"] == "hyperband" and run["config"]["rungs"] == [30, 90]  # 150 steps
+    _check_stopped_trials(run_dir, summary, db)
+
+
+def test_a_stopped_trial_of_another_worker_is_not_missing_weights(tmp_path: Path) -> None:
+    """materialize looks for full trainings in the training cache only: a trial stopped at a rung is not one."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.shared_study import materialize
+    from nas.target import Budget
+
+    spec = get_space("sr2x").references()["tiny"]
+    attrs = {"arch_id": spec.arch_id, "spec": spec.canonical_json(), "latency": {"median_ms": 0.3},
+             "train": {"psnr_gain_db": 0.1}}
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("identity", {"train_config": "h" * 64, "data": "d" * 64})
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={**attrs, "pruned_at_step": 30},
+                                 intermediate_values={30: 0.1}))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.2, user_attrs=attrs))
+    writer = RunDirWriter(tmp_path)
+    writer.create()
+    done = materialize(study, writer, TrainCache(str(tmp_path / "nas.db")), Budget(1.0))
+    assert done.missing_weights == [1]
+    assert [r.stopped_at for r in done.rows] == [30, None]
