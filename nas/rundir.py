@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
-    "roofline_ms", "over_budget", "trained", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
+    "roofline_ms", "over_budget", "trained", "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
     "shift_consistency_db", "temporal_psnr_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
     "worker",
 )
@@ -79,6 +79,7 @@ class TrialRow:
     roofline_ms: float | None = None
     over_budget: bool = False
     trained: bool = False
+    stopped_at: int | None = None   # the training step where the pruner stopped it (PRUNED); None: not stopped
     psnr_db: float | None = None
     bicubic_psnr_db: float | None = None
     psnr_gain_db: float | None = None
@@ -97,9 +98,10 @@ class TrialRow:
 
     @property
     def feasible(self) -> bool:
-        """Trained within the budget with a gain: a candidate for the winner."""
+        """Trained in full within the budget with a gain: a candidate for the winner (a trial the pruner
+        stopped at a rung never is, whatever its gain there)."""
         ok_state = self.state == "COMPLETE" if self.state else (self.trained and not self.over_budget)
-        return ok_state and self.trained and self.psnr_gain_db is not None
+        return ok_state and self.trained and self.stopped_at is None and self.psnr_gain_db is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +121,7 @@ def trial_row(number_: int, state: str, attrs: Mapping[str, Any], budget: Budget
         latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
         roofline_ms=number(lat.get("roofline_ms")),
         over_budget=budget.over(lat) or attrs.get("predicted_over_budget") is True,  # screened by the predictor
-        trained=bool(tr),
+        trained=bool(tr), stopped_at=integer(attrs.get("pruned_at_step")),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
         shift_consistency_db=number(tr.get("shift_consistency_db")), temporal_psnr_db=number(tr.get("temporal_psnr_db")),
@@ -149,6 +151,7 @@ def summarize(rows: list[TrialRow]) -> dict[str, Any]:
         "n_trained": sum(1 for r in rows if r.trained),
         "n_over_budget": sum(1 for r in rows if r.over_budget),
         "n_failed": sum(1 for r in rows if r.state == "FAIL"),
+        "n_stopped": sum(1 for r in rows if r.stopped_at is not None),
         "n_latency_cache_hits": sum(1 for r in rows if r.latency_cached),
         "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
         "best": None if best is None else {
@@ -262,6 +265,7 @@ def _parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
     if n is None:
         raise UsageError(f"{where}: column 'number' must hold trial numbers (row {line})")
     values["number"] = n
+    values["stopped_at"] = integer((raw.get("stopped_at") or "").strip())
     for name in _FLOAT_FIELDS:
         values[name] = number((raw.get(name) or "").strip())
     for name in _BOOL_FIELDS:

@@ -4,7 +4,8 @@ One objective (maximize validation PSNR gain over bicubic, dB) under one constra
 budget <= 0, reported with ``trial.set_constraint``). A candidate over the budget is told PRUNED
 right after its measurement: it is never trained; TPE ranks it as infeasible by how far it missed
 (tests/test_search_gate.py), and the default evolution sampler shrinks the nets it derives from it
-(nas/samplers.py). Latency comes from the latency database first; training
+(nas/samplers.py). With ``--pruner`` a candidate in the budget reports its validation gain at a few
+rungs and is stopped (PRUNED with ``pruned_at_step``) when it is behind. Latency comes from the latency database first; training
 results come from a training cache keyed by arch_id + training-config hash + data fingerprint.
 """
 
@@ -42,6 +43,7 @@ from search_spaces.registry import Registry
 
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
+DEFAULT_PRUNER = "none"  # until the equal-wall-time benchmark of reports/pruning.md says otherwise
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class SearchConfig:
     study: str | None = None                    # None: derived from the target, seed and sampler
     warm_start: bool = True
     predictor: str | None = None                # off | screen | guide; None: screen when trusted (nas/latency_guard.py)
+    pruner: str = DEFAULT_PRUNER                # one of PRUNERS: stops trainings that are behind at a rung
 
     def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
@@ -63,6 +66,8 @@ class SearchConfig:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS.names())}, got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"--pruner must be one of {', '.join(PRUNERS.names())}, got {self.pruner!r}")
         if self.predictor is not None and self.predictor not in PREDICTOR_MODES:
             raise UsageError(f"--predictor must be one of {', '.join(PREDICTOR_MODES)}, got {self.predictor!r}")
         if self.predictor == "guide" and self.sampler != "evolution":
@@ -80,6 +85,7 @@ class Tally:
     train_s: float = 0.0
     lock_wait_s: float = 0.0
     contended: int = 0          # CPU measurements timed while other processes were busy
+    stopped: int = 0            # trainings the pruner stopped at a rung
     best_gain: float | None = None
     best_latency: float | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -101,7 +107,7 @@ class Progress:
             return
         best = "-" if tally.best_gain is None else f"{tally.best_gain:+.2f} dB @ {tally.best_latency:.2f} ms"
         self.bar.set_postfix_str(
-            f"best {best} | hits lat {tally.latency_hits} train {tally.train_hits} | "
+            f"best {best} | pruned {tally.stopped} | hits lat {tally.latency_hits} train {tally.train_hits} | "
             f"measure {tally.measure_s:.0f}s train {tally.train_s:.0f}s wait {tally.lock_wait_s:.0f}s",
             refresh=False,
         )
@@ -208,6 +214,53 @@ def _random(budget: Budget, seed: int, guide: Any = None) -> Any:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """An Optuna pruner and the training steps (rungs) at which a candidate reports its validation gain to it."""
+
+    pruner: Any
+    rungs: tuple[int, ...]
+
+
+# Pruners by ``--pruner`` name: (full training steps) -> Pruning. The first rung is a fifth of the
+# training (100 of 500 steps), where the gain already ranks candidates (reports/pruning.md).
+PRUNERS: Registry[Callable[[int], Pruning]] = Registry("pruner")
+
+
+def first_rung(steps: int) -> int:
+    """The first rung: a fifth of the training, at least one step."""
+    return max(1, steps // 5)
+
+
+@PRUNERS.register("none")
+def _no_pruner(steps: int) -> Pruning:
+    """Every candidate under the budget is trained in full (no rungs: no extra validations)."""
+    import optuna
+
+    return Pruning(optuna.pruners.NopPruner(), ())
+
+
+@PRUNERS.register("sha")
+def _sha(steps: int) -> Pruning:
+    """Successive halving: at each rung (a fifth, then two fifths of the training) a candidate goes on
+    only when its gain is in the top half of those that reached that rung."""
+    import optuna
+
+    r0 = first_rung(steps)
+    rungs = tuple(r for r in (r0, 2 * r0) if r < steps)
+    return Pruning(optuna.pruners.SuccessiveHalvingPruner(min_resource=r0, reduction_factor=2), rungs)
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(steps: int) -> Pruning:
+    """Hyperband over successive-halving brackets with a reduction factor of 3 from a fifth of the training."""
+    import optuna
+
+    r0 = first_rung(steps)
+    rungs = tuple(r for r in (r0, 3 * r0) if r < steps)
+    return Pruning(optuna.pruners.HyperbandPruner(min_resource=r0, max_resource=steps, reduction_factor=3), rungs)
+
+
 class Search:
     """One search run against one Target in one run dir; ``run()`` returns the summary.
 
@@ -250,9 +303,11 @@ class Search:
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.pruning = PRUNERS.get(cfg.pruner)(target.train_config.steps)
         self.study = optuna.create_study(
             study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide()),
+            pruner=self.pruning.pruner,
         )
         self._check_study_settings()
         publish_run_meta(self.study, self._run_meta())
@@ -353,8 +408,15 @@ class Search:
         if not latency_gate(self.study, trial, value, target.budget):
             return
 
+        def on_rung(step: int, gain_db: float) -> bool:
+            """Report the gain at a rung; True when the pruner stops the training there."""
+            if not math.isfinite(gain_db):  # not yet moved: the full training decides whether it failed
+                return False
+            trial.report(gain_db, step)
+            return trial.should_prune()
+
         result, cached, waited_s = self.train_cache.train(spec, self.data, target.train_config, target.backend,
-                                                          target.device)
+                                                          target.device, self.pruning.rungs, on_rung)
         trial.set_user_attr("train_cached", cached)
         tally.lock_wait_s += waited_s
         if cached:
@@ -368,6 +430,11 @@ class Search:
             "moved": result.moved, "shift_consistency_db": result.shift_consistency_db,
             "temporal_psnr_db": result.temporal_psnr_db,
         })
+        if result.stopped_at is not None:  # behind at a rung: PRUNED with its last gain, never a failure
+            trial.set_user_attr("pruned_at_step", result.stopped_at)
+            tally.stopped += 1
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
         if not result.moved or not math.isfinite(result.psnr_gain_db):
             trial.set_user_attr("error", "training failed: the network did not move from its classical "
                                          "baseline (dead ReLUs?); not a verdict on the architecture")
@@ -494,6 +561,7 @@ class Search:
             "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma, "warm_start": cfg.warm_start,
             "degradation": t.degradation, "jpeg_quality": t.jpeg_quality, "val_sequence": t.val_sequence,
             "min_shift_consistency": t.min_shift_consistency, "predictor": cfg.predictor,
+            "pruner": cfg.pruner, "rungs": list(self.pruning.rungs),
         }
         return {
             "nas_version": __version__, "study": self.study_name, "config": config,

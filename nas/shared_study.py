@@ -79,8 +79,9 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
         record = attrs.get("latency_record")
         if isinstance(record, dict) and not (folder / "latency.json").is_file():
             writer.write_latency(spec.arch_id, record)
-        if not attrs.get("train") or (folder / "weights.safetensors").is_file():
-            continue
+        if not attrs.get("train") or attrs.get("pruned_at_step") is not None \
+                or (folder / "weights.safetensors").is_file():
+            continue  # a training stopped at a rung is not in the training cache: only its worker has its files
         result = None
         if train_cache is not None and isinstance(config_hash, str) and isinstance(data_id, str):
             result = train_cache.get(spec.arch_id, config_hash, data_id)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +104,7 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
     shift_consistency_db: float = math.nan  # nas.metrics.shift_consistency, mean over the validation images
     temporal_psnr_db: float = math.nan      # nas.metrics.temporal_psnr over the validation clip; NaN: no clip
+    stopped_at: int | None = None           # the rung step where ``on_rung`` stopped it; None: trained in full
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (no weights), as train.json stores them."""
@@ -222,10 +223,15 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 
 def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 progress: Callable[[int, int, float], None] | None = None,
-                device: str | torch.device = "cpu") -> TrainResult:
+                device: str | torch.device = "cpu", rungs: Sequence[int] = (),
+                on_rung: Callable[[int, float], bool] | None = None) -> TrainResult:
     """Train ``build(spec)`` from scratch for ``config.steps`` steps and validate it.
 
-    ``progress(step, steps, loss)`` is called about every 5 % of the steps. Raises UsageError when
+    ``progress(step, steps, loss)`` is called about every 5 % of the steps. At each of ``rungs`` (steps
+    below ``config.steps``) the net is validated and ``on_rung(step, gain_db)`` asked whether to stop: a
+    stopped result has ``stopped_at`` set, the rung's validation, and no stability metrics. Rungs never
+    change a full training (validation draws no random numbers), so they are not in the cache key.
+    Raises UsageError when
     the spec does not fit the data's task or the patch size is not a multiple of the spec's
     ``size_multiple``.
     """
@@ -252,6 +258,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         loss_curve: list[list[float]] = []
         val_curve: list[list[float]] = []
         acc, n_acc, diverged = 0.0, 0, False
+        rung_steps, stopped = {r for r in rungs if 0 < r < config.steps}, None
         for step in range(1, config.steps + 1):
             inp, tgt = sampler.batch(config.batch_size)   # (B,3,p,p), (B,3,ps,ps)
             inp, tgt = inp.to(dev), tgt.to(dev)
@@ -271,17 +278,26 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 acc, n_acc = 0.0, 0
             if progress is not None and (step % report_every == 0 or step == config.steps):
                 progress(step, config.steps, loss_value)
-            if config.val_every and step % config.val_every == 0 and step < config.steps:
-                val_curve.append([step, validate(net, pairs, data.kind, data.scale, dev).gain_db])
+            at_rung = step in rung_steps
+            if at_rung or (config.val_every and step % config.val_every == 0 and step < config.steps):
+                check = validate(net, pairs, data.kind, data.scale, dev)
+                val_curve.append([step, check.gain_db])
+                if at_rung and on_rung is not None and on_rung(step, check.gain_db):
+                    stopped = check
+                    break
         net = collapse(net)  # the plain net: what is stored, exported, timed and shipped
-        final = validate(net, pairs, data.kind, data.scale, dev)
-        shift_db, flicker_db = stability(net, pairs, data.kind, data.scale, data.val_sequence, dev)
+        if stopped is None:
+            final = validate(net, pairs, data.kind, data.scale, dev)
+            shift_db, flicker_db = stability(net, pairs, data.kind, data.scale, data.val_sequence, dev)
+            val_curve.append([step, final.gain_db])
+        else:
+            final, shift_db, flicker_db = stopped, math.nan, math.nan
     train_s = time.perf_counter() - t0
-    val_curve.append([step, final.gain_db])
     state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in net.state_dict().items()}
     return TrainResult(
         psnr_db=final.psnr_db, bicubic_psnr_db=final.bicubic_psnr_db, psnr_gain_db=final.gain_db,
         ssim=final.ssim, loss_curve=loss_curve, val_curve=val_curve, train_s=train_s,
         moved=final.moved and not diverged, state_dict=state,
         shift_consistency_db=shift_db, temporal_psnr_db=flicker_db,
+        stopped_at=None if stopped is None else step,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,10 +127,13 @@ class TrainCache:
             shift_consistency_db=flt(row["shift_consistency_db"]), temporal_psnr_db=flt(row["temporal_psnr_db"]),
         )
 
-    def train(self, spec: ArchSpec, data: TaskData, config: TrainConfig, backend: Any,
-              device: str) -> tuple[TrainResult, bool, float]:
+    def train(self, spec: ArchSpec, data: TaskData, config: TrainConfig, backend: Any, device: str,
+              rungs: Sequence[int] = (), on_rung: Callable[[int, float], bool] | None = None,
+              ) -> tuple[TrainResult, bool, float]:
         """``short_train`` through the cache: (result, whether it came from the cache, seconds waited for the
-        device lock). A miss trains under ``backend``'s device lock, so no latency is timed meanwhile."""
+        device lock). A miss trains under ``backend``'s device lock, so no latency is timed meanwhile; it
+        reports at ``rungs`` through ``on_rung`` (short_train). Only full trainings are stored: a training
+        stopped at a rung is trained again from scratch if it is met again (reports/pruning.md)."""
         from latency_db import device_lock
         from nas.train import short_train
 
@@ -138,8 +142,9 @@ class TrainCache:
         if result is not None:
             return result, True, 0.0
         with device_lock(backend) as lock:
-            result = short_train(spec, data, config, device=device)
-        self.put(*key, result, config.to_dict())
+            result = short_train(spec, data, config, device=device, rungs=rungs, on_rung=on_rung)
+        if result.stopped_at is None:
+            self.put(*key, result, config.to_dict())
         return result, False, lock.waited_s
 
     @retry_transient

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nas.cli import main
-from nas.report import layer_table, load_run, pareto_front, render_html
+from nas.report import layer_table, load_run, pareto_figure, pareto_front, render_html
 from search_spaces import count, get_space
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -162,6 +162,34 @@ def test_stability_is_shown_per_trial_and_against_latency(tmp_path: Path) -> Non
     assert list(fig.data[0].x) == [0.5, 0.7] and list(fig.data[0].y) == [41.5, 87.3]
     page = render_html(run, crops={"error": "none"})
     assert "<td>41.5</td>" in page and "<td>87.3</td>" in page        # the top-candidates table
+
+
+def test_the_report_shows_stopped_trials_apart_with_their_rung(tmp_path: Path) -> None:
+    """A stopped trial is off the Pareto front and the best-so-far line, drawn as stopped, and its curve's rung
+    reaches the page's data."""
+    from nas.report import progress_figure
+    from nas.report.page import _details_data
+    from nas.rundir import RunDirWriter, TrialRow
+
+    full = TrialRow(number=0, state="COMPLETE", arch_id="a" * 64, latency_ms=0.5, trained=True, psnr_gain_db=0.3)
+    stopped = TrialRow(number=1, state="PRUNED", arch_id="b" * 64, latency_ms=0.4, trained=True, stopped_at=100,
+                       psnr_gain_db=0.5)
+    writer = RunDirWriter(tmp_path)
+    writer.create()
+    writer.write_run_json({"study": "s", "config": {"budget_ms": 1.0}, "workload": {"height": 32, "width": 48},
+                           "summary": {"n_trials": 2, "n_stopped": 1}})
+    writer.write_trials([full, stopped])
+    (writer.arch_dir("b" * 64) / "train.json").write_text(json.dumps({"val_curve": [[100, 0.5]], "stopped_at": 100}))
+    run = load_run(tmp_path)
+    assert run.candidates().number.tolist() == [0] and run.stopped().number.tolist() == [1]
+    pareto = {t.name: t for t in pareto_figure(run).data}
+    assert list(pareto["Pareto front"].x) == [0.5]  # the stopped trial is faster and higher, but not on the front
+    assert list(pareto["stopped at a rung, gain there (1)"].customdata) == [1]
+    best_so_far = next(t for t in progress_figure(run).data if t.name == "best so far")
+    assert max(best_so_far.y) == pytest.approx(0.3, abs=1e-9)  # the stopped trial's 0.5 dB at a rung is not a result
+    data = _details_data(run)
+    assert data["trials"]["1"]["stopped_at"] == 100 and data["archs"]["b" * 64]["val"] == [[100, 0.5]]
+    assert "stopped at a rung (pruner)" in render_html(run, crops={"error": "none"})
 
 
 @pytest.mark.parametrize("breakage", ["no dir", "no trials.csv", "bad run.json", "missing column", "bad number"])

@@ -29,7 +29,7 @@ def _budget(text: str) -> float:
 @COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.latency_guard import PREDICTOR_MODES
-    from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+    from nas.search import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TRIALS, PRUNERS, SAMPLERS
     from nas.target import BUDGET_STATS
 
     p = sub.add_parser(
@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
                    "them while latency is left and shrinking them when over), tpe, or random (a blind-search control)")
+    p.add_argument("--pruner", choices=PRUNERS.names(), default=DEFAULT_PRUNER,
+                   help=f"stop trainings that are behind at a rung (default {DEFAULT_PRUNER}): none, sha (Optuna's "
+                   "successive halving at 1/5 and 2/5 of --train-steps), hyperband (at 1/5 and 3/5); a stopped "
+                   "trial is PRUNED with its gain at the rung and never wins (reports/pruning.md)")
     p.add_argument("--run-dir", help="output folder (default runs/<study>)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: postgresql://... to share a study across machines, or journal:PATH "
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
                           storage=args.storage, study=args.study, warm_start=not args.no_warm_start,
-                          predictor=args.predictor)
+                          predictor=args.predictor, pruner=args.pruner)
     target = Target.resolve(
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,

@@ -37,7 +37,9 @@ def _hover(run: Run, row: Any) -> str:
              _e(run.summary_of(row)),
              f"latency {_fmt(row.latency_ms, 3)} ms median, {_fmt(row.latency_p90_ms, 3)} ms p90",
              f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
-    if _num(row.psnr_gain_db) is not None:
+    if _num(row.stopped_at) is not None:
+        lines.append(f"stopped by the pruner at step {int(row.stopped_at)}: gain there {_fmt(row.psnr_gain_db, 3)} dB")
+    elif _num(row.psnr_gain_db) is not None:
         kind = run.reparam_of(row.arch_id)
         lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)"
                      + (f", trained re-parameterized ({_e(kind)})" if kind else ", trained plain"))
@@ -119,6 +121,11 @@ def pareto_figure(run: Run) -> go.Figure:
     fig.add_trace(go.Scatter(name="reference nets", mode="markers",
                              marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
                              **_points(run, refs, refs.psnr_gain_db.tolist())), 1, 1)
+    stopped = run.stopped()
+    if len(stopped):
+        fig.add_trace(go.Scatter(name=f"stopped at a rung, gain there ({len(stopped)})", mode="markers",
+                                 marker={"symbol": "circle-open", "size": 8, "color": BLUE, "opacity": 0.6},
+                                 **_points(run, stopped, stopped.psnr_gain_db.tolist())), 1, 1)
     win = run.winner()
     if win is not None:
         wrow = t[t.number == win.number]
@@ -214,7 +221,7 @@ def progress_figure(run: Run) -> go.Figure:
     cands = run.candidates()
     best, xs, ys = -math.inf, [], []
     for row in t.itertuples():
-        if row.trained and _num(row.psnr_gain_db) is not None:
+        if row.trained and _num(row.stopped_at) is None and _num(row.psnr_gain_db) is not None:
             best = max(best, row.psnr_gain_db)
         if best > -math.inf:
             xs.append(row.number)
@@ -225,6 +232,12 @@ def progress_figure(run: Run) -> go.Figure:
                              y=cands.psnr_gain_db.tolist(), marker={"color": BLUE, "size": 7},
                              text=[_hover(run, r) for r in cands.itertuples()], customdata=cands.number.tolist(),
                              hovertemplate="%{text}<extra></extra>"))
+    stopped = run.stopped()
+    if len(stopped):
+        fig.add_trace(go.Scatter(name="stopped at a rung (gain there)", mode="markers", x=stopped.number.tolist(),
+                                 y=stopped.psnr_gain_db.tolist(), marker={"symbol": "circle-open", "color": BLUE, "size": 7},
+                                 text=[_hover(run, r) for r in stopped.itertuples()], customdata=stopped.number.tolist(),
+                                 hovertemplate="%{text}<extra></extra>"))
     over = t[t.over_budget]
     if len(over) and len(cands):
         fig.add_trace(go.Scatter(name="over budget (not trained)", mode="markers", x=over.number.tolist(),

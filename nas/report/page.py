@@ -129,6 +129,7 @@ def _header(run: Run) -> str:
     n = summ.get("n_trials", len(t))
     counts = [("trials", n), ("trained", summ.get("n_trained", int(t.trained.sum()))),
               ("over budget (not trained)", summ.get("n_over_budget", int(t.over_budget.sum()))),
+              ("stopped at a rung (pruner)", summ.get("n_stopped", int(t.stopped_at.notna().sum()))),
               ("failed", summ.get("n_failed", int((t.state == "FAIL").sum()))),
               ("latency cache hits", summ.get("n_latency_cache_hits", int(t.latency_cached.sum()))),
               ("training cache hits", summ.get("n_train_cache_hits", int(t.train_cached.sum())))]
@@ -212,7 +213,7 @@ def _details_data(run: Run) -> dict[str, Any]:
             "number": int(r.number), "arch_id": r.arch_id, "reference": r.reference, "state": r.state,
             "summary": run.summary_of(r), "error": r.error,
             **{k: _num(getattr(r, k)) for k in ("latency_ms", "latency_p90_ms", "latency_cov", "psnr_gain_db",
-                                                "psnr_db", "macs", "params", "train_s")},
+                                                "psnr_db", "macs", "params", "train_s", "stopped_at")},
             "over_budget": bool(r.over_budget), "trained": bool(r.trained)}
     win = run.winner()
     return {"trials": trials, "archs": archs, "winner": int(win.number) if win is not None else None,

@@ -72,10 +72,15 @@ class Run:
         return spec.summary() if spec is not None else str(row.summary or "(no arch.json)")
 
     def candidates(self) -> pd.DataFrame:
-        """Trials that were trained and have a gain, reference nets included (the search enqueues them
-        as trials, so one can win)."""
+        """Trials that were trained in full and have a gain, reference nets included (the search enqueues
+        them as trials, so one can win); trials the pruner stopped at a rung are ``stopped()``."""
         t = self.trials
-        return t[t.trained & t.psnr_gain_db.notna() & t[self.latency_column].notna()]
+        return t[t.trained & t.stopped_at.isna() & t.psnr_gain_db.notna() & t[self.latency_column].notna()]
+
+    def stopped(self) -> pd.DataFrame:
+        """Trials the pruner stopped at a rung, with their gain there."""
+        t = self.trials
+        return t[t.stopped_at.notna() & t.psnr_gain_db.notna() & t[self.latency_column].notna()]
 
     def winner(self) -> Any | None:
         """The run's best trial, by the run dir's one rule (nas.rundir.best_trial)."""

@@ -28,7 +28,9 @@
     var facts = "latency " + fmt(t.latency_ms, 3) + " ms median, " + fmt(t.latency_p90_ms, 3) + " ms p90, CoV " +
       (t.latency_cov === null ? "n/a" : (100 * t.latency_cov).toFixed(1) + " %") + (a.unstable ? " (unstable)" : "") +
       "; " + si(t.macs) + "MAC, " + si(t.params) + " params; " +
-      (t.psnr_gain_db !== null ? "gain " + fmt(t.psnr_gain_db, 3) + " dB over bicubic" +
+      (t.stopped_at !== null ? "stopped by the pruner at step " + t.stopped_at + ", gain there " +
+        fmt(t.psnr_gain_db, 3) + " dB over bicubic (not a candidate for the winner)" :
+       t.psnr_gain_db !== null ? "gain " + fmt(t.psnr_gain_db, 3) + " dB over bicubic" +
         (t.train_s !== null ? ", trained in " + fmt(t.train_s, 1) + " s" : "") +
         (a.reparam ? ", trained re-parameterized (" + a.reparam + " blocks, collapsed to plain convs)" : "") +
         (a.moved === false ? " (training did not move: a training failure)" : "")
@@ -76,7 +78,10 @@
         x: a.loss.map(function (p) { return p[0]; }), y: a.loss.map(function (p) { return p[1]; })});
       if (a.val.length) tr.push({type: "scatter", mode: "lines+markers", name: "validation gain (dB)", yaxis: "y2",
         line: {color: "#D55E00"}, x: a.val.map(function (p) { return p[0]; }), y: a.val.map(function (p) { return p[1]; })});
-      Plotly.newPlot(c, tr, {title: {text: "Training curve"}, margin: {t: 40, r: 70, b: 45, l: 55},
+      var stop = t.stopped_at === null ? [] : [{type: "line", xref: "x", yref: "paper", x0: t.stopped_at,
+        x1: t.stopped_at, y0: 0, y1: 1, line: {color: "#8c8c8c", dash: "dash"}}];
+      Plotly.newPlot(c, tr, {title: {text: t.stopped_at === null ? "Training curve" :
+        "Training curve (stopped at step " + t.stopped_at + ")"}, shapes: stop, margin: {t: 40, r: 70, b: 45, l: 55},
         xaxis: {title: {text: "step"}}, yaxis: {title: {text: "loss"}, type: "log"},
         yaxis2: {title: {text: "gain over bicubic (dB)"}, overlaying: "y", side: "right", showgrid: false,
                  tickformat: ".2f", nticks: 5},
