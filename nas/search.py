@@ -295,11 +295,15 @@ class Search:
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
         self.store = target.open_store()
         self.train_cache = TrainCache(self.store.url)
+        held: list[str] = []  # the guard's notes wait until every check has passed (a refused run says one line)
         self.guard = LatencyGuard(cfg.predictor, target.backend, self.store, target.workload, target.space,
-                                  target.input_size, target.budget.limit_ms, self.say)
+                                  target.input_size, target.budget.limit_ms, held.append)
         self.writer.create()  # only now: every check above writes nothing
         # said after the checks, so that a refused run prints its error line alone
         self.say(target.describe())
+        for note in held:
+            self.say(note)
+        self.guard.say = self.say
         if storage is None:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -478,16 +482,17 @@ class Search:
             if gone:
                 self.say(f"gave up waiting for {len(gone)} silent worker(s) (no beat for {grace} s): "
                          f"{', '.join(gone)}; running what they left")
-                self._loop(mine, tally, progress, stop)  # the retries of their last trials
+                self._loop(mine, tally, progress, stop, every=True)  # the retries of their last trials
         return self._finish(tally, interrupted=stop.requested)
 
-    def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag) -> None:
-        """Ask, run and record trials until this run dir has done its share (or Ctrl-C)."""
+    def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag, every: bool = False) -> None:
+        """Ask, run and record trials until this run dir has done its share and the retries of its own killed
+        trials (``every``: any worker's) are done, or Ctrl-C."""
         from optuna.trial import TrialState
 
         cfg = self.config
         with stop.installed(self.say):
-            while (len(mine) < cfg.trials or waiting_retries(self.study)) and not stop.requested:
+            while (len(mine) < cfg.trials or waiting_retries(self.study, self.run_dir, every)) and not stop.requested:
                 trial = ask(self.study)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:

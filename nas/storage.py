@@ -153,6 +153,10 @@ def ask(study: Any) -> Any:
         warnings.simplefilter("ignore")
         if uses_heartbeat(study):
             optuna.storages.fail_stale_trials(study)
+            trial = study.ask()
+            # beat at once: a worker killed before its first beat would leave a trial no one can find stale
+            study._storage.record_heartbeat(trial._trial_id)
+            return trial
         return study.ask()
 
 
@@ -183,11 +187,13 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
         thread.join()
 
 
-def waiting_retries(study: Any) -> int:
-    """How many retries of dead workers' trials wait to be run (after failing the trials gone stale now).
+def waiting_retries(study: Any, run_dir: Path, every: bool = False) -> int:
+    """How many retries of killed trials of ``run_dir`` (``every``: of any worker) wait to be run, after
+    failing the trials gone stale now.
 
     Optuna hands out WAITING trials oldest first, so a retry can wait behind enqueued reference nets
-    until every worker has done its share: workers run them before they stop, so none is lost.
+    after its worker has done its share: the worker runs its own before it stops, and a worker that gave up
+    waiting for a silent one runs that one's, so none is lost.
     """
     import optuna
     from optuna.trial import TrialState
@@ -196,8 +202,10 @@ def waiting_retries(study: Any) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)
+    here = str(Path(run_dir).resolve())
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return sum(1 for t in waiting if "failed_trial" in t.system_attrs)
+    return sum(1 for t in waiting if "failed_trial" in t.system_attrs
+               and (every or t.user_attrs.get("run_dir") == here))
 
 
 def retried_trial_numbers(trials: list[Any]) -> set[int]:
