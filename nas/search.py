@@ -481,18 +481,17 @@ class Search:
             gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
             if gone:
                 self.say(f"gave up waiting for {len(gone)} silent worker(s) (no beat for {grace} s): "
-                         f"{', '.join(gone)}; running what they left")
-                self._loop(mine, tally, progress, stop, every=True)  # the retries of their last trials
+                         f"{', '.join(gone)}")
         return self._finish(tally, interrupted=stop.requested)
 
-    def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag, every: bool = False) -> None:
+    def _loop(self, mine: list[int], tally: Tally, progress: Progress, stop: StopFlag) -> None:
         """Ask, run and record trials until this run dir has done its share and the retries of its own killed
-        trials (``every``: any worker's) are done, or Ctrl-C."""
+        trials are done, or Ctrl-C."""
         from optuna.trial import TrialState
 
         cfg = self.config
         with stop.installed(self.say):
-            while (len(mine) < cfg.trials or waiting_retries(self.study, self.run_dir, every)) and not stop.requested:
+            while (len(mine) < cfg.trials or waiting_retries(self.study, self.run_dir)) and not stop.requested:
                 trial = ask(self.study)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:

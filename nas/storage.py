@@ -187,13 +187,12 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
         thread.join()
 
 
-def waiting_retries(study: Any, run_dir: Path, every: bool = False) -> int:
-    """How many retries of killed trials of ``run_dir`` (``every``: of any worker) wait to be run, after
-    failing the trials gone stale now.
+def waiting_retries(study: Any, run_dir: Path) -> int:
+    """How many retries of killed trials of ``run_dir`` wait to be run, after failing the trials gone stale now.
 
     Optuna hands out WAITING trials oldest first, so a retry can wait behind enqueued reference nets
-    after its worker has done its share: the worker runs its own before it stops, and a worker that gave up
-    waiting for a silent one runs that one's, so none is lost.
+    after its worker has done its share: rerun, the worker runs its own before it stops. (A retry of a
+    worker that never comes back waits for the next worker that asks.)
     """
     import optuna
     from optuna.trial import TrialState
@@ -205,7 +204,7 @@ def waiting_retries(study: Any, run_dir: Path, every: bool = False) -> int:
     here = str(Path(run_dir).resolve())
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     return sum(1 for t in waiting if "failed_trial" in t.system_attrs
-               and (every or t.user_attrs.get("run_dir") == here))
+               and t.user_attrs.get("run_dir") == here)
 
 
 def retried_trial_numbers(trials: list[Any]) -> set[int]:
