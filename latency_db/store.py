@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,7 +163,7 @@ class LatencyStore:
         else:
             raise StoreError(f"latency database {self.display_url}: only sqlite and postgresql are supported")
         try:
-            self._init_schema()
+            self._init_schema_when_unlocked()
         except StoreError:
             self.engine.dispose()
             raise
@@ -222,6 +223,17 @@ class LatencyStore:
             self._create(conn)
         else:
             metadata.create_all(conn, checkfirst=True)  # additive tables only: rows are never touched
+
+    def _init_schema_when_unlocked(self) -> None:
+        """``_init_schema``, tried again while another process holds a new SQLite file's lock (processes that
+        open one database at the same moment race to create it; SQLite can refuse a WAL switch at once)."""
+        for attempt in range(10):
+            try:
+                return self._init_schema()
+            except OperationalError as exc:
+                if self.dialect != "sqlite" or "locked" not in str(exc) or attempt == 9:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def _init_schema(self) -> None:
         with self.engine.connect() as conn:
