@@ -24,35 +24,10 @@ import time
 import torch
 from train_defaults import small_random_specs
 
+from nas.bench import spearman
 from nas.data import load_data, val_pairs
 from nas.train import TrainConfig, short_train, validate
 from search_spaces import build, count, get_space
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Average ranks (1-based), ties sharing the mean of their positions."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho: Pearson's correlation of the ranks."""
-    ra, rb = ranks(a), ranks(b)
-    n = len(a)
-    ma, mb = sum(ra) / n, sum(rb) / n
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra) ** 0.5
-    vb = sum((y - mb) ** 2 for y in rb) ** 0.5
-    return cov / (va * vb)
 
 
 def table(curves: dict[str, dict[int, float]], val_s: list[float], steps: int, every: int) -> str:
