@@ -31,6 +31,7 @@ from nas.rundir import RunDirWriter, TrialRow, summarize, trial_row
 from nas.shared_study import WorkerBeacon, materialize, publish_run_meta, wait_for_workers
 from nas.storage import (
     ask,
+    create_or_load_study,
     heartbeat,
     heartbeat_settings,
     mask_url,
@@ -43,6 +44,7 @@ from search_spaces.registry import Registry
 
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
+IDENTITY_WAIT_S = 30  # how long a worker waits for the study's creator to seed it
 DEFAULT_PRUNER = "none"  # until the equal-wall-time benchmark of reports/pruning.md says otherwise
 
 
@@ -308,12 +310,10 @@ class Search:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.pruning = PRUNERS.get(cfg.pruner)(target.train_config.steps)
-        self.study = optuna.create_study(
-            study_name=self.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide()),
-            pruner=self.pruning.pruner,
-        )
-        self._check_study_settings()
+        self.study, created = create_or_load_study(
+            self.study_name, storage, SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide()),
+            self.pruning.pruner)
+        self._check_study_settings(created)
         publish_run_meta(self.study, self._run_meta())
         self._write_run_json(None)
 
@@ -338,20 +338,33 @@ class Search:
             identity["min_shift_consistency"] = t.min_shift_consistency
         return identity
 
-    def _check_study_settings(self) -> None:
+    def _check_study_settings(self, created: bool) -> None:
+        """The study's creator seeds it (warm starts, then its identity); any other worker checks that it
+        runs the same settings. Workers starting at once never both seed it (create_or_load_study)."""
         identity = self._identity()
-        stored = self.study.user_attrs.get("identity")
-        if stored is None:
-            self.study.set_user_attr("identity", identity)
-            if self.config.warm_start and not self.study.trials:
+        if created:
+            if self.config.warm_start:
                 space = self.target.space
                 for name, spec in space.references().items():
-                    self.study.enqueue_trial(space.params_of(spec), user_attrs={"reference": name},
-                                             skip_if_exists=True)
+                    self.study.enqueue_trial(space.params_of(spec), user_attrs={"reference": name})
+            self.study.set_user_attr("identity", identity)
+            return
+        stored = self._stored_identity()
+        if stored is None:  # its creator stopped before seeding it: adopt it, without warm starts
+            self.study.set_user_attr("identity", identity)
         elif stored != identity:
             changed = sorted(k for k in identity if stored.get(k) != identity[k])
             raise UsageError(f"study '{self.study_name}' was created with other settings ({', '.join(changed)} "
                              "differ): use another --study name or the same settings")
+
+    def _stored_identity(self) -> dict[str, Any] | None:
+        """The study's identity; in a shared study, waits a while for a creator that is still seeding it."""
+        deadline = time.monotonic() + (IDENTITY_WAIT_S if self.config.storage is not None else 0)
+        while True:
+            stored = self.study.user_attrs.get("identity")
+            if stored is not None or time.monotonic() >= deadline:
+                return stored
+            time.sleep(0.2)
 
     def _note_contention(self, latency: Any, number: int, tally: Tally) -> None:
         """Count CPU measurements timed beside busy processes, and say so once: they are stored as measured."""

@@ -136,6 +136,19 @@ def retrying_rdb_storage() -> type:
     return RetryingRDBStorage
 
 
+def create_or_load_study(study_name: str, storage: Any, sampler: Any, pruner: Any) -> tuple[Any, bool]:
+    """The study, and whether this call created it. Of workers starting at once exactly one creates it
+    (the storage refuses the others, which load it): that one alone seeds the study (docs/design.md)."""
+    import optuna
+
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                    sampler=sampler, pruner=pruner)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner), False
+
+
 def uses_heartbeat(study: Any) -> bool:
     """Whether the study's storage has heartbeats on (RDB storage from ``open_optuna_storage``)."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
