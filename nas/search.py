@@ -61,11 +61,14 @@ class SearchConfig:
     warm_start: bool = True
     predictor: str | None = None                # off | screen | guide; None: screen when trusted (nas/latency_guard.py)
     pruner: str = DEFAULT_PRUNER                # one of PRUNERS: stops trainings that are behind at a rung
+    timeout_s: float | None = None              # stop asking for trials after this long (the current one finishes)
 
     def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout_s!r}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS.names())}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:
@@ -88,6 +91,8 @@ class Tally:
     lock_wait_s: float = 0.0
     contended: int = 0          # CPU measurements timed while other processes were busy
     stopped: int = 0            # trainings the pruner stopped at a rung
+    resumed: int = 0            # trainings that went on from a checkpoint stopped at a rung
+    timed_out: bool = False     # --timeout ended the loop before the run dir had its trials
     best_gain: float | None = None
     best_latency: float | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -436,14 +441,14 @@ class Search:
                                                           target.device, self.pruning.rungs, on_rung)
         trial.set_user_attr("train_cached", cached)
         tally.lock_wait_s += waited_s
-        if cached:
-            tally.train_hits += 1
-        else:
-            tally.train_s += result.train_s
+        spent_s = 0.0 if cached else result.train_s - result.resumed_s  # a resumed training paid only the rest
+        tally.train_hits += int(cached)
+        tally.resumed += int(result.resumed_from is not None)
+        tally.train_s += spent_s
         self.writer.write_training(arch_id, result, target.train_config.to_dict(), target.train_config.hash())
         trial.set_user_attr("train", {
             "psnr_db": result.psnr_db, "bicubic_psnr_db": result.bicubic_psnr_db, "ssim": result.ssim,
-            "psnr_gain_db": result.psnr_gain_db, "train_s": 0.0 if cached else result.train_s,
+            "psnr_gain_db": result.psnr_gain_db, "train_s": spent_s, "resumed_from": result.resumed_from,
             "moved": result.moved, "shift_consistency_db": result.shift_consistency_db,
             "temporal_psnr_db": result.temporal_psnr_db,
         })
@@ -505,6 +510,11 @@ class Search:
         cfg = self.config
         with stop.installed(self.say):
             while (len(mine) < cfg.trials or waiting_retries(self.study, self.run_dir)) and not stop.requested:
+                if tally.n_done and cfg.timeout_s is not None and time.perf_counter() - tally.started >= cfg.timeout_s:
+                    tally.timed_out = True
+                    self.say(f"--timeout {cfg.timeout_s:g} s reached after {tally.n_done} trials: stopping "
+                             "(rerun the same command to go on)")
+                    break
                 trial = ask(self.study)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:
@@ -544,7 +554,9 @@ class Search:
             "n_predicted_over_budget": sum(1 for t in self.study.get_trials(deepcopy=False)
                                            if t.user_attrs.get("predicted_over_budget")),
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
-                         "train_cache_hits": tally.train_hits, "contended_measurements": tally.contended,
+                         "train_cache_hits": tally.train_hits, "resumed_trainings": tally.resumed,
+                         "timed_out": tally.timed_out,
+                         "contended_measurements": tally.contended,
                          "predictor": self.guard.mode, "screened": self.guard.screened,
                          "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary()},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
@@ -578,7 +590,7 @@ class Search:
             "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma, "warm_start": cfg.warm_start,
             "degradation": t.degradation, "jpeg_quality": t.jpeg_quality, "val_sequence": t.val_sequence,
             "min_shift_consistency": t.min_shift_consistency, "predictor": cfg.predictor,
-            "pruner": cfg.pruner, "rungs": list(self.pruning.rungs),
+            "pruner": cfg.pruner, "rungs": list(self.pruning.rungs), "timeout_s": cfg.timeout_s,
         }
         return {
             "nas_version": __version__, "study": self.study_name, "config": config,

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -105,10 +105,68 @@ class TrainResult:
     shift_consistency_db: float = math.nan  # nas.metrics.shift_consistency, mean over the validation images
     temporal_psnr_db: float = math.nan      # nas.metrics.temporal_psnr over the validation clip; NaN: no clip
     stopped_at: int | None = None           # the rung step where ``on_rung`` stopped it; None: trained in full
+    resumed_from: int | None = None         # the step of the partial training it went on from; None: from scratch
+    resumed_s: float = 0.0                  # seconds of ``train_s`` spent before, by the partial training
+    checkpoint: Checkpoint | None = field(default=None, repr=False, compare=False)  # a stopped training's, to resume
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (no weights), as train.json stores them."""
-        return {k: v for k, v in asdict(self).items() if k != "state_dict"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("state_dict", "checkpoint")}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training stopped at a rung, with everything needed to go on exactly as if it had never stopped:
+    the over-parameterized weights, Adam's state, the scheduler's step and both random streams (tensors,
+    stored as safetensors), and the curves, loss accumulator, rung validations and time so far (JSON)."""
+
+    step: int
+    tensors: dict[str, torch.Tensor] = field(repr=False)  # "net.NAME", "opt.I.KEY", "rng.sampler", "rng.torch"
+    meta: dict[str, Any] = field(repr=False)
+
+    @staticmethod
+    def capture(step: int, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, sampler: PatchSampler,
+                meta: dict[str, Any]) -> Checkpoint:
+        tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        opt_state = opt.state_dict()
+        for index, state in opt_state["state"].items():
+            for key, value in state.items():
+                tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+        tensors["rng.sampler"] = sampler.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+        return Checkpoint(step, tensors, {**meta, "param_groups": opt_state["param_groups"], "sched": sched_state})
+
+    def restore(self, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, sampler: PatchSampler) -> None:
+        """Load the state into a freshly built net, optimizer, scheduler and sampler of the same training;
+        raises CheckpointMismatch when the checkpoint does not fit them."""
+        try:
+            weights = {k.removeprefix("net."): v for k, v in self.tensors.items() if k.startswith("net.")}
+            own = net.state_dict()
+            if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):
+                raise ValueError("the checkpoint's weights are not this net's")
+            if not RESUME_KEYS <= set(self.meta):
+                raise ValueError(f"the checkpoint lacks {sorted(RESUME_KEYS - set(self.meta))}")
+            net.load_state_dict(weights)
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for name, value in self.tensors.items():
+                if name.startswith("opt."):
+                    _, index, key = name.split(".", 2)
+                    state.setdefault(int(index), {})[key] = value.clone()
+            groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in self.meta["param_groups"]]
+            opt.load_state_dict({"state": state, "param_groups": groups})
+            sched.load_state_dict({**self.meta["sched"], "lr_lambdas": [None] * len(opt.param_groups)})
+            sampler.gen.set_state(self.tensors["rng.sampler"])
+            torch.set_rng_state(self.tensors["rng.torch"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointMismatch(str(exc)) from exc
+
+
+class CheckpointMismatch(Exception):
+    """A stored checkpoint that does not fit the training it was found for (the trainer starts over)."""
+
+
+RESUME_KEYS = frozenset({"loss_curve", "val_curve", "acc", "n_acc", "train_s", "checks", "param_groups", "sched"})
 
 
 @dataclass(frozen=True)
@@ -224,13 +282,17 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 progress: Callable[[int, int, float], None] | None = None,
                 device: str | torch.device = "cpu", rungs: Sequence[int] = (),
-                on_rung: Callable[[int, float], bool] | None = None) -> TrainResult:
-    """Train ``build(spec)`` from scratch for ``config.steps`` steps and validate it.
+                on_rung: Callable[[int, float], bool] | None = None,
+                resume: Checkpoint | None = None) -> TrainResult:
+    """Train ``build(spec)`` for ``config.steps`` steps, from scratch or from ``resume``, and validate it.
 
     ``progress(step, steps, loss)`` is called about every 5 % of the steps. At each of ``rungs`` (steps
     below ``config.steps``) the net is validated and ``on_rung(step, gain_db)`` asked whether to stop: a
-    stopped result has ``stopped_at`` set, the rung's validation, and no stability metrics. Rungs never
-    change a full training (validation draws no random numbers), so they are not in the cache key.
+    stopped result has ``stopped_at`` set, the rung's validation, no stability metrics, and a
+    ``checkpoint`` to go on from. Rungs never change a full training (validation draws no random
+    numbers), so they are not in the cache key; nor does resuming (the checkpoint holds every state the
+    loop carries: tests/test_pruning.py checks the weights are bit-identical). A resumed training first
+    reports the rungs it had passed, from their stored validations, and may be stopped before any step.
     Raises UsageError when
     the spec does not fit the data's task or the patch size is not a multiple of the spec's
     ``size_multiple``.
@@ -257,9 +319,25 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
             opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
         loss_curve: list[list[float]] = []
         val_curve: list[list[float]] = []
-        acc, n_acc, diverged = 0.0, 0, False
+        checks: dict[int, Validation] = {}  # the validation at each rung passed, for a checkpoint
+        acc, n_acc, diverged, done_s = 0.0, 0, False, 0.0
         rung_steps, stopped = {r for r in rungs if 0 < r < config.steps}, None
-        for step in range(1, config.steps + 1):
+        first, checkpoint = 1, None
+        if resume is not None:
+            if not 0 < resume.step < config.steps:
+                raise CheckpointMismatch(f"a checkpoint at step {resume.step} of a {config.steps}-step training")
+            resume.restore(net, opt, sched, sampler)
+            m = resume.meta
+            loss_curve, val_curve = [list(p) for p in m["loss_curve"]], [list(p) for p in m["val_curve"]]
+            acc, n_acc, done_s, first = m["acc"], m["n_acc"], m["train_s"], resume.step + 1
+            checks = {int(r): Validation(*v) for r, v in m["checks"].items()}
+            for rung in sorted(checks):  # this trial's pruner has not seen them yet
+                step = rung
+                if rung in rung_steps and on_rung is not None and on_rung(rung, checks[rung].gain_db):
+                    stopped = checks[rung]
+                    val_curve = [p for p in val_curve if p[0] <= rung]
+                    break
+        for step in range(first, config.steps + 1) if stopped is None else ():
             inp, tgt = sampler.batch(config.batch_size)   # (B,3,p,p), (B,3,ps,ps)
             inp, tgt = inp.to(dev), tgt.to(dev)
             loss = loss_fn(net(inp), tgt)
@@ -282,8 +360,15 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
             if at_rung or (config.val_every and step % config.val_every == 0 and step < config.steps):
                 check = validate(net, pairs, data.kind, data.scale, dev)
                 val_curve.append([step, check.gain_db])
+                if at_rung:
+                    checks[step] = check
                 if at_rung and on_rung is not None and on_rung(step, check.gain_db):
                     stopped = check
+                    checkpoint = Checkpoint.capture(step, net, opt, sched, sampler, {
+                        "loss_curve": [list(p) for p in loss_curve], "val_curve": [list(p) for p in val_curve],
+                        "acc": acc, "n_acc": n_acc,
+                        "train_s": done_s + time.perf_counter() - t0,
+                        "checks": {str(r): list(astuple(v)) for r, v in checks.items()}})
                     break
         net = collapse(net)  # the plain net: what is stored, exported, timed and shipped
         if stopped is None:
@@ -292,7 +377,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
             val_curve.append([step, final.gain_db])
         else:
             final, shift_db, flicker_db = stopped, math.nan, math.nan
-    train_s = time.perf_counter() - t0
+    train_s = done_s + time.perf_counter() - t0
     state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in net.state_dict().items()}
     return TrainResult(
         psnr_db=final.psnr_db, bicubic_psnr_db=final.bicubic_psnr_db, psnr_gain_db=final.gain_db,
@@ -300,4 +385,6 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         moved=final.moved and not diverged, state_dict=state,
         shift_consistency_db=shift_db, temporal_psnr_db=flicker_db,
         stopped_at=None if stopped is None else step,
+        resumed_from=None if resume is None else resume.step, resumed_s=done_s,
+        checkpoint=checkpoint,
     )

@@ -4,6 +4,9 @@ that uses the same database (the latency database's URL: a SQLite file or Postgr
 Rows are insert-or-ignore: the first finished training of a key wins, and since training is
 deterministic for a config (which holds the seed) a second one would be the same. Weights are
 stored as safetensors bytes, never pickled.
+
+A training the pruner stopped at a rung keeps its checkpoint in a second table under the same key
+(the farthest one wins), so a candidate met again resumes there instead of starting over.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from latency_db.retry import retry_transient
-from nas.train import TrainResult
+from nas.train import Checkpoint, CheckpointMismatch, TrainResult
 
 if TYPE_CHECKING:
     from nas.data import TaskData
@@ -51,6 +55,17 @@ train_cache = sa.Table(
     sa.Column("weights", sa.LargeBinary, nullable=False),  # safetensors bytes
     sa.Column("train_config", sa.Text, nullable=False),    # JSON of TrainConfig.to_dict(), for humans
     sa.Column("created", sa.String(32), nullable=False),   # ISO 8601 UTC
+)
+PARTIAL_TABLE = "nas_train_partial_v1"
+partial_trainings = sa.Table(
+    PARTIAL_TABLE, metadata,
+    sa.Column("arch_id", sa.String(64), primary_key=True),
+    sa.Column("config_hash", sa.String(64), primary_key=True),
+    sa.Column("data_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, nullable=False),          # the rung it stopped at
+    sa.Column("tensors", sa.LargeBinary, nullable=False),   # safetensors bytes of Checkpoint.tensors
+    sa.Column("meta", sa.Text, nullable=False),             # JSON of Checkpoint.meta
+    sa.Column("created", sa.String(32), nullable=False),    # ISO 8601 UTC
 )
 
 
@@ -132,8 +147,8 @@ class TrainCache:
               ) -> tuple[TrainResult, bool, float]:
         """``short_train`` through the cache: (result, whether it came from the cache, seconds waited for the
         device lock). A miss trains under ``backend``'s device lock, so no latency is timed meanwhile; it
-        reports at ``rungs`` through ``on_rung`` (short_train). Only full trainings are stored: a training
-        stopped at a rung is trained again from scratch if it is met again (reports/pruning.md)."""
+        reports at ``rungs`` through ``on_rung`` (short_train). A full training is stored as the result; one
+        stopped at a rung as a checkpoint, which the next training of the key resumes from."""
         from latency_db import device_lock
         from nas.train import short_train
 
@@ -141,11 +156,67 @@ class TrainCache:
         result = self.get(*key)
         if result is not None:
             return result, True, 0.0
+        partial = self.get_partial(*key)
         with device_lock(backend) as lock:
-            result = short_train(spec, data, config, device=device, rungs=rungs, on_rung=on_rung)
+            try:
+                result = short_train(spec, data, config, device=device, rungs=rungs, on_rung=on_rung, resume=partial)
+            except CheckpointMismatch:  # stored by other code for this key: start over
+                result = short_train(spec, data, config, device=device, rungs=rungs, on_rung=on_rung)
         if result.stopped_at is None:
             self.put(*key, result, config.to_dict())
+            if partial is not None:
+                self.delete_partial(*key)
+        elif result.checkpoint is not None:
+            self.put_partial(*key, result.checkpoint)
         return result, False, lock.waited_s
+
+    @retry_transient
+    def get_partial(self, arch_id: str, config_hash: str, data_id: str) -> Checkpoint | None:
+        """The stored checkpoint of a training stopped at a rung, or None (also for a row that cannot be read)."""
+        t = partial_trainings.c
+        query = sa.select(t.step, t.tensors, t.meta).where(
+            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        try:
+            tensors, meta = dict(st_load(bytes(row.tensors))), json.loads(row.meta)
+        except (SafetensorError, ValueError):  # unreadable: resuming is an optimization, train from scratch
+            return None
+        return Checkpoint(int(row.step), tensors, meta) if isinstance(meta, dict) else None
+
+    @retry_transient
+    def put_partial(self, arch_id: str, config_hash: str, data_id: str, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint unless one from a later step is already there (workers may race)."""
+        values = {
+            "arch_id": arch_id, "config_hash": config_hash, "data_id": data_id, "step": checkpoint.step,
+            "tensors": st_save({k: v.contiguous() for k, v in checkpoint.tensors.items()}),
+            "meta": json.dumps(checkpoint.meta), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(self.engine.dialect.name)
+        with self.engine.begin() as conn:
+            if dialect is None:  # other dialects: replace in one transaction
+                self._delete_partial(conn, arch_id, config_hash, data_id)
+                conn.execute(partial_trainings.insert().values(values))
+                return
+            stmt = dialect.insert(partial_trainings).values(values)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["arch_id", "config_hash", "data_id"],
+                set_={k: stmt.excluded[k] for k in ("step", "tensors", "meta", "created")},
+                where=partial_trainings.c.step < stmt.excluded.step))
+
+    @retry_transient
+    def delete_partial(self, arch_id: str, config_hash: str, data_id: str) -> None:
+        """Forget a checkpoint once its training is stored in full."""
+        with self.engine.begin() as conn:
+            self._delete_partial(conn, arch_id, config_hash, data_id)
+
+    @staticmethod
+    def _delete_partial(conn: sa.Connection, arch_id: str, config_hash: str, data_id: str) -> None:
+        t = partial_trainings.c
+        conn.execute(partial_trainings.delete().where(
+            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id))
 
     @retry_transient
     def put(self, arch_id: str, config_hash: str, data_id: str, result: TrainResult,

@@ -115,6 +115,8 @@ TABLE = [
     ("input-size-malformed", [*SEARCH, "--budget-ms", "1", "--input-size", "32by48"], "HxW"),
     ("input-size-zero", [*SEARCH, "--budget-ms", "1", "--input-size", "0x48"], "out of range"),
     ("trials-zero", [*SEARCH, "--budget-ms", "1", "--trials", "0"], "--trials must be at least 1"),
+    ("timeout-zero", [*SEARCH, "--budget-ms", "1", "--timeout", "0"], "--timeout must be a positive number"),
+    ("timeout-nan", [*SEARCH, "--budget-ms", "1", "--timeout", "nan"], "--timeout must be a positive number"),
     ("reparam-unknown", [*SEARCH, "--budget-ms", "1", "--reparam", "acb"],
      "--reparam must be one of none, linear, ecb, got 'acb'"),
     ("trials-not-int", [*SEARCH, "--budget-ms", "1", "--trials", "many"], "--trials"),

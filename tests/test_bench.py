@@ -152,10 +152,21 @@ def test_second_identical_bench_measures_and_trains_nothing(bench: dict) -> None
 @pytest.mark.parametrize("args", [["--budgets", "abc"], ["--seeds", ""], ["--budgets", "2,-1"],
                                   ["--seeds", "0,0"], ["--long-steps", "0"], ["--task", "denoise"],
                                   ["--samplers", "evolution"], ["--samplers", "random,evolution"],
-                                  ["--samplers", "annealing,random"], ["--samplers", "tpe,random,tpe"]])
+                                  ["--samplers", "annealing,random"], ["--samplers", "tpe,random,tpe"],
+                                  ["--reparam", "acb"]])
 def test_bad_input_is_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_nas("bench", *args, "--out", str(out), "--latency-db", f"sqlite:///{tmp_path / 'l.db'}")
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
     assert not out.exists()
+
+
+def test_reparam_reaches_every_search_and_reference_training(tmp_path: Path) -> None:
+    """--reparam sets the training config of the searches and the references alike (one cache key each)."""
+    from nas.bench import Bench, BenchConfig
+
+    bench = Bench(BenchConfig(budgets=(1.0,), seeds=(0, 1), reparam="ecb", backend="onnxruntime",
+                              input_size=(32, 48), out=str(tmp_path / "out"), latency_db=str(tmp_path / "l.db")))
+    configs = {bench.target(1.0, seed).train_config for seed in (0, 1)} | {bench._config_for(s) for s in (0, 1)}
+    assert {c.reparam for c in configs} == {"ecb"} and len(configs) == 2

@@ -13,12 +13,13 @@ import pytest
 import torch
 from tiny import TINY_ARGS, run_nas
 
+from latency_db import get_backend
 from nas.data import TaskData, load_data
 from nas.errors import UsageError
 from nas.rundir import RunDir, RunDirWriter, TrialRow, best_trial, summarize
 from nas.search import PRUNERS, SearchConfig
 from nas.train import TrainConfig, short_train
-from nas.train_cache import TABLE, TrainCache
+from nas.train_cache import PARTIAL_TABLE, TABLE, TrainCache
 from search_spaces import get_space
 
 CFG = TrainConfig(steps=6, batch_size=4, patch_size=16, lr=5e-3, warmup_steps=2)
@@ -112,6 +113,8 @@ def _check_stopped_trials(run_dir: Path, summary: dict, db: str) -> list[dict[st
         train = json.loads((run_dir / "archs" / r["arch_id"] / "train.json").read_text())
         assert train["stopped_at"] == int(r["stopped_at"]) == train["val_curve"][-1][0]
         assert cache.get(r["arch_id"], train["train_config_hash"], run["data"]["data_id"]) is None
+        checkpoint = cache.get_partial(r["arch_id"], train["train_config_hash"], run["data"]["data_id"])
+        assert checkpoint is not None and checkpoint.step >= int(r["stopped_at"])  # met again, it resumes
     assert summary["n_stopped"] == len(stopped)
     best = summary["best"]
     winner = next(r for r in rows if int(r["number"]) == best["trial"])
@@ -167,3 +170,136 @@ def test_a_stopped_trial_of_another_worker_is_not_missing_weights(tmp_path: Path
     done = materialize(study, writer, TrainCache(str(tmp_path / "nas.db")), Budget(1.0))
     assert done.missing_weights == [1]
     assert [r.stopped_at for r in done.rows] == [30, None]
+
+
+RESUMABLE = [("sr2x", "tiny", "none"), ("sr2x", "tiny", "ecb"), ("denoise", "unet_small", "none")]
+
+
+@pytest.mark.parametrize(("task", "ref", "reparam"), RESUMABLE)
+def test_a_resumed_training_is_bit_identical_to_an_uninterrupted_one(task: str, ref: str, reparam: str,
+                                                                     tmp_path: Path) -> None:
+    """Stopped at a rung, stored, read back and resumed: the weights, curves and gain are exactly those of
+    one training that never stopped (the checkpoint carries Adam's state, the schedule and the random streams;
+    denoise draws its noise from the sampler's stream)."""
+    space = get_space(task)
+    spec = space.references()[ref]
+    data = load_data(space.kind, space.scale, 32)
+    cfg = TrainConfig(**{**CFG.to_dict(), "steps": 12, "reparam": reparam})
+    straight = short_train(spec, data, cfg)
+    stopped = short_train(spec, data, cfg, rungs=(4, 8), on_rung=lambda step, gain: step == 8)
+    assert stopped.stopped_at == 8 and stopped.checkpoint is not None and stopped.checkpoint.step == 8
+    cache = TrainCache(str(tmp_path / "cache.db"))
+    key = (spec.arch_id, cfg.hash(), data.data_id)
+    cache.put_partial(*key, stopped.checkpoint)
+    seen: list[int] = []
+    resumed = short_train(spec, data, cfg, rungs=(4, 8), on_rung=lambda step, gain: seen.append(step) or False,
+                          resume=cache.get_partial(*key))
+    assert seen == [4, 8]  # the passed rungs, reported again from their stored gains
+    assert resumed.resumed_from == 8 and resumed.stopped_at is None and resumed.checkpoint is None
+    assert 0 < resumed.resumed_s <= resumed.train_s
+    assert set(resumed.state_dict) == set(straight.state_dict)
+    assert all(torch.equal(straight.state_dict[k], resumed.state_dict[k]) for k in straight.state_dict)
+    assert resumed.loss_curve == straight.loss_curve and resumed.val_curve[-1] == straight.val_curve[-1]
+    assert resumed.psnr_gain_db == straight.psnr_gain_db
+
+
+def test_a_resumed_training_can_be_stopped_before_any_step(sr2: TaskData) -> None:
+    spec = get_space("sr2x").references()["tiny"]
+    stopped = short_train(spec, sr2, CFG, rungs=(2, 4), on_rung=lambda step, gain: step == 4)
+    again = short_train(spec, sr2, CFG, rungs=(2, 4), on_rung=lambda step, gain: True, resume=stopped.checkpoint)
+    assert again.stopped_at == 2 and again.resumed_from == 4 and again.checkpoint is None  # nothing new to keep
+    assert again.psnr_gain_db == stopped.val_curve[0][1] and again.val_curve == stopped.val_curve[:1]
+
+
+def test_the_cache_resumes_a_stopped_training_then_keeps_only_the_full_one(tmp_path: Path, sr2: TaskData) -> None:
+    spec = get_space("sr2x").references()["tiny"]
+    cache = TrainCache(str(tmp_path / "cache.db"))
+    key = (spec.arch_id, CFG.hash(), sr2.data_id)
+    first, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4), lambda step, gain: step == 4)
+    assert first.stopped_at == 4 and not cached and cache.get(*key) is None
+    assert cache.get_partial(*key).step == 4
+    full, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4), lambda step, gain: False)
+    assert full.resumed_from == 4 and full.stopped_at is None and not cached
+    assert cache.get_partial(*key) is None and cache.get(*key).psnr_gain_db == full.psnr_gain_db
+    again, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4), lambda step, gain: True)
+    assert cached and again.stopped_at is None  # a full training is never stopped
+
+
+def test_the_farthest_checkpoint_wins_and_a_foreign_one_is_not_resumed(tmp_path: Path, sr2: TaskData) -> None:
+    space = get_space("sr2x")
+    tiny, other = space.references()["tiny"], space.references()["fsrcnn_small"]
+    cache = TrainCache(str(tmp_path / "cache.db"))
+    key = (tiny.arch_id, CFG.hash(), sr2.data_id)
+    at_4 = short_train(tiny, sr2, CFG, rungs=(2, 4), on_rung=lambda step, gain: step == 4).checkpoint
+    at_2 = short_train(tiny, sr2, CFG, rungs=(2, 4), on_rung=lambda step, gain: True).checkpoint
+    cache.put_partial(*key, at_4)
+    cache.put_partial(*key, at_2)  # a slower worker's: it does not replace the farther one
+    assert cache.get_partial(*key).step == 4
+    foreign = short_train(other, sr2, CFG, rungs=(2,), on_rung=lambda step, gain: True).checkpoint
+    cache.delete_partial(*key)
+    cache.put_partial(*key, foreign)  # not this net's weights: the training starts over
+    result, _, _ = cache.train(tiny, sr2, CFG, get_backend("onnxruntime"), "cpu")
+    assert result.resumed_from is None and result.stopped_at is None
+    assert all(torch.equal(v, short_train(tiny, sr2, CFG).state_dict[k]) for k, v in result.state_dict.items())
+
+
+def test_a_second_search_resumes_the_stopped_trainings_and_reaches_the_same_verdicts(tiny_search: dict,
+                                                                                    tmp_path: Path) -> None:
+    """Same seed, the first search's database without its full trainings: each candidate the first search
+    left stopped meets its checkpoint, reports its rungs again and is stopped at the same rung without
+    training; the others train again exactly as before, so every verdict is the same."""
+    a_dir, a, db = _search(tiny_search, tmp_path, "a", "sha")
+    assert _check_stopped_trials(a_dir, a, db)
+    b_db = tmp_path / "b.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(b_db) as dst:
+        src.backup(dst)  # with what is still in the write-ahead log (a file copy would miss it)
+    with sqlite3.connect(b_db) as conn:
+        conn.execute(f"DELETE FROM {TABLE}")
+        left_stopped = {r[0] for r in conn.execute(f"SELECT arch_id FROM {PARTIAL_TABLE}")}
+    assert left_stopped
+    b_dir = tmp_path / "b"
+    proc = run_nas("search", *TINY_ARGS, "--pruner", "sha", "--run-dir", str(b_dir), "--latency-db", str(b_db),
+                   "--json", "--no-report", "--no-export")
+    assert proc.returncode == 0, proc.stderr
+    b = json.loads(proc.stdout)
+    key = [(r["number"], r["state"], r["arch_id"], r["stopped_at"], r["psnr_gain_db"]) for r in _rows(a_dir)]
+    assert key == [(r["number"], r["state"], r["arch_id"], r["stopped_at"], r["psnr_gain_db"]) for r in _rows(b_dir)]
+    first_meetings = {}
+    for r in _rows(b_dir):
+        first_meetings.setdefault(r["arch_id"], r)
+    for arch_id in left_stopped:
+        r = first_meetings[arch_id]
+        train = json.loads((b_dir / "archs" / arch_id / "train.json").read_text())
+        assert r["stopped_at"] and train["resumed_from"] is not None
+    assert b["this_run"]["resumed_trainings"] >= len(left_stopped)
+
+
+def test_two_workers_share_a_study_with_sha(tmp_path: Path) -> None:
+    """--pruner sha in a shared study (journal file, one SQLite latency and training database): each worker
+    does its K, every stopped trial keeps its checkpoint, the winner is trained in full."""
+    import optuna
+    from test_scaleout import counted, env_for, finish, start
+
+    k = 3
+    shared = ["--storage", f"journal:{tmp_path / 'study.journal'}", "--study", "sha2", "--latency-db",
+              str(tmp_path / "nas.db"), "--trials", str(k), "--pruner", "sha", "--train-steps", "40"]
+    run_dirs = [tmp_path / "w0", tmp_path / "w1"]
+    procs = [start([*shared, "--run-dir", str(d)], env_for(tmp_path)) for d in run_dirs]
+    summaries = [finish(p) for p in procs]
+    assert [s["this_run"]["trials"] for s in summaries] == [k, k]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    trials = optuna.load_study(study_name="sha2", storage=storage).get_trials(deepcopy=False)
+    assert all(t.state.is_finished() for t in trials)
+    assert all(len(counted(trials, d)) == k for d in run_dirs)
+    cache = TrainCache(str(tmp_path / "nas.db"))
+    run = json.loads((run_dirs[0] / "run.json").read_text())
+    for t in trials:
+        if "pruned_at_step" in t.user_attrs:
+            assert t.state.name == "PRUNED" and t.user_attrs["pruned_at_step"] in run["config"]["rungs"]
+            config_hash = TrainConfig(**run["train_config"]).hash()
+            checkpoint = cache.get_partial(t.user_attrs["arch_id"], config_hash, run["data"]["data_id"])
+            assert checkpoint is not None and checkpoint.step >= t.user_attrs["pruned_at_step"]
+    assert summaries[0]["best"] == summaries[1]["best"]
+    best = summaries[0]["best"]
+    train = json.loads((run_dirs[0] / "archs" / best["arch_id"] / "train.json").read_text())
+    assert train["stopped_at"] is None and train["val_curve"][-1][0] == 40

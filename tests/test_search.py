@@ -177,3 +177,23 @@ def test_a_worker_that_did_not_create_the_study_does_not_seed_it(tiny_search: di
     assert proc.returncode in (0, 3), proc.stderr
     trials = optuna.load_study(study_name="race", storage=shared).get_trials(deepcopy=False)
     assert len(trials) == 1 and "reference" not in trials[0].user_attrs
+
+
+def test_timeout_stops_after_the_trial_in_progress_and_the_same_command_goes_on(tiny_search: dict,
+                                                                                tmp_path: Path) -> None:
+    import shutil
+
+    db = tmp_path / "latency.db"
+    shutil.copy(tiny_search["root"] / "latency.db", db)
+    args = ["search", *TINY_ARGS, "--run-dir", str(tmp_path / "run"), "--latency-db", str(db), "--json",
+            "--no-report", "--no-export"]
+    first = run_nas(*args, "--timeout", "0.01")  # at least one trial runs, then the time is up
+    summary = json.loads(first.stdout)
+    assert summary["this_run"]["timed_out"] and summary["this_run"]["trials"] == 1
+    assert first.returncode in (0, 3), first.stderr  # 3: the one trial (a warm start) was over the budget
+    again = run_nas(*args)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["this_run"]["trials"] == N_TRIALS - 1 and not resumed["this_run"]["timed_out"]
+    assert [r["arch_id"] for r in read_trials(tmp_path / "run")] == [r["arch_id"] for r in
+                                                                     read_trials(tiny_search["run_dir"])]

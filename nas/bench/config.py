@@ -30,6 +30,7 @@ class BenchConfig:
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS   # the first is the search judged against the targets
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None     # None: TrainConfig's default
+    reparam: str | None = None         # None: TrainConfig's default; searches and references train alike
     long_steps: int | None = None      # None: LONG_FACTOR x the short steps
     task: str = "sr2x"
     backend: str = "auto"
@@ -52,6 +53,10 @@ class BenchConfig:
         for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps)):
             if steps is not None and steps < 1:
                 raise UsageError(f"{flag} must be at least 1, got {steps}")
+        from nas.reparam import KINDS as REPARAM_KINDS  # here: nas --help imports no torch
+
+        if self.reparam is not None and self.reparam not in REPARAM_KINDS:
+            raise UsageError(f"--reparam must be one of {', '.join(REPARAM_KINDS)}, got {self.reparam!r}")
         if self.task not in SR_TASKS:
             raise UsageError(f"--task must be one of {', '.join(SR_TASKS)} (the bench compares against "
                              f"bicubic and bilinear upsampling), got {self.task!r}")

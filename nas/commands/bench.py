@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials per search, the reference nets included (default {DEFAULT_TRIALS})")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate (default: the search's)")
+    p.add_argument("--reparam", metavar="KIND",
+                   help="train the searches' candidates and the references re-parameterized: none, linear or ecb "
+                   "(default: the search's)")
     p.add_argument("--long-steps", type=int,
                    help=f"steps of the long training of winners and references (default {LONG_FACTOR}x the short)")
     p.add_argument("--task", choices=SR_TASKS, default="sr2x", help="super-resolution task (default sr2x)")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
-        train_steps=args.train_steps, long_steps=args.long_steps, task=args.task, backend=args.backend,
+        train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
         latency_db=args.latency_db,
     )

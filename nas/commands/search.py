@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
                    "rerunning the same command resumes up to this number")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop asking for new trials after this many seconds of searching (the trial in progress "
+                   "finishes; report and export follow as usual; rerunning the same command goes on)")
     p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
     p.add_argument("--reparam", metavar="KIND",
                    help="train each candidate's convs as re-parameterized blocks, collapsed to plain convs "
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
                           storage=args.storage, study=args.study, warm_start=not args.no_warm_start,
-                          predictor=args.predictor, pruner=args.pruner)
+                          predictor=args.predictor, pruner=args.pruner, timeout_s=args.timeout)
     target = Target.resolve(
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
