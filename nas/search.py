@@ -45,7 +45,7 @@ from search_spaces.registry import Registry
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
 IDENTITY_WAIT_S = 30  # how long a worker waits for the study's creator to seed it
-DEFAULT_PRUNER = "none"  # until the equal-wall-time benchmark of reports/pruning.md says otherwise
+DEFAULT_PRUNER = "none"  # chosen by the equal-wall-time benchmark: pruning won nothing beyond noise (reports/pruning.md)
 
 
 @dataclass(frozen=True)
