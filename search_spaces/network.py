@@ -16,6 +16,8 @@ from search_spaces.spec import ArchSpec, Conv
 # BT.601 luma weights; they sum to 1, so adding a luma residual d to R, G and B raises Y by d and
 # leaves the chroma (B-Y, R-Y) untouched: chroma stays exactly the classical upsampling.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# The output conv's starting bias without a classical base: mid-gray, the whitening (x - 0.5) undone.
+NO_BASE_BIAS = 0.5
 
 
 class ClassicalUpsample(nn.Module):
@@ -29,6 +31,9 @@ class ClassicalUpsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "identity":
             return x
+        if self.mode == "none":  # no classical base (Bicubic++): what the untrained net draws, flat gray
+            n, c, h, w = x.shape
+            return x.new_full((n, c, h * self.scale, w * self.scale), NO_BASE_BIAS)
         if self.mode == "nearest":
             return F.interpolate(x, scale_factor=self.scale, mode="nearest")
         return F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=False)
@@ -67,11 +72,15 @@ class Stage(nn.Module):
         self.relu = nn.ReLU()
         self.out_channels = in_ch
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for layer, residual in zip(self.convs, self.residual):
+    def forward(self, h: torch.Tensor, keep_first: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stage's output and, with ``keep_first``, its first layer's output (for the long skip)."""
+        first = None
+        for i, (layer, residual) in enumerate(zip(self.convs, self.residual)):
             y = self.relu(layer(h))
             h = h + y if residual else y
-        return h
+            if keep_first and i == 0:
+                first = h
+        return h, first
 
 
 class Down(nn.Module):
@@ -89,7 +98,7 @@ class Down(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.body(self.relu(self.down(h)))
+        y, _ = self.body(self.relu(self.down(h)))
         if self.inner is not None:
             y = self.inner(y)
         return self.relu(h + self.shuffle(self.up(y)))
@@ -111,26 +120,30 @@ class SearchedNet(nn.Module):
         self.tail = Stage(width, spec.tail, spec.skip)
         width = self.tail.out_channels
         # Output conv: one value per output sub-pixel, c*(s*f)^2 channels, then depth-to-space.
-        # Zero-initialized so the untrained net equals its classical baseline exactly.
+        # Zero-initialized so the untrained net equals its classical baseline exactly; without a base
+        # its bias starts at mid-gray 0.5, the whitening undone, and the untrained net is flat gray.
         self.out = nn.Conv2d(width, c * (s * f) ** 2, spec.output_kernel, padding=spec.output_kernel // 2)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        nn.init.constant_(self.out.bias, NO_BASE_BIAS if spec.upsample == "none" else 0.0)
         self.shuffle = nn.PixelShuffle(s * f) if s * f > 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = self.base(x)                               # (N,3,sH,sW)
         z = self.luma(x) if self.luma is not None else x  # (N,c,H,W)
         h = z - 0.5                                       # whiten to [-0.5, 0.5]
         if self.unshuffle is not None:
             h = self.unshuffle(h)                         # (N,c*f*f,H/f,W/f)
-        h = self.head(h)
+        h, first = self.head(h, keep_first=self.spec.long_skip)
         if self.levels is not None:
             h = self.levels(h)
-        h = self.tail(h)
+        h, _ = self.tail(h)
+        if first is not None:
+            h = h + first                                 # long feature skip (SESR, Bicubic++)
         r = self.out(h)                                   # (N,c*(s*f)^2,H/f,W/f)
         if self.shuffle is not None:
             r = self.shuffle(r)                           # (N,c,sH,sW)
-        return base + r                                   # luma residual broadcasts over RGB
+        if self.spec.upsample == "none":
+            return r                                      # no base: the net is the whole image
+        return self.base(x) + r                           # luma residual broadcasts over RGB
 
 
 ALLOWED_LEAF_MODULES = (nn.Conv2d, nn.ReLU, nn.PixelShuffle, nn.PixelUnshuffle, ClassicalUpsample, Luma)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from search_spaces.spec import ArchSpec, Conv
 
 # Op kinds, in the order they can appear.
-RESIZE, LUMA, WHITEN, SPACE_TO_DEPTH, CONV, MERGE, DEPTH_TO_SPACE, RESIDUAL = (
-    "resize", "luma", "whiten", "space_to_depth", "conv", "merge", "depth_to_space", "residual")
+RESIZE, LUMA, WHITEN, SPACE_TO_DEPTH, CONV, MERGE, LONG_SKIP, DEPTH_TO_SPACE, RESIDUAL = (
+    "resize", "luma", "whiten", "space_to_depth", "conv", "merge", "long_skip", "depth_to_space", "residual")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def plan(spec: ArchSpec, height: int, width: int) -> list[Op]:
     walk = _Walker(spec)
     ops = walk.ops
     H, W = height, width
-    if spec.upsample != "identity":
+    if spec.upsample not in ("identity", "none"):
         ops.append(Op(RESIZE, "base", 3, 3, H * s, W * s, moved=3 * H * W + 3 * H * W * s * s))
     if spec.color == "luma":
         # a fixed 1x1 conv (BT.601 weights, not trained: no parameters)
@@ -110,10 +110,15 @@ def plan(spec: ArchSpec, height: int, width: int) -> list[Op]:
     if spec.levels:
         walk.level(0, "levels", cin, h, w)
     cin = walk.stage("tail", "tail", "tail.convs", cin, spec.tail, h, w, level=0)
+    if spec.long_skip:
+        # + the first head layer's output: reads both operands, writes the sum
+        ops.append(Op(LONG_SKIP, "output", cin, cin, h, w, moved=3 * cin * h * w))
     out_ch = c * (s * f) ** 2
     walk.conv("output", "out", "out", cin, out_ch, spec.output_kernel, h, w, relu=False)
     if s * f > 1:
         ops.append(Op(DEPTH_TO_SPACE, "output", out_ch, c, H * s, W * s, moved=2 * out_ch * h * w))
+    if spec.upsample == "none":
+        return ops  # no base to add: the depth-to-space output is the image
     # base (3 channels) + residual (c channels, broadcast over RGB for luma) -> 3 channels
     ops.append(Op(RESIDUAL, "output", c, 3, H * s, W * s, moved=3 * H * W * s * s + c * H * W * s * s + 3 * H * W * s * s))
     return ops

@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 
 SPACE_KINDS = ("sr", "denoise")
 SR_SCALES = (2, 3, 4)
-SR_UPSAMPLES = ("nearest", "bilinear", "bicubic")
+SR_UPSAMPLES = ("nearest", "bilinear", "bicubic", "none")  # none: no classical base (Bicubic++)
 COLORS = ("rgb", "luma")
 SKIPS = ("none", "add")
 KERNELS = (1, 3, 5)
@@ -65,8 +65,11 @@ class ArchSpec:
       x (N,3,H,W) in [0,1] -> base = classical upsample of x to (N,3,sH,sW)
       z = whiten(x or luma(x)) (N,c,H,W) -> pixel-unshuffle f -> (N,c*f*f,H/f,W/f)
       -> head convs -> levels (down/up, nested) -> tail convs
+      -> with ``long_skip``: + the first head layer's output (SESR's and Bicubic++'s feature skip)
       -> output conv to c*(s*f)^2 channels (zero-initialized) -> pixel-shuffle s*f -> (N,c,sH,sW)
       -> out = base + residual (a luma residual is added to all three channels, leaving chroma intact)
+    With ``upsample='none'`` (sr, rgb only) there is no base: the output conv's bias starts at 0.5 and
+    the net draws the whole image, as Bicubic++ does.
     """
 
     space: str
@@ -79,6 +82,7 @@ class ArchSpec:
     tail: tuple[Conv, ...] = ()
     skip: str = "none"
     output_kernel: int = 3
+    long_skip: bool = False
     schema_version: int = field(default=SCHEMA_VERSION)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,11 @@ class ArchSpec:
     def size_multiple(self) -> int:
         """Input height and width must be multiples of this (space-to-depth and each level halve)."""
         return self.space_to_depth * 2 ** len(self.levels)
+
+    @property
+    def feature_width(self) -> int:
+        """Channels entering the output conv (the last head/tail layer's width; a level returns its input's)."""
+        return (self.tail or self.head)[-1].width
 
     @property
     def depth(self) -> int:
@@ -115,6 +124,8 @@ class ArchSpec:
             "tail": [c.to_dict() for c in self.tail],
             "skip": self.skip,
             "output_kernel": self.output_kernel,
+            # only when set: every spec without it keeps the arch_id (and latency rows) it always had
+            **({"long_skip": True} if self.long_skip else {}),
         }
 
     def canonical_json(self) -> str:
@@ -158,6 +169,7 @@ class ArchSpec:
         return (
             f"{task} {self.color} {self.upsample} s2d{self.space_to_depth} skip:{self.skip} | "
             + " | ".join(p for p in parts if p)
+            + (" | +head1" if self.long_skip else "")
             + f" | out {self.output_kernel}x{self.output_kernel}"
         )
 
@@ -235,14 +247,26 @@ def _validate(spec: ArchSpec) -> None:
     _check_layers(spec.tail, "tail", allow_empty=True)
     _check_choice(spec.skip, SKIPS, "skip")
     _check_choice(_check_int(spec.output_kernel, "output_kernel"), KERNELS, "output_kernel")
+    if spec.upsample == "none" and spec.color != "rgb":
+        raise SpecError("field 'color' must be 'rgb' with upsample 'none': a luma net needs a base for the chroma")
+    if not isinstance(spec.long_skip, bool):
+        raise SpecError(f"field 'long_skip' must be true or false, got {spec.long_skip!r}")
+    if spec.long_skip:
+        if spec.depth < 3:
+            raise SpecError("field 'long_skip' needs at least two layers before the output conv to skip over")
+        if spec.head[0].width != spec.feature_width:
+            raise SpecError(
+                f"field 'long_skip' adds the first head layer ({spec.head[0].width} wide) to the output conv's "
+                f"input ({spec.feature_width} wide): make the widths equal or set long_skip false"
+            )
 
 
 # ---------------------------------------------------------------------- parsing
 _SPEC_KEYS = {
     "schema_version", "space", "scale", "upsample", "color", "space_to_depth",
-    "head", "levels", "tail", "skip", "output_kernel",
+    "head", "levels", "tail", "skip", "output_kernel", "long_skip",
 }
-_REQUIRED_KEYS = _SPEC_KEYS - {"levels", "tail", "skip", "output_kernel"}
+_REQUIRED_KEYS = _SPEC_KEYS - {"levels", "tail", "skip", "output_kernel", "long_skip"}
 _CONV_KEYS = {"op", "width", "kernel"}
 _LEVEL_KEYS = {"width", "body", "up_kernel"}
 
@@ -310,6 +334,7 @@ def _parse_spec(data: Any) -> ArchSpec:
         tail=_parse_layers(obj.get("tail", []), "tail"),
         skip=obj.get("skip", "none"),
         output_kernel=_check_int(obj.get("output_kernel", 3), "output_kernel"),
+        long_skip=obj.get("long_skip", False),
     )
 
 

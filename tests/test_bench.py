@@ -14,7 +14,8 @@ BUDGETS, SEEDS, SAMPLERS = (0.3, 0.6), (0, 1), ("evolution", "random")  # the de
 TRIALS = 5
 BENCH_ARGS = ["--budgets", "0.3,0.6", "--seeds", "0,1", "--trials", str(TRIALS), "--train-steps", "40",
               "--long-steps", "80", "--input-size", "32x48", "--backend", "onnxruntime"]
-REFERENCES = ("espcn", "fsrcnn", "fsrcnn_small", "tiny")
+REFERENCES = ("espcn", "fsrcnn", "fsrcnn_small", "tiny")  # the warm starts
+MODERN = ("ecbsr_m4c8", "ecbsr_m4c16", "abpn", "quicksrnet_s", "quicksrnet_m", "sesr_m5", "sesr_m11", "bicubic_pp")
 
 
 def run_bench(out: Path, db: str) -> dict:
@@ -70,10 +71,13 @@ def test_over_budget_trials_have_zero_training(bench: dict) -> None:
 
 def test_references_and_classical_baselines(bench: dict) -> None:
     refs = bench["first"]["references"]
-    assert set(refs) == {*REFERENCES, "bicubic", "bilinear"}
+    assert set(refs) == {*REFERENCES, *MODERN, "bicubic", "bilinear"}  # 32x48 tiles every one
+    assert bench["first"]["references_left_out"] == {}
+    assert {n for n, e in refs.items() if e["kind"] == "modern"} == set(MODERN)
     for name in REFERENCES:
         row = next(r for r in trials_of(bench["first"]["runs"][0]) if r["reference"] == name)
         assert refs[name]["latency_ms"] == pytest.approx(float(row["latency_ms"]), rel=1e-5)
+    for name in (*REFERENCES, *MODERN):
         assert set(refs[name]["per_seed"]) == {str(s) for s in SEEDS}
     for seed in map(str, SEEDS):
         assert refs["bicubic"]["per_seed"][seed]["psnr_gain_db"] == 0.0
@@ -114,7 +118,7 @@ def test_spearman_over_the_winners_and_references(bench: dict) -> None:
         mine = [r for r in result["runs"] if r["budget_ms"] == budget and r["sampler"] == "evolution"]
         best = max(mine, key=lambda r: r["best"]["psnr_gain_db"])
         assert (best["best"]["arch_id"], best["seed"]) in keys
-    for name in REFERENCES:  # every reference at the first seed
+    for name in (*REFERENCES, *MODERN):  # every reference net at the first seed
         assert (result["references"][name]["arch_id"], SEEDS[0]) in keys
     assert len(keys) == len(long["nets"]) == long["n_pairs"]
     short = [n["short"]["psnr_gain_db"] for n in long["nets"]]
@@ -170,3 +174,14 @@ def test_reparam_reaches_every_search_and_reference_training(tmp_path: Path) -> 
                               input_size=(32, 48), out=str(tmp_path / "out"), latency_db=str(tmp_path / "l.db")))
     configs = {bench.target(1.0, seed).train_config for seed in (0, 1)} | {bench._config_for(s) for s in (0, 1)}
     assert {c.reparam for c in configs} == {"ecb"} and len(configs) == 2
+
+
+def test_references_that_cannot_tile_the_input_are_left_out_with_the_reason(tmp_path: Path) -> None:
+    """At the CPU default 135x240 (odd height) Bicubic++'s strided entry cannot run; the bench says so."""
+    from nas.bench import Bench, BenchConfig
+
+    bench = Bench(BenchConfig(budgets=(1.0,), seeds=(0,), backend="onnxruntime", input_size=(135, 240),
+                              out=str(tmp_path / "out"), latency_db=str(tmp_path / "l.db")))
+    nets, left_out = Bench.reference_nets(bench.target(1.0, 0))
+    assert set(left_out) == {"bicubic_pp"} and "not a multiple of 2" in left_out["bicubic_pp"]
+    assert set(nets) == {*REFERENCES, *MODERN} - {"bicubic_pp"}

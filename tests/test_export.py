@@ -227,7 +227,7 @@ def test_onnx_graphs(exported: Path, tiny_run_dir: Path) -> None:
 # ---------------------------------------------------------------------- the whole space
 def space_specs(name: str, n_random: int = 25) -> list[ArchSpec]:
     space = get_space(name)
-    specs = {s.arch_id: s for s in space.references().values()}
+    specs = {s.arch_id: s for s in (space.references() | space.modern_references()).values()}
     specs.update({s.arch_id: s for s in (space.random_spec(seed) for seed in range(n_random))})
     return list(specs.values())
 
@@ -252,6 +252,8 @@ def test_generated_model_equals_searched_net_over_the_space(space: str, generate
     # the draw covers every branch of the generator
     assert any(s.levels for s in specs) and any(s.color == "luma" for s in specs)
     assert any(s.space_to_depth == 2 for s in specs) and any(s.skip == "add" for s in specs)
+    if space.startswith("sr"):
+        assert any(s.long_skip for s in specs) and any(s.upsample == "none" for s in specs)
     for i, (spec, state, path) in enumerate(generated[space]):
         net = load_module(path).build_model().eval()
         net.load_state_dict(map_state_dict(spec, state), strict=True)

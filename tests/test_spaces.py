@@ -128,11 +128,53 @@ def test_modern_references_belong_to_their_space_and_replay(name: str) -> None:
 
 def test_modern_sr_references_are_the_documented_designs() -> None:
     refs = ss.get_space("sr3x").modern_references()
-    assert set(refs) == {"ecbsr_m4c8", "ecbsr_m4c16", "abpn", "quicksrnet_s", "quicksrnet_m"}
+    assert set(refs) == {"ecbsr_m4c8", "ecbsr_m4c16", "abpn", "quicksrnet_s", "quicksrnet_m", "sesr_m5", "sesr_m11",
+                         "bicubic_pp"}
     assert [(c.kernel, c.width) for c in refs["ecbsr_m4c16"].head] == [(3, 16)] * 5
     assert refs["ecbsr_m4c8"].color == "luma" and refs["ecbsr_m4c8"].in_channels == 1
     assert len(refs["quicksrnet_s"].head) == 3 and len(refs["quicksrnet_m"].head) == 6
-    assert all(spec.upsample == "nearest" and spec.scale == 3 for spec in refs.values())
+    for name, m in (("sesr_m5", 5), ("sesr_m11", 11)):
+        sesr = refs[name]
+        assert [(c.kernel, c.width) for c in sesr.head] == [(5, 16)] + [(3, 16)] * m
+        assert (sesr.color, sesr.long_skip, sesr.output_kernel, sesr.skip) == ("luma", True, 5, "none")
+    bpp = refs["bicubic_pp"]
+    assert (bpp.upsample, bpp.color, bpp.space_to_depth, bpp.long_skip) == ("none", "rgb", 2, True)
+    assert [(c.kernel, c.width) for c in bpp.head] == [(3, 32)] * 3
+    assert ss.build(bpp).out.out_channels == 3 * (2 * 3) ** 2  # 3(2s)^2 then depth-to-space 2s, as published
+    assert all(spec.upsample == "nearest" and spec.scale == 3 for n, spec in refs.items() if n != "bicubic_pp")
+
+
+def test_long_skip_adds_the_first_layer_and_no_base_draws_the_whole_image() -> None:
+    """SearchedNet against the data flow written out by hand for Bicubic++ (long skip, no base, space-to-depth)
+    and SESR-M5 (long skip over a nearest base, luma)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    for name in ("bicubic_pp", "sesr_m5"):
+        spec = ss.get_space("sr2x").modern_references()[name]
+        net = ss.build(spec)
+        for p in net.parameters():
+            p.data.normal_(0, 0.1)
+        x = torch.rand(2, 3, 16, 24)
+        z = net.luma(x) if net.luma is not None else x
+        h = z - 0.5
+        if spec.space_to_depth > 1:
+            h = F.pixel_unshuffle(h, spec.space_to_depth)
+        first = h = F.relu(net.head.convs[0](h))
+        for layer in net.head.convs[1:]:
+            h = F.relu(layer(h))
+        r = F.pixel_shuffle(net.out(h + first), spec.scale * spec.space_to_depth)
+        by_hand = r if spec.upsample == "none" else F.interpolate(x, scale_factor=2, mode="nearest") + r
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), by_hand, rtol=0, atol=1e-6)
+
+
+def test_the_space_offers_the_long_skip_and_no_base() -> None:
+    space = ss.get_space("sr2x")
+    drawn = [space.random_spec(seed, SMALL) for seed in range(300)]
+    assert any(s.long_skip for s in drawn) and any(s.upsample == "none" for s in drawn)
+    assert all(s.color == "rgb" for s in drawn if s.upsample == "none")
+    assert max(len(s.head) for s in drawn) > 7 and space.version == 2
 
 
 def test_optuna_trial_sampling_is_define_by_run_and_seeded() -> None:

@@ -87,6 +87,9 @@ def _with(path: str, value: object) -> dict:
         (_with("skip", "concat"), "skip"),
         (_with("output_kernel", None), "output_kernel"),
         (_with("space", "classify"), "space"),
+        (_with("long_skip", "yes"), "long_skip"),
+        (_with("long_skip", True), "long_skip"),           # espcn: 64 wide first, 32 into the output conv
+        (_with("upsample", "none") | {"color": "luma"}, "color"),  # no base: nothing carries the chroma
     ],
 )
 def test_invalid_json_is_rejected_naming_the_field(data: dict, field: str) -> None:
@@ -107,6 +110,19 @@ def test_hostile_strings_are_rejected() -> None:
         bad = _with(field, 'bilinear"; import os; os.system("rm -rf /")  #\n')
         with pytest.raises(SpecError, match=f"'{field}'"):
             ArchSpec.from_dict(bad)
+
+
+def test_arch_ids_of_specs_without_the_new_fields_are_unchanged() -> None:
+    """Space version 2 added ``long_skip``: a spec without it serializes as before, so every latency row
+    and training stored for it stays its own (ids computed with the code before the field existed)."""
+    tiny = ss.get_space("sr2x").references()["tiny"]
+    assert "long_skip" not in tiny.canonical_json()
+    assert tiny.arch_id == "5ed82611dd68f1513b5d131741d5c1b224267804ae6c0b8b2f9f200047723945"
+    assert ss.get_space("denoise").references()["unet_small"].arch_id == \
+        "699adb803bc139fb25eb4e261a3f0ed69db2749122810959e6b300ecc202040f"
+    sesr = ss.get_space("sr2x").modern_references()["sesr_m5"]
+    assert json.loads(sesr.canonical_json())["long_skip"] is True
+    assert ArchSpec.from_json(sesr.to_json()) == sesr
 
 
 def test_spec_is_frozen_and_hashable() -> None:

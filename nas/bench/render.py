@@ -51,8 +51,11 @@ def render_md(r: dict[str, Any]) -> str:
         "| reference | latency ms (median) | gain dB | SSIM | arch |", "|---|---|---|---|---|",
     ]
     for name, e in r["references"].items():
-        lines.append(f"| {name} | {_ms(e['latency_ms'])} | {_pm(e['gain'])} | {_pm(e['ssim'], '.4f')} | "
+        label = f"{name} (modern)" if e["kind"] == "modern" else name
+        lines.append(f"| {label} | {_ms(e['latency_ms'])} | {_pm(e['gain'])} | {_pm(e['ssim'], '.4f')} | "
                      f"{_cell(e['summary'])} |")
+    for name, why in r.get("references_left_out", {}).items():
+        lines += ["", f"Left out: {name}, {why}."]
     lines += ["", ("Plain bicubic and bilinear are timed as graphs holding only the Resize (no learned layer; "
               "the search space needs at least one); bicubic's gain is 0 by definition, bilinear's is its "
               "PSNR minus bicubic's on the same images. The reference nets' gains come from the searches' "

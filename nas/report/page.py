@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from search_spaces.plan import (
     CONV,
     DEPTH_TO_SPACE,
+    LONG_SKIP,
     LUMA,
     MERGE,
     RESIDUAL,
@@ -56,6 +57,7 @@ def _op_text(op: Op) -> str:
         return text + (" + ReLU + skip" if op.residual else " + ReLU" if op.relu else "")
     return {RESIZE: "classical upsample", LUMA: "fixed 1x1 RGB->Y", WHITEN: "whiten (x - 0.5)",
             SPACE_TO_DEPTH: "space-to-depth", MERGE: "depth-to-space 2 + skip + ReLU",
+            LONG_SKIP: "long skip: + head1's output",
             DEPTH_TO_SPACE: "depth-to-space", RESIDUAL: "base + residual"}.get(op.kind, op.kind)
 
 
