@@ -8,6 +8,15 @@ MACs alone (Spearman and Kendall of MACs against latency). Prints Markdown.
 
     flock /tmp/nas-cpu-bench.lock python benchmarks/predictor_bench.py collect --db bench/predictor/latency.db
     python benchmarks/predictor_bench.py evaluate --db bench/predictor/latency.db
+    flock /tmp/nas-cpu-bench.lock python benchmarks/predictor_bench.py repeat --db bench/predictor/latency.db \
+        --into bench/predictor/repeat.db
+
+``collect`` and ``evaluate`` draw their architectures from the current sr2x space, so a database collected
+under an older space version needs a new ``collect``. ``repeat`` needs no draw: it measures again, in a
+fresh database, every architecture the first one stores, and prints how often two measurements of the same
+net at different moments agree within +-10 % (the ceiling for any predictor judged against one of them).
+Every other net is measured right after the predictor (fitted on the first database) predicted all of
+them, so the ratios with and without that work just before show whether it slows the timing that follows.
 """
 
 from __future__ import annotations
@@ -114,9 +123,55 @@ def evaluate(args: argparse.Namespace) -> None:
               f"{sum(truth[i] <= budget for i in screened)} |")
 
 
+def repeat(args: argparse.Namespace) -> None:
+    """Measure every stored architecture again in a fresh database; agreement between the two moments, and
+    whether predicting just before a measurement changes it."""
+    from scipy.stats import kendalltau
+
+    from latency_db.predictor import fit_predictor, rows_for_fit
+
+    first = LatencyStore(args.db)
+    backend = get_backend("onnxruntime", protocol="fast")
+    probe = specs(0, 1)[0]
+    rows = rows_for_fit(first, backend, workload_for(probe, H, W, "fp32"), include_contended=args.include_contended)
+    pred = fit_predictor(rows, seed=0)
+    every = [r.spec for r in rows]
+    second = LatencyStore(args.into)
+    t0, ratios = time.perf_counter(), {"plain": [], "after predict": []}
+    pairs = []
+    for i, row in enumerate(rows):
+        group = "after predict" if i % 2 else "plain"
+        if i % 2:  # the predictor's work (scikit-learn, NumPy threads) right before the timing
+            pred.predict_many(every, [row.workload] * len(every))
+        again = measure_or_get(row.spec, row.workload, backend, second)
+        if again.median_ms is None:
+            continue
+        ratios[group].append(again.median_ms / row.latency_ms)
+        pairs.append((row.latency_ms, again.median_ms))
+        if i % 50 == 0:
+            print(f"{i}/{len(rows)} {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    every_ratio = ratios["plain"] + ratios["after predict"]
+    print(f"{len(pairs)} architectures measured again on {cpu_model()} ({physical_cores()} cores) in "
+          f"{time.perf_counter() - t0:.0f} s; load 1m {os.getloadavg()[0]:.2f}")
+    print()
+    print("| measurements | n | median ratio (again / first) | within +-10 % | within +-5 % | 5th-95th percentile |")
+    print("|---|---|---|---|---|---|")
+    for name, values in (("all", every_ratio), *ratios.items()):
+        q = statistics.quantiles(values, n=20)
+        print(f"| {name} | {len(values)} | {statistics.median(values):.3f} | "
+              f"{100 * sum(abs(v - 1) <= 0.10 for v in values) / len(values):.1f} % | "
+              f"{100 * sum(abs(v - 1) <= 0.05 for v in values) / len(values):.1f} % | {q[0]:.3f}-{q[-1]:.3f} |")
+    med = statistics.median(every_ratio)
+    print()
+    print(f"Kendall tau between the two moments: {kendalltau([a for a, _ in pairs], [b for _, b in pairs])[0]:.3f}; "
+          f"within +-10 % after dividing out the median ratio {med:.3f} (a uniform drift): "
+          f"{100 * sum(abs(v / med - 1) <= 0.10 for v in every_ratio) / len(every_ratio):.1f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("collect", "evaluate"))
+    ap.add_argument("action", choices=("collect", "evaluate", "repeat"))
+    ap.add_argument("--into", help="repeat: the fresh database the second measurements go to")
     ap.add_argument("--db", required=True, help="latency database file for the benchmark's rows")
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--test", type=int, default=200)
@@ -125,7 +180,9 @@ def main() -> None:
                     help="also fit and score rows timed while other processes used > 0.25 CPU")
     args = ap.parse_args()
     os.environ.setdefault("NAS_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(args.db)), "cache"))
-    collect(args) if args.action == "collect" else evaluate(args)
+    if args.action == "repeat" and not args.into:
+        ap.error("repeat needs --into FILE, a fresh database for the second measurements")
+    {"collect": collect, "evaluate": evaluate, "repeat": repeat}[args.action](args)
 
 
 if __name__ == "__main__":
