@@ -109,7 +109,7 @@ def test_reparam_training_keeps_the_collapsed_plain_net(sr2: TaskData, kind: str
     spec = ArchSpec(space="sr", scale=2, upsample="bicubic", color="rgb", space_to_depth=1,
                     head=(Conv(16, 3), Conv(16, 3)), skip="add")
     cfg = TrainConfig(**{**TINY_CFG.to_dict(), "steps": 20, "val_every": 10, "reparam": kind})
-    r, plain = short_train(spec, sr2, cfg), short_train(spec, sr2, TINY_CFG)
+    r, plain = short_train(spec, sr2, cfg), short_train(spec, sr2, TrainConfig(**{**TINY_CFG.to_dict(), "reparam": "none"}))
     assert r.moved and r.psnr_gain_db != plain.psnr_gain_db and len(r.val_curve) == 2
     net = build(spec)
     net.load_state_dict(r.state_dict, strict=True)
@@ -127,8 +127,9 @@ def test_deep_candidate_stays_alive(sr2_48: TaskData) -> None:
                     "up_kernel": 1}],
         "tail": [{"op": "conv", "width": 16, "kernel": 5}, {"op": "conv", "width": 40, "kernel": 1}],
         "skip": "none", "output_kernel": 5})
-    flat = short_train(spec, sr2_48, TrainConfig(steps=100, lr_fan_in=0, warmup_steps=25))
-    scaled = short_train(spec, sr2_48, TrainConfig(steps=100))
+    # plain training: the premise is a plain conv stack (re-parameterized branches start it elsewhere)
+    flat = short_train(spec, sr2_48, TrainConfig(steps=100, lr_fan_in=0, warmup_steps=25, reparam="none"))
+    scaled = short_train(spec, sr2_48, TrainConfig(steps=100, reparam="none"))
     assert not flat.moved
     assert scaled.moved and scaled.psnr_gain_db > flat.psnr_gain_db
 
