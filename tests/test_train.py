@@ -158,8 +158,10 @@ def test_short_training_beats_bicubic(sr2: TaskData) -> None:
 
 
 def test_denoise_training_beats_noisy_input() -> None:
+    """With the default (ecb) training: its zero-started branches make the first steps slower than plain
+    training's (+0.27 dB after 30 steps, +0.67 after 60, against plain's +0.82 and +1.69), hence 60 steps."""
     data = load_data("denoise", 1, 32)
-    cfg = TrainConfig(steps=30, batch_size=4, patch_size=32, lr=5e-3, warmup_steps=3, loss="charbonnier+hfen:0.1")
+    cfg = TrainConfig(steps=60, batch_size=4, patch_size=32, lr=5e-3, warmup_steps=3, loss="charbonnier+hfen:0.1")
     spec = ArchSpec(space="denoise", scale=1, upsample="identity", color="rgb", space_to_depth=2,
                     head=(Conv(16, 3),))
     r = short_train(spec, data, cfg)
