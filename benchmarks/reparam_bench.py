@@ -1,7 +1,8 @@
 """Re-parameterized training against plain training: step time and validation gain, per reference net.
 
 Usage: flock /tmp/nas-cpu-bench.lock python benchmarks/reparam_bench.py [--tasks sr2x,denoise]
-       [--steps 500] [--seeds 0,1] [--kinds none,linear,ecb] [--time-steps 30] [--refs a,b] [--device cpu] [--json OUT]
+       [--steps 500] [--seeds 0,1] [--kinds none,linear,ecb] [--time-steps 30] [--refs a,b]
+       [--arch LABEL=path/to/arch.json ...] [--device cpu] [--json OUT]
 
 For every reference net of each task (the classic ones and the modern ones): (1) the time of one training step (forward, backward, Adam) on a
 fixed batch at TrainConfig's batch and patch size, median over ``--time-steps`` after warm-up, for the
@@ -27,7 +28,7 @@ import torch
 from nas.data import load_data
 from nas.reparam import KINDS, ReparamConv, reparameterize
 from nas.train import TrainConfig, param_groups, short_train
-from search_spaces import ArchSpec, build, get_space
+from search_spaces import ArchSpec, build, get_space, load_spec
 
 
 def step_times(spec: ArchSpec, kinds: list[str], n: int, device: torch.device) -> dict[str, float]:
@@ -72,6 +73,8 @@ def main() -> int:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--time-steps", type=int, default=30, help="timed training steps per step-time measurement")
     ap.add_argument("--refs", default="", help="only these reference names (comma-separated; default all)")
+    ap.add_argument("--arch", action="append", default=[], metavar="LABEL=ARCH_JSON",
+                    help="also (with --refs none: only) this network, e.g. a bench winner's arch.json; repeatable")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = ap.parse_args()
@@ -84,13 +87,18 @@ def main() -> int:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, device {device}, load 1m "
           f"{os.getloadavg()[0]:.2f}")
+    extra: dict[str, ArchSpec] = {}
+    for item in args.arch:
+        label, _, path = item.rpartition("=")
+        extra[label or path] = load_spec(path)
     rows = []
     for task in args.tasks.split(","):
         space = get_space(task)
         data = load_data(space.kind, space.scale, TrainConfig().patch_size)
-        for name, spec in (space.references() | space.modern_references()).items():
-            if only and name not in only:
-                continue
+        nets = space.references() | space.modern_references()
+        nets = {n: s for n, s in nets.items() if not only or n in only}
+        nets |= {n: s for n, s in extra.items() if s.space == space.kind and s.scale == space.scale}
+        for name, spec in nets.items():
             times = step_times(spec, kinds, args.time_steps, device)
             row: dict = {"task": task, "net": name, "arch_id": spec.arch_id, "summary": spec.summary(),
                          "step_ms": {k: times[k] for k in kinds},
