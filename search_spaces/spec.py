@@ -100,11 +100,6 @@ class ArchSpec:
         return self.space_to_depth * 2 ** len(self.levels)
 
     @property
-    def feature_width(self) -> int:
-        """Channels entering the output conv (the last head/tail layer's width; a level returns its input's)."""
-        return (self.tail or self.head)[-1].width
-
-    @property
     def depth(self) -> int:
         """Number of conv layers, output conv included."""
         n = len(self.head) + len(self.tail) + 1
@@ -172,6 +167,13 @@ class ArchSpec:
             + (" | +head1" if self.long_skip else "")
             + f" | out {self.output_kernel}x{self.output_kernel}"
         )
+
+
+def long_skip_fits(head: tuple[Conv, ...], levels: tuple[Level, ...], tail: tuple[Conv, ...]) -> bool:
+    """Whether a long skip can join these stages: a layer at least between the first head layer and the
+    output conv, and the first head layer as wide as what enters the output conv (the last head or tail
+    layer: a level returns its input's width). The one rule; the spaces offer the skip only where it holds."""
+    return len(head) + len(tail) + len(levels) >= 2 and head[0].width == (tail or head)[-1].width
 
 
 # ---------------------------------------------------------------------- validation
@@ -251,14 +253,13 @@ def _validate(spec: ArchSpec) -> None:
         raise SpecError("field 'color' must be 'rgb' with upsample 'none': a luma net needs a base for the chroma")
     if not isinstance(spec.long_skip, bool):
         raise SpecError(f"field 'long_skip' must be true or false, got {spec.long_skip!r}")
-    if spec.long_skip:
-        if spec.depth < 3:
+    if spec.long_skip and not long_skip_fits(spec.head, spec.levels, spec.tail):
+        if len(spec.head) + len(spec.tail) + len(spec.levels) < 2:
             raise SpecError("field 'long_skip' needs at least two layers before the output conv to skip over")
-        if spec.head[0].width != spec.feature_width:
-            raise SpecError(
-                f"field 'long_skip' adds the first head layer ({spec.head[0].width} wide) to the output conv's "
-                f"input ({spec.feature_width} wide): make the widths equal or set long_skip false"
-            )
+        raise SpecError(
+            f"field 'long_skip' adds the first head layer ({spec.head[0].width} wide) to the output conv's "
+            f"input ({(spec.tail or spec.head)[-1].width} wide): make the widths equal or set long_skip false"
+        )
 
 
 # ---------------------------------------------------------------------- parsing

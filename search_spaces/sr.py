@@ -6,7 +6,7 @@ from typing import Any
 
 from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, draw_stage, stage_params
 from search_spaces.registry import register_space
-from search_spaces.spec import ArchSpec, Conv, Level, SpecError
+from search_spaces.spec import ArchSpec, Conv, Level, SpecError, long_skip_fits
 
 MAX_HEAD = 12  # SESR-M11's 12 layers before its output conv
 
@@ -43,11 +43,7 @@ class SRSpace(SearchSpace):
             levels = (Level(width=choose.categorical("level0_width", WIDTHS[1:]), body=body,
                             up_kernel=choose.categorical("level0_up_kernel", (1, 3))),)
             tail = draw_stage(choose, "tail", 0, 2)
-        # The long skip is offered where it can be added: the first layer as wide as the output
-        # conv's input, with at least one layer between them.
-        feature_width = (tail or head)[-1].width
-        long_skip = (len(head) + len(tail) + len(levels) >= 2 and head[0].width == feature_width
-                     and choose.categorical("long_skip", (False, True)))
+        long_skip = long_skip_fits(head, levels, tail) and choose.categorical("long_skip", (False, True))
         return ArchSpec(
             space="sr", scale=self.scale, upsample=upsample, color=color, space_to_depth=s2d,
             head=head, levels=levels, tail=tail,
@@ -64,7 +60,7 @@ class SRSpace(SearchSpace):
                                   "skip": spec.skip, "output_kernel": spec.output_kernel}
         if spec.upsample == "none":
             del params["color"]  # not drawn: always rgb
-        if len(spec.head) + len(spec.tail) + len(spec.levels) >= 2 and spec.head[0].width == spec.feature_width:
+        if long_skip_fits(spec.head, spec.levels, spec.tail):
             params["long_skip"] = spec.long_skip
         if spec.levels:
             if len(spec.levels) > 1:
