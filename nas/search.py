@@ -350,7 +350,7 @@ class Search:
         if created:
             if self.config.warm_start:
                 space = self.target.space
-                for name, spec in space.references().items():
+                for name, spec in space.fitting_references(self.target.input_size)[0].items():
                     self.study.enqueue_trial(space.params_of(spec), user_attrs={"reference": name})
             self.study.set_user_attr("identity", identity)
             return
@@ -596,7 +596,7 @@ class Search:
             "nas_version": __version__, "study": self.study_name, "config": config,
             "train_config": t.train_config.to_dict(), "versions": versions(),
             "backend": t.backend.name, "device": t.fingerprint, "workload": t.workload.to_dict(),
-            "references": {n: s.arch_id for n, s in t.space.references().items()},
+            "references": {n: s.arch_id for n, s in t.space.fitting_references(t.input_size)[0].items()},
             "data": self.data.describe(),
         }
 

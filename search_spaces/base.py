@@ -129,7 +129,25 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def references(self) -> dict[str, ArchSpec]:
-        """Hand-designed networks of this space, by name, for warm starts and comparisons."""
+        """Classic hand-designed networks of this space, by name, for warm starts and comparisons."""
+
+    @abstractmethod
+    def modern_references(self) -> dict[str, ArchSpec]:
+        """The field's recent real-time designs adapted to the rules, by name (none shared with ``references``)."""
+
+    def fitting_references(self, input_size: tuple[int, int] | None) -> tuple[dict[str, ArchSpec], dict[str, str]]:
+        """Every reference net, classic then modern, that tiles ``input_size`` (the search's warm starts and
+        the bench's comparisons); and, by name, why each other one is left out."""
+        nets: dict[str, ArchSpec] = {}
+        left_out: dict[str, str] = {}
+        for name, spec in (self.references() | self.modern_references()).items():
+            try:
+                self.check(spec, input_size)
+            except SpecError as exc:
+                left_out[name] = str(exc)
+            else:
+                nets[name] = spec
+        return nets, left_out
 
     @abstractmethod
     def dimensions(self) -> dict[str, str]:

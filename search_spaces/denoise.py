@@ -62,7 +62,7 @@ class DenoiseSpace(SearchSpace):
         }
 
     def modern_references(self) -> dict[str, ArchSpec]:
-        """A published real-time plain denoiser adapted to the rules; not a warm start."""
+        """A published real-time plain denoiser adapted to the rules; a warm start as the classic ones are."""
         return {
             # FastDVDnet's denoising block (Tassano et al. 2020), one frame: 2x 3x3/32, down to 64 with
             # 2x 3x3/64, down to 128 with 2x 3x3, conv to 4x and depth-to-space up twice, skips

@@ -88,7 +88,8 @@ class SRSpace(SearchSpace):
     def modern_references(self) -> dict[str, ArchSpec]:
         """Real-time designs of 2021-2023 adapted to the rules, each over the nearest base that their
         anchor (the input repeated s^2 times before depth-to-space) is, or (Bicubic++) over none;
-        not warm starts."""
+        warm starts too, where they tile the input (the evolution sampler cuts one just over the budget
+        down to fit)."""
         return {
             # ECBSR-M4C8 / M4C16 (Zhang et al. 2021): Y channel, 3x3/C, M=4 3x3/C blocks, 3x3 to s^2,
             # depth-to-space, residual over the nearest-upsampled input. Changes: PReLU -> ReLU; each

@@ -182,6 +182,7 @@ def test_references_that_cannot_tile_the_input_are_left_out_with_the_reason(tmp_
 
     bench = Bench(BenchConfig(budgets=(1.0,), seeds=(0,), backend="onnxruntime", input_size=(135, 240),
                               out=str(tmp_path / "out"), latency_db=str(tmp_path / "l.db")))
-    nets, left_out = Bench.reference_nets(bench.target(1.0, 0))
+    target = bench.target(1.0, 0)
+    nets, left_out = target.space.fitting_references(target.input_size)
     assert set(left_out) == {"bicubic_pp"} and "not a multiple of 2" in left_out["bicubic_pp"]
     assert set(nets) == {*REFERENCES, *MODERN} - {"bicubic_pp"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -84,13 +83,17 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _search(tiny_search: dict, tmp_path: Path, name: str, pruner: str, *extra: str) -> tuple[Path, dict, str]:
-    """The session's tiny search again with ``--pruner``, from a copy of its database with its latencies but
-    no trainings (a cached full training is never stopped: there is nothing left to save)."""
+def _search(tiny_search: dict, tmp_path: Path, name: str, pruner: str, *extra: str,
+            latencies_of: Path | None = None) -> tuple[Path, dict, str]:
+    """The session's tiny search again with ``--pruner``, from a copy of its database (or of
+    ``latencies_of``) with its latencies but no trainings and no checkpoints (a cached full training is
+    never stopped: there is nothing left to save)."""
     db = tmp_path / f"{name}.db"
-    shutil.copy(tiny_search["root"] / "latency.db", db)
+    with sqlite3.connect(latencies_of or tiny_search["root"] / "latency.db") as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # with what is still in the write-ahead log (a file copy would miss it)
     with sqlite3.connect(db) as conn:
         conn.execute(f"DELETE FROM {TABLE}")
+        conn.execute(f"DELETE FROM {PARTIAL_TABLE}")
     run_dir = tmp_path / name
     proc = run_nas("search", *TINY_ARGS, "--pruner", pruner, "--run-dir", str(run_dir), "--latency-db", str(db),
                    "--json", "--no-report", "--no-export", *extra)
@@ -125,9 +128,11 @@ def _check_stopped_trials(run_dir: Path, summary: dict, db: str) -> list[dict[st
 
 
 def test_sha_stops_losing_trainings_deterministically(tiny_search: dict, tmp_path: Path) -> None:
-    """Two runs from the same database and seed stop the same trials at the same rungs."""
+    """Two runs from the same latencies and seed stop the same trials at the same rungs (the second one
+    gets the first one's latencies: an evolution child the session's search never met is measured by
+    the first, and a second measurement could fall on the other side of the budget)."""
     a_dir, a, a_db = _search(tiny_search, tmp_path, "a", "sha")
-    b_dir, _, _ = _search(tiny_search, tmp_path, "b", "sha")
+    b_dir, _, _ = _search(tiny_search, tmp_path, "b", "sha", latencies_of=Path(a_db))
     assert _check_stopped_trials(a_dir, a, a_db)  # the tiny search has losers to stop
     key = [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(a_dir)]
     assert key == [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(b_dir)]
@@ -289,8 +294,11 @@ def test_two_workers_share_a_study_with_sha(tmp_path: Path) -> None:
     assert [s["this_run"]["trials"] for s in summaries] == [k, k]
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
     trials = optuna.load_study(study_name="sha2", storage=storage).get_trials(deepcopy=False)
-    assert all(t.state.is_finished() for t in trials)
-    assert all(len(counted(trials, d)) == k for d in run_dirs)
+    finished = [t for t in trials if t.state.is_finished()]
+    waiting = [t for t in trials if not t.state.is_finished()]
+    assert len(finished) == 2 * k and all(len(counted(trials, d)) == k for d in run_dirs)
+    # 2k < the 12 warm starts: the others wait, enqueued, for the study's next worker; none is left running
+    assert waiting and all(t.state.name == "WAITING" and t.user_attrs.get("reference") for t in waiting)
     cache = TrainCache(str(tmp_path / "nas.db"))
     run = json.loads((run_dirs[0] / "run.json").read_text())
     for t in trials:

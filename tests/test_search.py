@@ -68,8 +68,17 @@ def test_the_winner_beats_bicubic(tiny_search: dict) -> None:
 
 
 def test_references_are_the_first_trials(tiny_run_dir: Path) -> None:
+    """The warm starts: the classic references, then the modern ones (all tile 32x48), then sampled trials."""
+    from search_spaces import get_space
+
+    space = get_space("sr2x")
+    names = [*space.references(), *space.modern_references()]
     rows = read_trials(tiny_run_dir)
-    assert [r["reference"] for r in rows[:4]] == ["espcn", "fsrcnn", "fsrcnn_small", "tiny"]
+    assert len(rows) > len(names), "the tiny search must sample candidates beyond the warm starts"
+    assert [r["reference"] for r in rows[:len(names)]] == names
+    assert not any(r["reference"] for r in rows[len(names):])
+    run = json.loads((tiny_run_dir / "run.json").read_text())
+    assert list(run["references"]) == names
 
 
 def test_second_run_measures_and_trains_nothing_and_samples_the_same(tiny_search: dict, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -124,6 +125,23 @@ def test_modern_references_belong_to_their_space_and_replay(name: str) -> None:
     for spec in modern.values():
         space.check(spec, SMALL)
         assert space.draw(FixedChooser(space.params_of(spec)), SMALL) == spec  # the search can reach it
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_fitting_references_are_classic_then_modern_and_say_why_one_is_left_out(name: str) -> None:
+    space = ss.get_space(name)
+    every = [*space.references(), *space.modern_references()]
+    nets, left_out = space.fitting_references(SMALL)
+    assert list(nets) == every and not left_out
+    odd = (35, 48)  # odd height: nothing with space-to-depth or a level tiles it
+    nets, left_out = space.fitting_references(odd)
+    assert set(nets) | set(left_out) == set(every) and not set(nets) & set(left_out)
+    assert [n for n in every if n in nets] == list(nets)
+    for ref, reason in left_out.items():
+        assert (space.references() | space.modern_references())[ref].size_multiple > 1
+        assert "35x48 is not a multiple of" in reason
+    if name == "sr2x":
+        assert set(left_out) == {"bicubic_pp"}
 
 
 def test_modern_sr_references_are_the_documented_designs() -> None:
@@ -269,3 +287,15 @@ def test_the_plan_is_the_network_the_builder_makes(name: str) -> None:
             conv = net.get_submodule(op.source)
             assert (conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0]) == \
                 (op.cin, op.cout, op.kernel, op.stride), (op.source, spec.summary())
+
+
+def test_nas_spaces_lists_classic_and_modern_references() -> None:
+    from tiny import run_nas
+
+    proc = run_nas("spaces", "sr2x", "--json")
+    assert proc.returncode == 0, proc.stderr
+    refs = json.loads(proc.stdout)["sr2x"]["references"]
+    space = ss.get_space("sr2x")
+    assert list(refs) == [*space.references(), *space.modern_references()]
+    assert {n for n, r in refs.items() if r["modern"]} == set(space.modern_references())
+    assert refs["bicubic_pp"]["arch_id"] == space.modern_references()["bicubic_pp"].arch_id

@@ -206,7 +206,8 @@ class Bench:
             "wall_s": round(time.perf_counter() - t0, 1), "phase_s": {k: round(v, 1) for k, v in phase_s.items()},
             "new_latency_rows": counts_after[0] - counts_before[0],
             "new_trainings": counts_after[1] - counts_before[1],
-            "references": references, "references_left_out": self.reference_nets(target)[1], "runs": runs,
+            "references": references, "references_left_out": target.space.fitting_references(target.input_size)[1],
+            "runs": runs,
             "budgets": [self._budget_table(b, runs, references) for b in cfg.budgets],
             "long": long,
         }
@@ -242,22 +243,6 @@ class Bench:
     def _long_steps(self, search: Search) -> int:
         return self.config.long_steps or LONG_FACTOR * search.target.train_config.steps
 
-    @staticmethod
-    def reference_nets(target: Target) -> tuple[dict[str, Any], dict[str, str]]:
-        """The space's reference nets, classic and modern, that tile the target's input; and why each other
-        one is left out (Bicubic++'s strided entry needs an even input)."""
-        from search_spaces import SpecError
-
-        nets, left_out = {}, {}
-        for name, spec in (target.space.references() | target.space.modern_references()).items():
-            try:
-                target.space.check(spec, target.input_size)
-            except SpecError as exc:
-                left_out[name] = str(exc)
-            else:
-                nets[name] = spec
-        return nets, left_out
-
     def _references(self, search: Search) -> dict[str, Any]:
         """Latency and short-training gain per seed of each reference net, plain bicubic and bilinear."""
         from latency_db import Workload, measure_or_get
@@ -265,7 +250,7 @@ class Bench:
         target = search.target
         out: dict[str, Any] = {}
         modern = target.space.modern_references()
-        for name, spec in self.reference_nets(target)[0].items():
+        for name, spec in target.space.fitting_references(target.input_size)[0].items():
             lat = measure_or_get(spec, target.workload, target.backend, search.store)
             per_seed = {}
             for seed in self.config.seeds:
@@ -344,7 +329,7 @@ class Bench:
             label = f"winner {budget:g} ms ({searcher} seed {win['seed']})"
             nets.setdefault((spec.arch_id, win["seed"]), {"spec": spec, "labels": []})["labels"].append(label)
         target = search.target
-        for name, spec in self.reference_nets(target)[0].items():
+        for name, spec in target.space.fitting_references(target.input_size)[0].items():
             nets.setdefault((spec.arch_id, first_seed), {"spec": spec, "labels": []})["labels"].append(
                 f"{name} (seed {first_seed})")
         rows = []
