@@ -515,7 +515,7 @@ class Search:
                     self.say(f"--timeout {cfg.timeout_s:g} s reached after {tally.n_done} trials: stopping "
                              "(rerun the same command to go on)")
                     break
-                trial = ask(self.study)  # may be a dead worker's trial, retried here
+                trial = ask(self.study, self.run_dir)  # may be a dead worker's trial, retried here
                 trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
                 try:
                     with heartbeat(self.study, trial):

@@ -156,9 +156,11 @@ def uses_heartbeat(study: Any) -> bool:
     return is_heartbeat_enabled(study._storage)
 
 
-def ask(study: Any) -> Any:
+def ask(study: Any, run_dir: Path) -> Any:
     """``study.ask()`` after failing (and so re-enqueueing) the trials of workers whose heartbeat
-    stopped; a re-enqueued trial is WAITING, so this very ask may pick it up."""
+    stopped; a re-enqueued trial is WAITING, so this very ask may pick it up. A retry of ``run_dir``'s
+    own killed trial comes first: ``study.ask()`` hands out the oldest WAITING trial, and enqueued
+    reference nets still waiting would otherwise run before it and past the worker's share."""
     import optuna
 
     with warnings.catch_warnings():
@@ -166,11 +168,32 @@ def ask(study: Any) -> Any:
         warnings.simplefilter("ignore")
         if uses_heartbeat(study):
             optuna.storages.fail_stale_trials(study)
-            trial = study.ask()
+            trial = _claim_own_retry(study, run_dir) or study.ask()
             # beat at once: a worker killed before its first beat would leave a trial no one can find stale
             study._storage.record_heartbeat(trial._trial_id)
             return trial
         return study.ask()
+
+
+def _claim_own_retry(study: Any, run_dir: Path) -> Any | None:
+    """A WAITING retry of ``run_dir``'s killed trial, set RUNNING here as ``study.ask()`` claims one (the
+    state change fails where another worker claimed it first), as an Optuna trial; None when none waits."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    here = str(Path(run_dir).resolve())
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if "failed_trial" not in t.system_attrs or t.user_attrs.get("run_dir") != here:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                continue
+        except UpdateFinishedTrialError:
+            continue
+        study._thread_local.cached_all_trials = None  # as study.ask() does: the sampler reads fresh trials
+        return optuna.Trial(study, t._trial_id)
+    return None
 
 
 @contextmanager
@@ -203,9 +226,9 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
 def waiting_retries(study: Any, run_dir: Path) -> int:
     """How many retries of killed trials of ``run_dir`` wait to be run, after failing the trials gone stale now.
 
-    Optuna hands out WAITING trials oldest first, so a retry can wait behind enqueued reference nets
-    after its worker has done its share: rerun, the worker runs its own before it stops. (A retry of a
-    worker that never comes back waits for the next worker that asks.)
+    A worker rerun after its share is done runs its own retries (``ask`` hands them out before enqueued
+    reference nets) before it stops. (A retry of a worker that never comes back waits for the next
+    worker that asks.)
     """
     import optuna
     from optuna.trial import TrialState

@@ -57,6 +57,16 @@ def load_trials(storage: Any, study: str) -> list[Any]:
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
+def finished(trials: list[Any]) -> list[Any]:
+    """The finished trials, after checking that every other one is a warm start (an enqueued reference net)
+    still WAITING: workers whose shares add up to fewer trials than the warm starts leave the rest queued
+    for the study's next worker. None may be RUNNING, and no retry of a killed trial may be left waiting."""
+    rest = [t for t in trials if not t.state.is_finished()]
+    assert all(t.state.name == "WAITING" and t.user_attrs.get("reference") and "failed_trial" not in t.system_attrs
+               for t in rest), f"a trial was left RUNNING or WAITING: {[(t.number, t.state.name) for t in rest]}"
+    return [t for t in trials if t.state.is_finished()]
+
+
 def counted(trials: list[Any], run_dir: Path) -> list[Any]:
     """The trials a run dir counts toward its K (what nas.search.Search._my_trials counts)."""
     from nas.storage import retried_trial_numbers
@@ -84,9 +94,8 @@ def test_three_workers_finish_exactly_3k_trials_with_one_latency_row_per_arch(po
     summaries = [finish(p) for p in procs]
 
     assert [s["this_run"]["trials"] for s in summaries] == [k, k, k]
-    trials = load_trials(url, "three")
+    trials = finished(load_trials(url, "three"))
     assert len(trials) == 3 * k
-    assert all(t.state.is_finished() for t in trials), "a trial was left RUNNING or WAITING"
     for d in run_dirs:
         assert len(counted(trials, d)) == k
     engine = sa.create_engine(url)
@@ -135,13 +144,12 @@ def test_a_worker_killed_while_training_has_its_trial_retried(postgres_url: str,
     finish(b)
     finish(again)
 
-    trials = load_trials(url, "kill")
+    trials = finished(load_trials(url, "kill"))
     by_number = {t.number: t for t in trials}
     assert by_number[victim].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == by_number[victim].params
-    assert all(t.state.is_finished() for t in trials), "a trial was left RUNNING or WAITING"
     assert len(counted(trials, a_dir)) == k and len(counted(trials, b_dir)) == k
     assert len(trials) == 2 * k + 1  # the lost trial is the only extra one
     assert victim not in [t.number for t in counted(trials, a_dir)]
