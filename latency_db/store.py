@@ -43,7 +43,6 @@ from latency_db.retry import retry_transient
 
 SCHEMA_VERSION = 1
 DB_ENV = "NAS_LATENCY_DB"
-SQLITE_HEADER = b"SQLite format 3\x00"
 _PG_LOCK_ID = 0x6E61732D6C6174  # advisory lock id serializing schema creation on PostgreSQL
 
 metadata = MetaData()
@@ -169,22 +168,22 @@ class LatencyStore:
             raise
         except (OperationalError, DatabaseError) as exc:
             self.engine.dispose()
-            raise StoreError(f"cannot open latency database {self.display_url}: "
-                             f"{str(exc.orig).strip().splitlines()[0]}") from None
+            reason = str(exc.orig).strip().splitlines()[0]
+            if self.dialect == "sqlite" and "not a database" in reason:
+                raise StoreError(f"{parsed.database} is not a SQLite database (left untouched): point "
+                                 "--latency-db or NAS_LATENCY_DB at a new file") from None
+            raise StoreError(f"cannot open latency database {self.display_url}: {reason}") from None
 
     # ------------------------------------------------------------------ opening
     def _sqlite_engine(self, database: str) -> Engine:
         if not database or database == ":memory:":
             raise StoreError("the latency database must be a file (an in-memory SQLite database is not shared)")
+        # The file is never opened outside SQLite (a foreign file is refused by SQLite's own "not a database"):
+        # closing any descriptor of it drops every POSIX lock this process holds on it, and a reader in
+        # another process would then take the file as unused and delete the WAL this process's open
+        # connections still write to (https://sqlite.org/howtocorrupt.html, 2.2).
         path = Path(database)
-        if path.exists():
-            with open(path, "rb") as fh:
-                head = fh.read(len(SQLITE_HEADER))
-            if head and head != SQLITE_HEADER:
-                raise StoreError(f"{path} is not a SQLite database (left untouched): point --latency-db "
-                                 "or NAS_LATENCY_DB at a new file")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         # Driver-level autocommit: every statement is its own transaction, except schema creation,
         # which takes BEGIN IMMEDIATE itself so concurrent first opens serialize.
         engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")

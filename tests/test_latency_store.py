@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +154,31 @@ def test_corrupt_file_is_a_clear_error_and_left_unchanged(tmp_path: Path) -> Non
         LatencyStore(str(path))
     assert path.read_bytes() == garbage
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.db"]
+
+
+def _rows_seen_by_another_process(path: Path) -> int:
+    """Open the file with SQLite in a new process, count the rows and close, as `nas db stats` would."""
+    code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "print(c.execute('SELECT count(*) FROM latency').fetchone()[0]); c.close()")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def test_a_second_store_in_one_process_keeps_the_wal_of_the_first(tmp_path: Path) -> None:
+    """Opening a store must not touch the file outside SQLite: closing any descriptor of it drops all of this
+    process's POSIX locks on it, and a reader in another process then deletes the WAL under the first
+    store's open connection, whose later rows are lost (seen in a bench: a search's store beside the next)."""
+    path = tmp_path / "latency.db"
+    first = LatencyStore(str(path))
+    first.put(KEY, row(1.5))
+    second = LatencyStore(str(path))  # what the next search (or the bench's count) of the same process does
+    assert _rows_seen_by_another_process(path) == 1
+    assert (tmp_path / "latency.db-wal").exists()
+    first.put(dataclasses.replace(KEY, arch_id="b" * 64), row(2.5))
+    assert _rows_seen_by_another_process(path) == 2
+    second.close()
+    first.close()
+    assert _rows_seen_by_another_process(path) == 2
 
 
 def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
