@@ -75,8 +75,7 @@ def main() -> None:
     key = cpu_fingerprint(backend.threads)["key"]
     print(f"{key['cpu_model']} (family {key['cpu_family']} model {key['cpu_model_number']} stepping "
           f"{key['stepping']}; {' '.join(key['isa'])}); onnxruntime {backend.version()}, {height}x{width} fp32, "
-          f"{args.rounds} rounds x "
-          f"{args.runs} runs per net, interleaved\n")
+          f"{args.rounds} rounds x {args.runs} runs per net, interleaved\n")
     for table in result["budgets"]:
         ref = table["best_reference"]
         base = next((m for (label, _, _), m in zip(picked, medians) if ref and label == ref["name"]), None)
