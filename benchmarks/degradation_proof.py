@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from nas.data import load_data, val_pairs
-from nas.train import stability, validate
+from nas.training.data import load_data, val_pairs
+from nas.training.train import stability, validate
 from search_spaces import build, load_spec
 
 HELD_OUT = ("camera", "coins", "moon", "page", "text", "brick", "grass", "gravel", "clock", "colorwheel")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from nas.data import load_data
-from nas.reparam import KINDS, ReparamConv, reparameterize
-from nas.train import TrainConfig, param_groups, short_train
+from nas.training.data import load_data
+from nas.training.reparam import KINDS, ReparamConv, reparameterize
+from nas.training.train import TrainConfig, param_groups, short_train
 from search_spaces import ArchSpec, build, get_space, load_spec
 
 

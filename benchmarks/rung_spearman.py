@@ -25,8 +25,8 @@ import torch
 from train_defaults import small_random_specs
 
 from nas.bench import spearman
-from nas.data import load_data, val_pairs
-from nas.train import TrainConfig, short_train, validate
+from nas.training.data import load_data, val_pairs
+from nas.training.train import TrainConfig, short_train, validate
 from search_spaces import build, count, get_space
 
 

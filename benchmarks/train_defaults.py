@@ -19,8 +19,8 @@ import random
 
 import torch
 
-from nas.data import load_data
-from nas.train import TrainConfig, short_train
+from nas.training.data import load_data
+from nas.training.train import TrainConfig, short_train
 from search_spaces import ArchSpec, count, get_space
 
 

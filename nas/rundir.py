@@ -12,7 +12,10 @@ import csv
 import json
 import math
 import os
+import platform
 import re
+import sys
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.target import Budget
+from nas.trial_record import TrialRecord
 
 if TYPE_CHECKING:
     import torch
 
+    from nas.search.config import SearchConfig
+    from nas.target import Target
     from search_spaces import ArchSpec
 
 RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
@@ -112,24 +118,24 @@ _BOOL_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "bool")
 _TEXT_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "str")
 
 
-def trial_row(number_: int, state: str, attrs: Mapping[str, Any], budget: Budget) -> TrialRow:
-    """The trials.csv row of a finished trial, from the user attributes the search sets on it."""
-    lat, tr, counts = as_dict(attrs.get("latency")), as_dict(attrs.get("train")), as_dict(attrs.get("counts"))
+def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget) -> TrialRow:
+    """The trials.csv row of a finished trial, from its trial record."""
+    lat, tr, counts = record.latency, record.train, record.counts
     return TrialRow(
-        number=number_, state=state, arch_id=str(attrs.get("arch_id", "")), reference=str(attrs.get("reference", "")),
-        summary=str(attrs.get("summary", "")), latency_ms=number(lat.get("median_ms")),
+        number=number_, state=state, arch_id=record.arch_id, reference=record.reference,
+        summary=record.summary, latency_ms=number(lat.get("median_ms")),
         latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
         roofline_ms=number(lat.get("roofline_ms")),
-        over_budget=budget.over(lat) or attrs.get("predicted_over_budget") is True,  # screened by the predictor
-        trained=bool(tr), stopped_at=integer(attrs.get("pruned_at_step")),
+        over_budget=budget.over(lat) or record.predicted_over_budget,  # screened by the predictor
+        trained=record.trained, stopped_at=integer(record.pruned_at_step),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
-        shift_consistency_db=number(tr.get("shift_consistency_db")), temporal_psnr_db=number(tr.get("temporal_psnr_db")),
+        shift_consistency_db=number(tr.get("shift_consistency_db")),
+        temporal_psnr_db=number(tr.get("temporal_psnr_db")),
         measure_s=number(lat.get("measure_s")), train_s=number(tr.get("train_s", 0.0 if lat else None)),
-        latency_cached=lat.get("cached") is True, train_cached=attrs.get("train_cached") is True,
+        latency_cached=lat.get("cached") is True, train_cached=record.train_cached,
         macs=number(counts.get("macs")), params=number(counts.get("params")),
-        bytes_moved=number(counts.get("bytes_moved")), error=str(attrs.get("error", "")),
-        worker=str(attrs.get("run_dir", "")),
+        bytes_moved=number(counts.get("bytes_moved")), error=record.error, worker=record.run_dir,
     )
 
 
@@ -160,6 +166,57 @@ def summarize(rows: list[TrialRow]) -> dict[str, Any]:
             "shift_consistency_db": best.shift_consistency_db, "temporal_psnr_db": best.temporal_psnr_db,
         },
     }
+
+
+# ---------------------------------------------------------------------- run.json
+def versions() -> dict[str, str | None]:
+    """Exact versions of what shapes the numbers (stored in run.json)."""
+    from importlib import metadata
+
+    from nas import __version__
+
+    out: dict[str, str | None] = {"nas": __version__, "python": platform.python_version()}
+    for dist in ("torch", "optuna", "onnx", "onnxruntime", "tensorrt", "numpy", "scikit-image"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def run_meta(target: Target, config: SearchConfig, study: str, rungs: tuple[int, ...], latency_db_shown: str | None,
+             storage_shown: str | None, data: dict[str, Any]) -> dict[str, Any]:
+    """run.json's settings: what every worker of a study shares (published on the study). URLs come masked."""
+    from nas import __version__
+
+    t = target
+    settings = {
+        "task": t.space.name, "budget_ms": t.budget.limit_ms, "budget_stat": t.budget.stat,
+        "backend": t.backend.name, "input_size": list(t.input_size), "trials": config.trials,
+        "train_steps": t.train_config.steps, "seed": config.seed, "sampler": config.sampler,
+        "storage": storage_shown, "study": study, "latency_db": latency_db_shown, "data": t.data,
+        "val_data": t.val_data, "loss": t.train_config.loss, "noise_sigma": t.train_config.noise_sigma,
+        "warm_start": config.warm_start, "degradation": t.degradation, "jpeg_quality": t.jpeg_quality,
+        "val_sequence": t.val_sequence, "min_shift_consistency": t.min_shift_consistency,
+        "predictor": config.predictor, "pruner": config.pruner, "rungs": list(rungs), "timeout_s": config.timeout_s,
+    }
+    return {
+        "nas_version": __version__, "study": study, "config": settings,
+        "train_config": t.train_config.to_dict(), "versions": versions(),
+        "backend": t.backend.name, "device": t.fingerprint, "workload": t.workload.to_dict(),
+        "references": {n: s.arch_id for n, s in t.space.fitting_references(t.input_size)[0].items()},
+        "data": data,
+    }
+
+
+def run_json(meta: Mapping[str, Any], run_dir: Path, summary: dict[str, Any] | None,
+             interrupted: bool = False) -> dict[str, Any]:
+    """The whole run.json of one run dir: the study's settings, this run dir, when, and the summary
+    (None while the run is going on)."""
+    config = as_dict(meta.get("config"))
+    return {**meta, "config": {**config, "run_dir": str(run_dir)},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
+            "interrupted": interrupted, "summary": summary}
 
 
 # ---------------------------------------------------------------------- writing

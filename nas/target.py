@@ -18,8 +18,8 @@ from nas.errors import UsageError
 
 if TYPE_CHECKING:
     from latency_db import Backend, LatencyStore, Workload
-    from nas.data import TaskData
-    from nas.train import TrainConfig
+    from nas.training.data import TaskData
+    from nas.training.train import TrainConfig
     from search_spaces import SearchSpace
 
 BUDGET_STATS = ("median", "p90")
@@ -128,7 +128,7 @@ class Target:
     latency_db: str | None = None
     data: str | None = None
     val_data: str | None = None
-    degradation: str = "bicubic"                # how unpaired frames become inputs (nas.data.degradation_tag)
+    degradation: str = "bicubic"                # how unpaired frames become inputs (nas.training.data.degradation_tag)
     jpeg_quality: int = 90                      # --degradation video
     val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
     min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible to win
@@ -140,8 +140,8 @@ class Target:
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
                 min_shift_consistency: float | None = None) -> Target:
-        from nas.data import degradation_tag
-        from nas.train import TrainConfig
+        from nas.training.data import degradation_tag
+        from nas.training.train import TrainConfig
         from search_spaces import get_space
 
         if not math.isfinite(noise_sigma) or noise_sigma < 0:
@@ -180,7 +180,7 @@ class Target:
         return str(self.fingerprint["device"])
 
     def load_data(self) -> TaskData:
-        from nas.data import load_data
+        from nas.training.data import load_data
 
         return load_data(self.space.data_kind, self.space.scale, self.train_config.patch_size, self.data,
                          self.val_data, degradation=self.degradation, jpeg_quality=self.jpeg_quality,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import (
+from nas.training.data import (
     DEFAULT_TRAIN,
     DEFAULT_VAL,
     PatchSampler,

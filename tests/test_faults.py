@@ -63,7 +63,8 @@ def test_a_candidate_the_backend_cannot_build_is_a_failed_trial_and_the_search_g
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from latency_db import BuildError
     from latency_db.backends.onnxruntime import OnnxRuntimeBackend
-    from nas.search import Search, SearchConfig
+    from nas.search.config import SearchConfig
+    from nas.search.driver import Search
     from nas.target import Budget, Target
     from search_spaces import get_space
 

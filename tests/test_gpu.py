@@ -12,8 +12,8 @@ import torch
 from test_export import run_clean, write_pngs
 from tiny import run_nas
 
-from nas.data import load_data
-from nas.train import TrainConfig, short_train
+from nas.training.data import load_data
+from nas.training.train import TrainConfig, short_train
 from search_spaces import get_space
 
 pytestmark = [

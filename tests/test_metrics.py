@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from nas.errors import UsageError
-from nas.metrics import (
+from nas.training.metrics import (
     STABILITY_CAP_DB,
     charbonnier_loss,
     hfen,

@@ -13,12 +13,12 @@ import torch
 from tiny import TINY_ARGS, run_nas
 
 from latency_db import get_backend
-from nas.data import TaskData, load_data
+from nas.training.data import TaskData, load_data
 from nas.errors import UsageError
 from nas.rundir import RunDir, RunDirWriter, TrialRow, best_trial, summarize
-from nas.search import PRUNERS, SearchConfig
-from nas.train import TrainConfig, short_train
-from nas.train_cache import PARTIAL_TABLE, TABLE, TrainCache
+from nas.search.config import PRUNERS, SearchConfig
+from nas.training.train import TrainConfig, short_train
+from nas.training.train_cache import PARTIAL_TABLE, TABLE, TrainCache
 from search_spaces import get_space
 
 CFG = TrainConfig(steps=6, batch_size=4, patch_size=16, lr=5e-3, warmup_steps=2)
@@ -159,7 +159,7 @@ def test_a_stopped_trial_of_another_worker_is_not_missing_weights(tmp_path: Path
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from nas.shared_study import materialize
+    from nas.search.shared_study import materialize
     from nas.target import Budget
 
     spec = get_space("sr2x").references()["tiny"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import search_spaces as ss
-from nas.reparam import KINDS, ReparamConv, collapse, fan_ins, reparameterize
+from nas.training.reparam import KINDS, ReparamConv, collapse, fan_ins, reparameterize
 
 KINDS_ON = KINDS[1:]
 SMALL = (32, 48)  # divisible by 8: every space-to-depth and level combination tiles it

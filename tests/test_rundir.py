@@ -11,6 +11,7 @@ import pytest
 from nas.errors import UsageError
 from nas.rundir import RunDir, RunDirWriter, TrialRow, best_trial, trial_row
 from nas.target import Budget
+from nas.trial_record import TrialRecord
 
 
 def write_run(path: Path, rows: list[TrialRow], budget: Budget) -> RunDir:
@@ -40,11 +41,12 @@ def test_the_reader_reads_back_what_the_writer_wrote(tmp_path: Path) -> None:
 
 
 def test_trial_rows_apply_the_budget_statistic() -> None:
-    attrs = {"arch_id": "a", "latency": {"median_ms": 3.0, "p90_ms": 5.0}, "run_dir": "/w"}
-    assert not trial_row(0, "COMPLETE", attrs, Budget(4.0, "median")).over_budget
-    assert trial_row(0, "PRUNED", attrs, Budget(4.0, "p90")).over_budget
-    assert trial_row(0, "FAIL", {"arch_id": "a"}, Budget(4.0)).over_budget is False  # unknown is not over
-    assert trial_row(0, "COMPLETE", attrs, Budget(4.0)).worker == "/w"
+    record = TrialRecord.of({"arch_id": "a", "latency": {"median_ms": 3.0, "p90_ms": 5.0}, "run_dir": "/w"})
+    assert not trial_row(0, "COMPLETE", record, Budget(4.0, "median")).over_budget
+    assert trial_row(0, "PRUNED", record, Budget(4.0, "p90")).over_budget
+    unknown = TrialRecord.of({"arch_id": "a"})
+    assert trial_row(0, "FAIL", unknown, Budget(4.0)).over_budget is False  # unknown is not over
+    assert trial_row(0, "COMPLETE", record, Budget(4.0)).worker == "/w"
 
 
 def test_one_winner_rule() -> None:

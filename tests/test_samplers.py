@@ -11,8 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.samplers import EvolutionSampler, grow_probability
-from nas.search import latency_gate
+from nas.search.samplers import EvolutionSampler, grow_probability
+from nas.search.driver import latency_gate
+from nas.errors import UsageError
 from nas.target import Budget
 from search_spaces import count, get_space
 
@@ -42,9 +43,9 @@ def best(study: optuna.Study) -> float:
 
 
 def test_same_seed_same_trials() -> None:
-    first, second = (run(EvolutionSampler(2.0, seed=7), 2.0, n_trials=30) for _ in range(2))
+    first, second = (run(EvolutionSampler(Budget(2.0), seed=7), 2.0, n_trials=30) for _ in range(2))
     assert [t.params for t in first.trials] == [t.params for t in second.trials]
-    assert [t.params for t in first.trials] != [t.params for t in run(EvolutionSampler(2.0, seed=8), 2.0,
+    assert [t.params for t in first.trials] != [t.params for t in run(EvolutionSampler(Budget(2.0), seed=8), 2.0,
                                                                       n_trials=30).trials]
 
 
@@ -55,7 +56,7 @@ def edit_distance(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> i
 
 def test_children_are_small_edits_of_earlier_trials() -> None:
     """After the start-up, each trial differs from some earlier trial in few parameters."""
-    study = run(EvolutionSampler(2.0, seed=0, n_startup_trials=10), 2.0, n_trials=40)
+    study = run(EvolutionSampler(Budget(2.0), seed=0, n_startup_trials=10), 2.0, n_trials=40)
     trials = study.trials
     edits = [min(edit_distance(t, p) for p in trials[:t.number]) for t in trials[10:]]
     assert statistics.median(edits) <= 4   # one changed value shows as 2 (old and new); a new layer adds 2-3
@@ -67,7 +68,7 @@ def test_a_reference_just_over_the_budget_is_shrunk_into_it() -> None:
     fsrcnn_small = SPACE.references()["fsrcnn_small"]
     budget = 0.97 * count(fsrcnn_small, *SIZE).macs / MACS_PER_MS
     for seed in range(3):
-        study = run(EvolutionSampler(budget, seed=seed), budget)
+        study = run(EvolutionSampler(Budget(budget), seed=seed), budget)
         reference = study.trials[list(SPACE.references()).index("fsrcnn_small")]  # enqueued in this order
         assert reference.state == TrialState.PRUNED
         assert any(t.state == TrialState.COMPLETE and edit_distance(t, reference) <= 4 for t in study.trials)
@@ -90,7 +91,7 @@ def test_grow_probability_follows_the_spare_latency() -> None:
 def test_beats_random_search_at_equal_trials(budget: float) -> None:
     """Mean best over seeds above random search's, and more trials under the budget."""
     seeds = range(4)
-    evo = [run(EvolutionSampler(budget, seed=s), budget) for s in seeds]
+    evo = [run(EvolutionSampler(Budget(budget), seed=s), budget) for s in seeds]
     rnd = [run(optuna.samplers.RandomSampler(seed=s), budget) for s in seeds]
     assert statistics.fmean(map(best, evo)) > statistics.fmean(map(best, rnd))
 
@@ -100,9 +101,10 @@ def test_beats_random_search_at_equal_trials(budget: float) -> None:
     assert statistics.fmean(map(n_feasible, evo)) > 1.5 * statistics.fmean(map(n_feasible, rnd))
 
 
-def test_rejects_a_non_positive_budget() -> None:
-    with pytest.raises(ValueError, match="budget must be positive"):
-        EvolutionSampler(0.0)
+def test_a_sampler_cannot_be_given_a_non_positive_budget() -> None:
+    """The sampler takes a Budget, which refuses a limit that would make its scale meaningless."""
+    with pytest.raises(UsageError, match="--budget-ms must be a positive"):
+        EvolutionSampler(Budget(0.0))
 
 
 def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
@@ -110,7 +112,7 @@ def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
     per trial, the one kept is the costliest under the budget, so more trials fit than unguided."""
     import random
 
-    from nas.latency_guard import _Partial
+    from nas.search.latency_guard import _Partial
 
     budget, calls = 2.0, []
 
@@ -126,7 +128,7 @@ def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
     def feasible(study: optuna.Study) -> int:
         return sum(t.state == TrialState.COMPLETE for t in study.trials[14:])
 
-    guided = [run(EvolutionSampler(budget, seed=s, guide=guide), budget) for s in range(3)]
-    plain = [run(EvolutionSampler(budget, seed=s), budget) for s in range(3)]
+    guided = [run(EvolutionSampler(Budget(budget), seed=s, guide=guide), budget) for s in range(3)]
+    plain = [run(EvolutionSampler(Budget(budget), seed=s), budget) for s in range(3)]
     assert calls and all(len(c) == 4 for c in calls)
     assert sum(map(feasible, guided)) > sum(map(feasible, plain))

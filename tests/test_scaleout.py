@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from nas.train_cache import TABLE as TRAIN_TABLE
+from nas.training.train_cache import TABLE as TRAIN_TABLE
 
 pytestmark = [pytest.mark.slow]
 
@@ -69,7 +69,7 @@ def finished(trials: list[Any]) -> list[Any]:
 
 def counted(trials: list[Any], run_dir: Path) -> list[Any]:
     """The trials a run dir counts toward its K (what nas.search.Search._my_trials counts)."""
-    from nas.storage import retried_trial_numbers
+    from nas.search.storage import retried_trial_numbers
 
     retried = retried_trial_numbers(trials)
     here = str(run_dir.resolve())

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import latency_gate
+from nas.search.driver import latency_gate
 from nas.target import Budget
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

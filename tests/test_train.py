@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.data import TaskData, load_data, val_pairs
+from nas.training.data import TaskData, load_data, val_pairs
 from nas.errors import UsageError
-from nas.reparam import KINDS as REPARAM_KINDS
-from nas.reparam import reparameterize
-from nas.train import TrainConfig, lr_factor, param_groups, short_train, validate
-from nas.train_cache import TrainCache
+from nas.training.reparam import KINDS as REPARAM_KINDS
+from nas.training.reparam import reparameterize
+from nas.training.train import TrainConfig, lr_factor, param_groups, short_train, validate
+from nas.training.train_cache import TrainCache
 from search_spaces import ArchSpec, Conv, build, get_space
 
 TINY_CFG = TrainConfig(steps=6, batch_size=4, patch_size=16, lr=5e-3, warmup_steps=2)

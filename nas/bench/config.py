@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
-from nas.search import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+from nas.search.config import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
 
 DEFAULT_BUDGETS = (2.0, 4.0, 8.0)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -53,7 +53,7 @@ class BenchConfig:
         for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps)):
             if steps is not None and steps < 1:
                 raise UsageError(f"{flag} must be at least 1, got {steps}")
-        from nas.reparam import KINDS as REPARAM_KINDS  # here: nas --help imports no torch
+        from nas.training.reparam import KINDS as REPARAM_KINDS  # here: nas --help imports no torch
 
         if self.reparam is not None and self.reparam not in REPARAM_KINDS:
             raise UsageError(f"--reparam must be one of {', '.join(REPARAM_KINDS)}, got {self.reparam!r}")

@@ -9,14 +9,14 @@ from nas.bench.config import CLASSICAL
 
 if TYPE_CHECKING:
 
-    from nas.data import TaskData
+    from nas.training.data import TaskData
 
 def classical_scores(data: TaskData, scale: int, noise_sigma: float) -> dict[str, dict[str, float]]:
     """Mean validation PSNR and SSIM of plain bicubic and bilinear upsampling, as ``validate`` measures a net."""
     import torch
 
-    from nas.data import val_pairs
-    from nas.metrics import psnr, ssim
+    from nas.training.data import val_pairs
+    from nas.training.metrics import psnr, ssim
     from search_spaces.network import ClassicalUpsample
 
     pairs = val_pairs(data, noise_sigma)

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.rundir import RunDir
-from nas.search import Search, SearchConfig
-from nas.storage import mask_url
+from nas.search.config import SearchConfig
+from nas.search.driver import Search
+from nas.search.storage import mask_url
 from nas.target import Budget, Target
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from nas.train import TrainConfig, TrainResult
+    from nas.training.train import TrainConfig, TrainResult
     from search_spaces import Counts
 from nas.bench.config import (
     CLASSICAL,
@@ -221,7 +222,7 @@ class Bench:
         import sqlalchemy as sa
 
         from latency_db import StoreError, open_store
-        from nas.train_cache import TrainCache, train_cache
+        from nas.training.train_cache import TrainCache, train_cache
 
         try:
             store = open_store(self.config.latency_db)

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parse_samplers,
         parse_seeds,
     )
-    from nas.search import DEFAULT_TRIALS
+    from nas.search.config import DEFAULT_TRIALS
 
     p = sub.add_parser(
         "bench", help="does the search beat the reference nets and random search at equal latency?",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.commands import COMMANDS
 from nas.commands.latency import add_device_args, backend_from_args, input_size_from_args, open_db
-from nas.latency_guard import describe, get_predictor
+from nas.search.latency_guard import describe, get_predictor
 
 if TYPE_CHECKING:
     from latency_db import LatencyStore

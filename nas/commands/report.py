@@ -45,7 +45,7 @@ def resolve_run_dir(args: argparse.Namespace, default: Path | None) -> Path:
         return args.run_dir
     if args.study is None:
         raise UsageError("--storage needs --study NAME (the shared study to read)")
-    from nas.shared_study import rebuild_run_dir
+    from nas.search.shared_study import rebuild_run_dir
 
     target = args.run_dir or default or Path("runs") / args.study
     return rebuild_run_dir(args.storage, args.study, target, args.latency_db)

@@ -28,8 +28,8 @@ def _budget(text: str) -> float:
 
 @COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.latency_guard import PREDICTOR_MODES
-    from nas.search import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TRIALS, PRUNERS, SAMPLERS
+    from nas.search.latency_guard import PREDICTOR_MODES
+    from nas.search.config import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TRIALS, PRUNERS, SAMPLERS
     from nas.target import BUDGET_STATS
 
     p = sub.add_parser(
@@ -104,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, then the report and the export of the winner, each a step over the run dir."""
-    from nas.search import Search, SearchConfig
+    from nas.search.config import SearchConfig
+    from nas.search.driver import Search
     from nas.target import Budget, Target, parse_input_size
 
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,

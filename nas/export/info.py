@@ -5,9 +5,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.data import DEGRADATIONS
+from nas.training.data import DEGRADATIONS
 from nas.errors import UsageError
-from nas.reparam import KINDS as REPARAM_KINDS
+from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.rundir import number as _number
 from nas.target import CPU_INPUT_SIZE
 from search_spaces import ArchSpec

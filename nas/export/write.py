@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nas import reparam
+from nas.training import reparam
 from nas.errors import NasError, UsageError
 from nas.export.docs import readme_source, train_source
 from nas.export.info import (

@@ -13,12 +13,12 @@ CROP = 96  # side of the ground-truth crop shown, in output pixels
 
 # ---------------------------------------------------------------------- the validation crops
 def _validation_image(scale: int) -> tuple[Any, str]:
-    """The first image of the default validation split (nas.data), centre-cropped as validation
+    """The first image of the default validation split (nas.training.data), centre-cropped as validation
     crops it, as a (1, 3, H, W) float tensor in [0, 1], and its name."""
     import skimage.data as skdata
     import torch
 
-    from nas.data import DEFAULT_VAL, val_crop
+    from nas.training.data import DEFAULT_VAL, val_crop
 
     name = DEFAULT_VAL[0]
     hr8 = torch.from_numpy(getattr(skdata, name)().copy()).permute(2, 0, 1)
@@ -65,9 +65,9 @@ def winner_crops(run: Run) -> dict[str, Any]:
         net.load_state_dict(load_file(str(weights)))
     except (OSError, RuntimeError, ValueError) as exc:  # bad file or shapes that do not match the spec
         return {"error": f"trial {win.number}: weights do not load into its spec: {str(exc)[:300]}"}
-    from nas.data import make_lr
-    from nas.metrics import psnr as psnr_db
-    from nas.train import baseline
+    from nas.training.data import make_lr
+    from nas.training.metrics import psnr as psnr_db
+    from nas.training.train import baseline
 
     s = spec.scale
     hr, source = _validation_image(s)

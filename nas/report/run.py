@@ -60,7 +60,7 @@ class Run:
 
     def reparam_of(self, arch_id: str) -> str | None:
         """The re-parameterized block kind the trial trained with (train.json), None when plain or unknown."""
-        from nas.reparam import KINDS
+        from nas.training.reparam import KINDS
 
         config = self.train.get(arch_id, {}).get("train_config")
         kind = config.get("reparam") if isinstance(config, dict) else None

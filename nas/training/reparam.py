@@ -73,7 +73,7 @@ class ReparamConv(nn.Module):
                 self.register_buffer("edge_masks", masks, persistent=False)
                 self.edge_weight = nn.Parameter(torch.randn(3, cout, cin, **like) / cin**0.5)
                 self.edge_scale = nn.Parameter(torch.zeros(3, cout, **like))
-        self.fan_in = cin * k * k  # of the collapsed conv: nas.train.param_groups scales every branch by it
+        self.fan_in = cin * k * k  # of the collapsed conv: nas.training.train.param_groups scales every branch by it
 
     def _eye(self, like: torch.Tensor) -> torch.Tensor:
         """The identity as a (C, C, k, k) kernel: 1 at the centre tap of channel o -> o."""

@@ -26,11 +26,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from latency_db.retry import retry_transient
-from nas.train import Checkpoint, CheckpointMismatch, TrainResult
+from nas.training.train import Checkpoint, CheckpointMismatch, TrainResult
 
 if TYPE_CHECKING:
-    from nas.data import TaskData
-    from nas.train import TrainConfig
+    from nas.training.data import TaskData
+    from nas.training.train import TrainConfig
     from search_spaces import ArchSpec
 
 TABLE = "nas_train_cache_v2"  # v2 adds the stability metrics; rows of the first table are not read (retrained once)
@@ -150,7 +150,7 @@ class TrainCache:
         reports at ``rungs`` through ``on_rung`` (short_train). A full training is stored as the result; one
         stopped at a rung as a checkpoint, which the next training of the key resumes from."""
         from latency_db import device_lock
-        from nas.train import short_train
+        from nas.training.train import short_train
 
         key = (spec.arch_id, config.hash(), data.data_id)
         result = self.get(*key)

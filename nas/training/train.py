@@ -21,11 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas.data import PatchSampler, TaskData, val_pairs
+from nas.training.data import PatchSampler, TaskData, val_pairs
 from nas.errors import UsageError
-from nas.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
-from nas.reparam import KINDS as REPARAM_KINDS
-from nas.reparam import collapse, fan_ins, reparameterize
+from nas.training.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
+from nas.training.reparam import KINDS as REPARAM_KINDS
+from nas.training.reparam import collapse, fan_ins, reparameterize
 from search_spaces import ArchSpec, SearchedNet, build
 
 TRAIN_PROTOCOL = 3  # bump when the training loop changes meaning: it is part of the cache key
@@ -104,8 +104,8 @@ class TrainResult:
     train_s: float
     moved: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
-    shift_consistency_db: float = math.nan  # nas.metrics.shift_consistency, mean over the validation images
-    temporal_psnr_db: float = math.nan      # nas.metrics.temporal_psnr over the validation clip; NaN: no clip
+    shift_consistency_db: float = math.nan  # nas.training.metrics.shift_consistency, mean over the validation images
+    temporal_psnr_db: float = math.nan      # nas.training.metrics.temporal_psnr over the validation clip; NaN: no clip
     stopped_at: int | None = None           # the rung step where ``on_rung`` stopped it; None: trained in full
     resumed_from: int | None = None         # the step of the partial training it went on from; None: from scratch
     resumed_s: float = 0.0                  # seconds of ``train_s`` spent before, by the partial training
@@ -259,7 +259,7 @@ def param_groups(net: torch.nn.Module, lr: float, lr_fan_in: int) -> list[dict[s
     a conv summing F inputs shift by up to ~lr * F * |x| per step while their spread under He init is
     ~sqrt(2F) * |x|: the relative shift grows like lr * sqrt(F). Deep candidates with 5x5/48+ layers
     (F >= 1200) lost every ReLU in the first steps at lr 3e-3 (reports/training.md, "Deep nets").
-    A re-parameterized conv's branch weights all take the collapsed conv's fan-in (nas.reparam.fan_ins).
+    A re-parameterized conv's branch weights all take the collapsed conv's fan-in (nas.training.reparam.fan_ins).
     """
     groups: list[dict[str, Any]] = []
     for param, fan_in in fan_ins(net):  # a conv weight (out, in, k, k) -> in * k * k

@@ -23,15 +23,56 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
-from nas.rundir import RunDirWriter, TrialRow, summarize, trial_row
+from nas.rundir import RunDirWriter, TrialRow, run_json, summarize, trial_row
+from nas.trial_record import TrialRecord
 
 if TYPE_CHECKING:
-    from nas.target import Budget
-    from nas.train_cache import TrainCache
+    from nas.target import Budget, Target
+    from nas.training.data import TaskData
+    from nas.training.train_cache import TrainCache
 
+IDENTITY = "identity"      # study attribute: what the study's trials depend on (study_identity)
 RUN_META = "run_meta"      # study attribute: run.json's settings, written by the study's first worker
 WORKER = "worker:"         # study attribute prefix: one per worker (its run dir), see WorkerBeacon
 RUNNING, DONE = "running", "done"
+IDENTITY_WAIT_S = 30       # how long a worker of a shared study waits for its creator to seed it
+
+
+def study_identity(target: Target, data: TaskData) -> dict[str, Any]:
+    """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers.
+    The degradation and the stability floor appear only when set, so that earlier studies resume."""
+    t = target
+    identity = {"task": t.space.name, "space_version": t.space.version, "backend": t.backend.name,
+                "input_size": list(t.input_size), "budget_ms": t.budget.limit_ms,
+                "budget_stat": t.budget.stat, "train_config": t.train_config.hash(), "data": data.data_id}
+    if data.degradation != "bicubic":
+        identity["degradation"] = data.degradation
+    if t.min_shift_consistency is not None:
+        identity["min_shift_consistency"] = t.min_shift_consistency
+    return identity
+
+
+def seed_or_check(study: Any, name: str, identity: dict[str, Any], created: bool,
+                  warm_starts: dict[str, dict[str, Any]], shared: bool) -> None:
+    """The study's creator seeds it (``warm_starts``: reference name -> sampler params, then its identity);
+    any other worker checks that it runs the same settings. Workers starting at once never both seed it
+    (``create_or_load_study``). A worker of a ``shared`` study waits a while for a creator still seeding."""
+    from nas.trial_record import reference_attrs
+
+    if created:
+        for reference, params in warm_starts.items():
+            study.enqueue_trial(params, user_attrs=reference_attrs(reference))
+        study.set_user_attr(IDENTITY, identity)
+        return
+    deadline = time.monotonic() + (IDENTITY_WAIT_S if shared else 0)
+    while (stored := study.user_attrs.get(IDENTITY)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if stored is None:  # its creator stopped before seeding it: adopt it, without warm starts
+        study.set_user_attr(IDENTITY, identity)
+    elif stored != identity:
+        changed = sorted(k for k in identity if stored.get(k) != identity[k])
+        raise UsageError(f"study '{name}' was created with other settings ({', '.join(changed)} "
+                         "differ): use another --study name or the same settings")
 
 
 def publish_run_meta(study: Any, meta: dict[str, Any]) -> None:
@@ -56,7 +97,7 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
     """
     from search_spaces import ArchSpec, SpecError
 
-    identity = study.user_attrs.get("identity") or {}
+    identity = study.user_attrs.get(IDENTITY) or {}
     meta = study.user_attrs.get(RUN_META) or {}
     config_hash, data_id = identity.get("train_config"), identity.get("data")
     train_config = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
@@ -65,21 +106,20 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished():
             continue
-        rows.append(trial_row(t.number, t.state.name, t.user_attrs, budget))
-        attrs = t.user_attrs
+        record = TrialRecord.of(t.user_attrs)
+        rows.append(trial_row(t.number, t.state.name, record, budget))
         try:
-            spec = ArchSpec.from_json(attrs["spec"]) if isinstance(attrs.get("spec"), str) else None
+            spec = ArchSpec.from_json(record.spec_json) if record.spec_json is not None else None
         except SpecError:
             spec = None
-        if spec is None or spec.arch_id != attrs.get("arch_id"):
+        if spec is None or spec.arch_id != record.arch_id:
             continue
         folder = writer.path / "archs" / spec.arch_id
         if not (folder / "arch.json").is_file():
             writer.write_arch(spec)
-        record = attrs.get("latency_record")
-        if isinstance(record, dict) and not (folder / "latency.json").is_file():
-            writer.write_latency(spec.arch_id, record)
-        if not attrs.get("train") or attrs.get("pruned_at_step") is not None \
+        if record.latency_record is not None and not (folder / "latency.json").is_file():
+            writer.write_latency(spec.arch_id, record.latency_record)
+        if not record.trained or record.pruned_at_step is not None \
                 or (folder / "weights.safetensors").is_file():
             continue  # a training stopped at a rung is not in the training cache: only its worker has its files
         result = None
@@ -166,13 +206,12 @@ def rebuild_run_dir(storage: str, study_name: str, run_dir: Path, latency_db: st
     """The run dir of a shared study, rebuilt from the storage and the training cache alone (no worker's
     disk): what ``nas report`` and ``nas export`` read with ``--storage URL --study NAME``."""
     import sys
-    from datetime import datetime, timezone
 
     import optuna
 
-    from nas.storage import mask_url, open_optuna_storage
+    from nas.search.storage import mask_url, open_optuna_storage
     from nas.target import Budget, open_latency_store
-    from nas.train_cache import TrainCache
+    from nas.training.train_cache import TrainCache
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = open_optuna_storage(storage, run_dir / "study.journal")
@@ -195,7 +234,5 @@ def rebuild_run_dir(storage: str, study_name: str, run_dir: Path, latency_db: st
     if done.missing_weights:
         print(f"nas: warning: no weights for trial(s) {', '.join(map(str, done.missing_weights))} in the training "
               "cache of --latency-db: pass the database the workers shared", file=sys.stderr)
-    writer.write_run_json({**meta, "config": {**config, "run_dir": str(run_dir)},
-                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "argv": sys.argv, "interrupted": False, "summary": summarize(done.rows)})
+    writer.write_run_json(run_json(meta, run_dir, summarize(done.rows)))
     return run_dir

@@ -17,12 +17,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from nas.target import Budget
 
 MAX_REDRAWS = 20   # mutations drawn again when the child would repeat a trial the study already has
 
@@ -54,7 +57,7 @@ def grow_probability(trial: FrozenTrial, budget: float) -> float:
 class EvolutionSampler(BaseSampler):
     """Tournament selection from the last ``population`` feasible trials, then a budget-aware mutation.
 
-    ``budget`` is the constraint's scale (the latency budget, in the constraint's unit): it turns a
+    ``budget``'s limit is the constraint's scale (the constraint is latency minus the limit): it turns a
     parent's constraint value into the share of the budget it leaves unused. Parameters a child has
     but its parent lacked (a layer added by a deeper draw) are drawn at random.
 
@@ -69,12 +72,10 @@ class EvolutionSampler(BaseSampler):
     the budget).
     """
 
-    def __init__(self, budget: float, seed: int | None = None, n_startup_trials: int = 10,
+    def __init__(self, budget: Budget, seed: int | None = None, n_startup_trials: int = 10,
                  population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25,
                  guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4) -> None:
-        if budget <= 0:
-            raise ValueError(f"budget must be positive, got {budget}")
-        self.budget = budget
+        self.budget = budget.limit_ms  # a Budget's limit is positive by construction
         self.guide, self.guide_children = guide, guide_children
         self.n_startup_trials = n_startup_trials
         self.population = population

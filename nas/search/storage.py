@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
+from nas.trial_record import TrialRecord
 
 HEARTBEAT_ENV = "NAS_HEARTBEAT_S"   # "INTERVAL" or "INTERVAL,GRACE" in whole seconds (tests use 1,3)
 HEARTBEAT_INTERVAL_S = 10
@@ -182,9 +183,8 @@ def _claim_own_retry(study: Any, run_dir: Path) -> Any | None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    here = str(Path(run_dir).resolve())
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if "failed_trial" not in t.system_attrs or t.user_attrs.get("run_dir") != here:
+        if "failed_trial" not in t.system_attrs or not TrialRecord.of(t.user_attrs).belongs_to(run_dir):
             continue
         try:
             if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
@@ -237,10 +237,9 @@ def waiting_retries(study: Any, run_dir: Path) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)
-    here = str(Path(run_dir).resolve())
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     return sum(1 for t in waiting if "failed_trial" in t.system_attrs
-               and t.user_attrs.get("run_dir") == here)
+               and TrialRecord.of(t.user_attrs).belongs_to(run_dir))
 
 
 def retried_trial_numbers(trials: list[Any]) -> set[int]:

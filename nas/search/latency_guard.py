@@ -21,6 +21,7 @@ from nas.errors import NasError
 if TYPE_CHECKING:
     from latency_db import Backend, LatencyStore, Workload
     from latency_db.predictor import Predictor
+    from nas.target import Budget
 
 
 class NoPredictorError(NasError):
@@ -68,12 +69,12 @@ class LatencyGuard:
     """The predictor and the canary of one search."""
 
     def __init__(self, mode: str | None, backend: Any, store: Any, workload: Any, space: Any,
-                 input_size: tuple[int, int], budget_ms: float, say: Callable[[str], None]) -> None:
+                 input_size: tuple[int, int], budget: Budget, say: Callable[[str], None]) -> None:
         from latency_db.canary import Canary
         from latency_db.predictor import PredictorError, predictor_for
 
         self.backend, self.store, self.workload, self.space = backend, store, workload, space
-        self.input_size, self.budget_ms, self.say = input_size, budget_ms, say
+        self.input_size, self.budget, self.say = input_size, budget, say
         self.mode, self.predictor = mode or "screen", None
         self.screened = self.remeasured = 0
         self._rng = random.Random(0)
@@ -132,7 +133,7 @@ class LatencyGuard:
         (a stored latency costs nothing and beats a prediction): skip it."""
         from latency_db import latency_key
 
-        if predicted is None or self.predictor is None or not self.predictor.over_budget(predicted, self.budget_ms):
+        if predicted is None or self.predictor is None or not self.predictor.over_budget(predicted, self.budget.limit_ms):
             return False
         if self.store.get(latency_key(spec, self.workload, self.backend)) is not None:
             return False
@@ -163,7 +164,7 @@ class LatencyGuard:
         def pick(children: list[dict[str, Any]]) -> int:
             specs = [self.space.draw(_Partial(c, self._rng), self.input_size) for c in children]
             ms = self.predictor.predict_many(specs, [self.workload] * len(specs))
-            under = [i for i, v in enumerate(ms) if v <= self.budget_ms]
+            under = [i for i, v in enumerate(ms) if self.budget.admits_ms(v)]
             return max(under, key=lambda i: ms[i]) if under else min(range(len(ms)), key=lambda i: ms[i])
 
         return pick
