@@ -4,6 +4,12 @@ One untimed launch; CUDA graph capture when it works (else plain launches); warm
 ``warmup_s``; then CUDA events around each sample on one stream and a single synchronize at the
 end. Nets faster than ~50 us get K launches per sample (the sample is the mean of the K). Host to
 device copies are never part of a sample: inputs stay resident on the GPU.
+
+Capture runs in thread-local mode, as trtexec's does (``cudaStreamCaptureModeThreadLocal``,
+samples/common/sampleDevice.h): only CUDA calls from this thread can invalidate it. A launch that
+fails while being captured must raise (TensorRT's ``execute_async_v3`` only returns False): the
+capture is then dropped, plain launches are timed, and the details say so (``cuda_graph`` False,
+``cuda_graph_error`` why), so the fallback is visible in the stored row.
 """
 
 from __future__ import annotations
@@ -27,18 +33,19 @@ GPU_PROTOCOLS = {
 SHORT_LAUNCH_S = 50e-6
 
 
-def capture_graph(launch: Callable[[], None], stream: Any) -> tuple[Callable[[], None], bool]:
-    """Capture one ``launch`` into a CUDA graph on ``stream``; fall back to plain launches."""
+def capture_graph(launch: Callable[[], None], stream: Any) -> tuple[Callable[[], None], bool, str | None]:
+    """Capture one ``launch`` into a CUDA graph on ``stream``: (graph replay, True, None), or, when
+    capture fails (or ``launch`` raises while captured), (``launch`` itself, False, why)."""
     import torch
 
     graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph, stream=stream):
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
             launch()
-    except Exception:  # noqa: BLE001  capture is unsupported by some kernels: then time plain launches
+    except Exception as exc:  # noqa: BLE001  some kernels cannot be captured: then time plain launches
         torch.cuda.synchronize()
-        return launch, False
-    return graph.replay, True
+        return launch, False, f"{type(exc).__name__}: {exc}"[:500]
+    return graph.replay, True, None
 
 
 def cuda_event_timing(launch: Callable[[], None], stream: Any, protocol: Protocol) -> tuple[list[float], dict[str, Any]]:
@@ -48,7 +55,7 @@ def cuda_event_timing(launch: Callable[[], None], stream: Any, protocol: Protoco
     with torch.cuda.stream(stream):
         launch()  # the untimed run: lazy initialization, deferred allocations
         stream.synchronize()
-        run, graphed = capture_graph(launch, stream)
+        run, graphed, why_not = capture_graph(launch, stream)
         start, n = time.perf_counter(), 0
         while n < protocol.min_warmup_runs or time.perf_counter() - start < protocol.warmup_s:
             run()
@@ -68,4 +75,7 @@ def cuda_event_timing(launch: Callable[[], None], stream: Any, protocol: Protoco
             end.record(stream)
         stream.synchronize()
     samples = [begin.elapsed_time(end) / k for begin, end in events]
-    return samples, {"cuda_graph": graphed, "launches_per_sample": k}
+    details: dict[str, Any] = {"cuda_graph": graphed, "launches_per_sample": k}
+    if why_not is not None:
+        details["cuda_graph_error"] = why_not
+    return samples, details
