@@ -24,17 +24,18 @@ from latency_db.backends import (
     resolve_backend,
 )
 from latency_db.candidates import Candidate, ConvProbe, workload_for
+from latency_db.engine import StoreError, make_engine, resolve_url
 from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import DeviceLock, device_lock
 from latency_db.measure import LatencyResult, measure_or_get
 from latency_db.roofline import Peak, device_peak, gpu_peak, roofline_ms
-from latency_db.store import SCHEMA_VERSION, LatencyStore, StoreError, open_store, resolve_url
+from latency_db.store import SCHEMA_VERSION, LatencyStore, open_store
 from latency_db.workload import Workload
 
 __all__ = [
     "BACKEND_NAMES", "SCHEMA_VERSION", "Backend", "BackendError", "BuildError", "Candidate", "ConvProbe",
     "DeviceLock", "LatencyKey", "LatencyResult", "LatencyStore", "Peak", "Protocol", "RawMeasurement",
     "StoreError", "Workload", "device_lock", "device_peak", "get_backend", "gpu_peak", "latency_key",
-    "measure_or_get", "open_store", "resolve_backend", "resolve_url", "roofline_ms",
+    "make_engine", "measure_or_get", "open_store", "resolve_backend", "resolve_url", "roofline_ms",
     "workload_for",
 ]

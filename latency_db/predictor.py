@@ -24,6 +24,7 @@ from latency_db.fingerprint import canonical, digest
 from latency_db.paths import cache_dir
 from latency_db.workload import Workload
 from search_spaces import ArchSpec, count
+from search_spaces.errors import UsageError
 
 if TYPE_CHECKING:
     from latency_db.backends import Backend
@@ -37,7 +38,7 @@ KINDS = (1, 2, 3, 5)       # conv kernel sizes (2: the strided 2x2 down conv of 
 PREDICTOR_VERSION = 1      # bump when ``features`` or the model changes: saved predictors are refitted
 
 
-class PredictorError(Exception):
+class PredictorError(UsageError):
     """No predictor can be had (too few rows, none fitted); one line, for the user."""
 
 

@@ -19,31 +19,24 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
-    Engine,
     Float,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     inspect,
     select,
-    text,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
+from latency_db.engine import StoreError, make_engine, resolve_url, schema_lock
 from latency_db.fingerprint import canonical, cpu_flags_of, digest
 from latency_db.keys import LatencyKey
-from latency_db.paths import cache_dir
 from latency_db.retry import retry_transient
 
 SCHEMA_VERSION = 1
-DB_ENV = "NAS_LATENCY_DB"
-_PG_LOCK_ID = 0x6E61732D6C6174  # advisory lock id serializing schema creation on PostgreSQL
 
 metadata = MetaData()
 
@@ -124,24 +117,8 @@ canary_runs = Table(
 ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
 
 
-class StoreError(Exception):
-    """The latency database cannot be used; the message says why and what to do, in one line."""
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def resolve_url(url: str | None = None) -> str:
-    """--latency-db URL > $NAS_LATENCY_DB > SQLite file in the user cache dir. A plain path means a
-    SQLite file; postgresql:// and postgres:// use the psycopg 3 driver."""
-    value = url or os.environ.get(DB_ENV) or str(cache_dir() / "latency.db")
-    if "://" not in value:
-        return f"sqlite:///{Path(value).expanduser().resolve()}"
-    for prefix in ("postgresql://", "postgres://"):
-        if value.startswith(prefix):
-            return "postgresql+psycopg://" + value[len(prefix):]
-    return value
 
 
 class LatencyStore:
@@ -149,18 +126,15 @@ class LatencyStore:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
-        try:
-            parsed = make_url(self.url)
-        except ArgumentError:
-            raise StoreError(f"latency database URL {self.url!r} is not a database URL") from None
+        self.engine = make_engine(self.url)  # raises StoreError for a URL that cannot be a latency database
+        self.shared_engine = self.engine  # transactional, one pool: for the tables kept beside (training cache)
+        parsed = self.engine.url
         self.display_url = parsed.render_as_string(hide_password=True)
-        self.dialect = parsed.get_backend_name()
+        self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
-            self.engine = self._sqlite_engine(parsed.database or "")
-        elif self.dialect == "postgresql":
-            self.engine = create_engine(self.url, pool_pre_ping=True)
-        else:
-            raise StoreError(f"latency database {self.display_url}: only sqlite and postgresql are supported")
+            # driver-level autocommit: every statement is its own transaction, except schema creation,
+            # which takes BEGIN IMMEDIATE itself so that concurrent first opens serialize
+            self.engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             self._init_schema_when_unlocked()
         except StoreError:
@@ -175,25 +149,6 @@ class LatencyStore:
             raise StoreError(f"cannot open latency database {self.display_url}: {reason}") from None
 
     # ------------------------------------------------------------------ opening
-    def _sqlite_engine(self, database: str) -> Engine:
-        if not database or database == ":memory:":
-            raise StoreError("the latency database must be a file (an in-memory SQLite database is not shared)")
-        # The file is never opened outside SQLite (a foreign file is refused by SQLite's own "not a database"):
-        # closing any descriptor of it drops every POSIX lock this process holds on it, and a reader in
-        # another process would then take the file as unused and delete the WAL this process's open
-        # connections still write to (https://sqlite.org/howtocorrupt.html, 2.2).
-        path = Path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Driver-level autocommit: every statement is its own transaction, except schema creation,
-        # which takes BEGIN IMMEDIATE itself so concurrent first opens serialize.
-        engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA busy_timeout = 60000")
-
-        return engine
-
     def _check_version(self, conn: Any) -> bool:
         """True when the schema is present and current; raise when it is foreign or another version."""
         tables = set(inspect(conn).get_table_names())
@@ -251,7 +206,7 @@ class LatencyStore:
                 self._enable_wal(conn)
             else:
                 with conn.begin():
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+                    schema_lock(conn)
                     self._create_or_complete(conn)
 
     def _create(self, conn: Any) -> None:

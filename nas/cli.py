@@ -21,12 +21,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def user_error(exc: BaseException) -> bool:
-    """Errors of search_spaces and latency_db whose text is written for the user (bad names, files)."""
-    from latency_db import BackendError, StoreError
-    from search_spaces import SpecError, UnknownSpaceError
-
-    return isinstance(exc, (SpecError, UnknownSpaceError, BackendError, StoreError))
+def one_line(exc: BaseException) -> str:
+    """An error's message as one line (a wrapped library message may hold newlines)."""
+    return " ".join(str(exc).split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,18 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except NasError as exc:
-        print(f"nas {args.command}: error: {exc}", file=sys.stderr)
+    except NasError as exc:  # the one root of nas, latency_db and search_spaces errors (search_spaces/errors.py)
+        print(f"nas {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a full disk, a folder that vanished: the environment, not a bug
         where = f": {exc.filename}" if exc.filename else ""
         print(f"nas {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_RUNTIME
-    except Exception as exc:
-        if not user_error(exc):
-            raise
-        print(f"nas {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
         return 130

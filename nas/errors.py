@@ -1,20 +1,13 @@
-"""Errors the CLI turns into one clear line and an exit code (1 runtime, 2 usage or input, 3 no net fits)."""
+"""Errors the CLI turns into one clear line and an exit code (1 runtime, 2 usage or input, 3 no net fits).
+
+The root and the usage error come from search_spaces/errors.py, shared by all three packages.
+"""
 
 from __future__ import annotations
 
-EXIT_RUNTIME, EXIT_USAGE, EXIT_NO_FEASIBLE = 1, 2, 3
+from search_spaces.errors import EXIT_NO_FEASIBLE, EXIT_RUNTIME, EXIT_USAGE, NasError, UsageError
 
-
-class NasError(Exception):
-    """A failure with a message fit for the user; ``exit_code`` says which kind."""
-
-    exit_code = EXIT_RUNTIME
-
-
-class UsageError(NasError):
-    """Bad flags or bad input files: nothing was changed."""
-
-    exit_code = EXIT_USAGE
+__all__ = ["EXIT_NO_FEASIBLE", "EXIT_RUNTIME", "EXIT_USAGE", "NasError", "NoFeasibleError", "UsageError"]
 
 
 class NoFeasibleError(NasError):

@@ -13,17 +13,17 @@ import json
 import math
 import os
 import platform
-import re
 import sys
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.target import Budget
 from nas.trial_record import TrialRecord
+from search_spaces.spec import is_arch_id
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,6 @@ TRIALS_CSV_COLUMNS = (
     "worker",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
-ARCH_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")  # sha256 hex in practice; never a path separator
 
 
 # ---------------------------------------------------------------------- checked values
@@ -366,7 +365,7 @@ class RunDir:
         trials = sorted((_parse_row(r, i + 2, csv_path) for i, r in enumerate(raw_rows)), key=lambda r: r.number)
         run = cls(path=path, meta=meta, trials=trials)
         for arch_id in sorted({r.arch_id for r in trials}):
-            if not ARCH_ID.match(arch_id):
+            if not is_arch_id(arch_id):
                 run.problems.append(f"arch id {arch_id[:80]!r} is not a plain identifier: its files were not read")
         return run
 
@@ -408,7 +407,7 @@ class RunDir:
 
     # -------------------------------------------------------------- per-arch files, checked
     def arch_dir(self, arch_id: str) -> Path:
-        if not ARCH_ID.match(arch_id):
+        if not is_arch_id(arch_id):
             raise UsageError(f"{self.path / TRIALS_CSV}: arch id {arch_id[:80]!r} is malformed")
         return self.path / ARCHS / arch_id
 

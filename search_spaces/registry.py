@@ -12,13 +12,15 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from search_spaces.errors import UsageError
+
 if TYPE_CHECKING:
     from search_spaces.base import SearchSpace
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UsageError, KeyError):
     """No entry is registered under that name; the message lists the known ones."""
 
     def __str__(self) -> str:

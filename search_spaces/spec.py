@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from search_spaces.errors import UsageError
 
 SCHEMA_VERSION = 1
 
@@ -27,9 +30,15 @@ SPACE_TO_DEPTH = (1, 2)
 MIN_WIDTH, MAX_WIDTH, WIDTH_STEP = 8, 256, 8
 MAX_LAYERS_PER_STAGE = 16
 MAX_LEVELS = 3
+ARCH_ID = re.compile(r"[0-9a-f]{64}")  # what ``ArchSpec.arch_id`` makes: sha256 hex, never a path
 
 
-class SpecError(ValueError):
+def is_arch_id(text: object) -> bool:
+    """True for a well-formed arch id (the one pattern run dirs, reports and exports check ids against)."""
+    return isinstance(text, str) and ARCH_ID.fullmatch(text) is not None
+
+
+class SpecError(UsageError, ValueError):
     """A spec (or its JSON) breaks a rule; the message names the offending field."""
 
 

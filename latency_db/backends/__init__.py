@@ -7,6 +7,7 @@ from latency_db.backends.onnxruntime import OnnxRuntimeBackend
 from latency_db.backends.tensorrt import TensorRTBackend
 from latency_db.backends.torch_cpu import TorchCpuBackend
 from latency_db.backends.torch_cuda import TorchCudaBackend
+from search_spaces.errors import UsageError
 from search_spaces.registry import Registry
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
@@ -15,7 +16,7 @@ for _cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBack
 BACKEND_NAMES = BACKENDS.names()
 
 
-class BackendError(ValueError):
+class BackendError(UsageError, ValueError):
     """A backend name that is unknown, or a backend that cannot run on this machine."""
 
 

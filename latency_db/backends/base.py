@@ -17,9 +17,10 @@ from typing import Any, ClassVar
 from latency_db.candidates import Candidate, build_module
 from latency_db.stats import summarize
 from latency_db.workload import Workload
+from search_spaces.errors import NasError
 
 
-class BuildError(RuntimeError):
+class BuildError(NasError, RuntimeError):
     """The candidate cannot be exported, built or loaded on this backend: a stable verdict, cached."""
 
 

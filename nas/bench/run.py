@@ -229,10 +229,9 @@ class Bench:
         except StoreError as exc:
             raise UsageError(f"--latency-db: {exc}") from None
         try:
-            cache = TrainCache(store.url)
+            cache = TrainCache(store.shared_engine)
             with cache.engine.connect() as conn:
                 trainings = int(conn.execute(sa.select(sa.func.count()).select_from(train_cache)).scalar_one())
-            cache.engine.dispose()
             return store.count(), trainings
         finally:
             store.close()

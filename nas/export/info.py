@@ -5,20 +5,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.training.data import DEGRADATIONS
 from nas.errors import UsageError
-from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.rundir import number as _number
 from nas.target import CPU_INPUT_SIZE
+from nas.training.data import DEGRADATIONS
+from nas.training.reparam import KINDS as REPARAM_KINDS
 from search_spaces import ArchSpec
 
 EXPORT_FORMAT = 1
 MANIFEST = "export.json"
 EXPORT_FILES = ("model.py", "train.py", "reparam.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
                 "model_fp32.onnx", "README.md", MANIFEST)
-_ARCH_ID = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._-]")
-_LOSS_TERMS = ("l1", "mse", "charbonnier", "hfen")
 
 
 # ---------------------------------------------------------------------- safe values
@@ -41,19 +39,13 @@ def _int_in(value: Any, low: int, high: int, default: int) -> int:
 
 
 def canonical_loss(text: Any) -> str | None:
-    """The loss string in canonical form (``l1+hfen:0.1``) when it parses, else None."""
-    if not isinstance(text, str) or not text.strip():
+    """The loss in canonical form (``l1+hfen:0.1``) when it parses (nas/training/metrics.py), else None."""
+    from nas.training.metrics import parse_loss
+
+    try:
+        return parse_loss(text).canonical
+    except UsageError:
         return None
-    terms: list[str] = []
-    for part in text.replace(" ", "").lower().split("+"):
-        name, sep, weight_text = part.partition(":")
-        if name not in _LOSS_TERMS or any(t.split(":")[0] == name for t in terms):
-            return None
-        weight = _number(weight_text) if sep else 1.0
-        if weight is None or weight <= 0:
-            return None
-        terms.append(_LOSS_TERMS[_LOSS_TERMS.index(name)] + ("" if weight == 1.0 else f":{weight:g}"))
-    return "+".join(terms)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,9 @@ from typing import Any
 
 import torch
 
-from nas.training import reparam
 from nas.errors import NasError, UsageError
 from nas.export.docs import readme_source, train_source
 from nas.export.info import (
-    _ARCH_ID,
     EXPORT_FILES,
     EXPORT_FORMAT,
     MANIFEST,
@@ -26,7 +24,9 @@ from nas.export.info import (
 )
 from nas.export.model_code import check_state_dict, map_state_dict, model_source
 from nas.rundir import RunDir, TrialRow
+from nas.training import reparam
 from search_spaces import ArchSpec, build, export_onnx
+from search_spaces.spec import is_arch_id
 
 
 # ---------------------------------------------------------------------- writing
@@ -202,7 +202,7 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
     """
     run = RunDir.load(Path(run_dir))
     row = _pick_trial(run, trial)
-    if not _ARCH_ID.fullmatch(row.arch_id):
+    if not is_arch_id(row.arch_id):
         raise UsageError(f"{run.path}/trials.csv: trial {row.number} has a malformed arch_id")
     spec = run.spec(row.arch_id)
     state = run.weights(row.arch_id)

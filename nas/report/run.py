@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
-from nas.rundir import ARCH_ID, TRIALS_CSV_COLUMNS, RunDir
+from nas.rundir import TRIALS_CSV_COLUMNS, RunDir
 from nas.target import Budget
+from search_spaces.spec import is_arch_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,7 +111,7 @@ def load_run(run_dir: Path) -> Run:
     trials["number"] = trials.number.astype(int)
     run = Run(dir=rd, trials=trials.reset_index(drop=True), problems=list(rd.problems))
     for arch_id in sorted(set(run.trials.arch_id)):
-        if not ARCH_ID.match(arch_id):
+        if not is_arch_id(arch_id):
             continue  # RunDir.load has said so in problems
         folder = rd.arch_dir(arch_id)
         if (folder / "arch.json").is_file():

@@ -94,7 +94,7 @@ class Search:
         remote = cfg.storage is not None and "://" in cfg.storage  # before the latency DB: a bad URL writes nothing
         storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal") if remote else None
         self.store = target.open_store()
-        self.train_cache = TrainCache(self.store.url)
+        self.train_cache = TrainCache(self.store.shared_engine)
         held: list[str] = []  # the guard's notes wait until every check has passed (a refused run says one line)
         self.guard = LatencyGuard(cfg.predictor, target.backend, self.store, target.workload, target.space,
                                   target.input_size, target.budget, held.append)

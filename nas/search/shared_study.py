@@ -229,7 +229,7 @@ def rebuild_run_dir(storage: str, study_name: str, run_dir: Path, latency_db: st
     writer.check(study_name)
     store = open_latency_store(latency_db)
     writer.create()
-    done = materialize(study, writer, TrainCache(store.url), budget)
+    done = materialize(study, writer, TrainCache(store.shared_engine), budget)
     store.close()
     if done.missing_weights:
         print(f"nas: warning: no weights for trial(s) {', '.join(map(str, done.missing_weights))} in the training "

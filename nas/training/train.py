@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nas.errors import NasError, UsageError
 from nas.training.data import PatchSampler, TaskData, val_pairs
-from nas.errors import UsageError
 from nas.training.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
 from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.training.reparam import collapse, fan_ins, reparameterize
@@ -164,7 +164,7 @@ class Checkpoint:
             raise CheckpointMismatch(str(exc)) from exc
 
 
-class CheckpointMismatch(Exception):
+class CheckpointMismatch(NasError):
     """A stored checkpoint that does not fit the training it was found for (the trainer starts over)."""
 
 

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,6 +24,7 @@ from safetensors.torch import save as st_save
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from latency_db.engine import make_engine, schema_lock
 from latency_db.retry import retry_transient
 from nas.training.train import Checkpoint, CheckpointMismatch, TrainResult
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
 TABLE = "nas_train_cache_v2"  # v2 adds the stability metrics; rows of the first table are not read (retrained once)
-_PG_LOCK_ID = 0x6E61735F74726E  # "nas_trn": the advisory lock that serializes creating the table
 metadata = sa.MetaData()
 train_cache = sa.Table(
     TABLE, metadata,
@@ -69,33 +68,14 @@ partial_trainings = sa.Table(
 )
 
 
-def make_engine(url: str | Engine) -> Engine:
-    """An engine for a SQLAlchemy URL; a bare path means a SQLite file (its folder is created)."""
-    if isinstance(url, Engine):
-        return url
-    if "://" not in url:
-        path = Path(url).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{path}"
-    if url.startswith("sqlite"):
-        return sa.create_engine(url, connect_args={"timeout": 60})
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
 def create_table(engine: Engine) -> None:
-    """Create the table once, however many workers start at the same moment.
-
-    PostgreSQL's CREATE TABLE is not safe to race (two workers collide on ``pg_type``'s unique
-    index): an advisory lock held for the transaction serializes the check and the create. SQLite
-    serializes writers itself; a worker that loses the race sees "already exists" and moves on.
-    """
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-            metadata.create_all(conn, checkfirst=True)
-        return
+    """Create the tables once, however many workers start at the same moment: under the database's one
+    schema lock on PostgreSQL (latency_db/engine.py); SQLite serializes writers itself, and a worker
+    that loses the race sees "already exists" and moves on."""
     try:
-        metadata.create_all(engine, checkfirst=True)
+        with engine.begin() as conn:
+            schema_lock(conn)
+            metadata.create_all(conn, checkfirst=True)
     except sa.exc.OperationalError as exc:
         if "already exists" not in str(exc):
             raise
@@ -113,7 +93,8 @@ class TrainCache:
     """``get`` / ``put`` of TrainResults by (arch_id, config_hash, data_id)."""
 
     def __init__(self, url: str | Engine) -> None:
-        self.engine = make_engine(url)
+        """``url``: the latency database (a URL or a bare SQLite path), or an engine already open on it."""
+        self.engine = url if isinstance(url, Engine) else make_engine(url)
         create_table(self.engine)
 
     @retry_transient
