@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 T = TypeVar("T")
@@ -60,23 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {','.join(DEFAULT_SAMPLERS)}; e.g. evolution,tpe,random)")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials per search, the reference nets included (default {DEFAULT_TRIALS})")
-    p.add_argument("--train-steps", type=int, help="short-training steps per candidate (default: the search's)")
-    p.add_argument("--reparam", metavar="KIND",
-                   help="train the searches' candidates and the references re-parameterized: none, linear or ecb "
-                   "(default: the search's)")
+    flags.add_training(p, steps_default="the search's")
     p.add_argument("--long-steps", type=int,
                    help=f"steps of the long training of winners and references (default {LONG_FACTOR}x the short)")
-    p.add_argument("--task", choices=SR_TASKS, default="sr2x", help="super-resolution task (default sr2x)")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default: tensorrt > torch-cuda > onnxruntime > torch-cpu), tensorrt, "
-                   "torch-cuda, onnxruntime, torch-cpu")
-    p.add_argument("--input-size", metavar="HxW",
-                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU)")
+    flags.add_task(p, choices=SR_TASKS, what="super-resolution task")
+    flags.add_backend(p)
+    flags.add_input_size(p)
     p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default bench)")
-    p.add_argument("--latency-db", metavar="URL",
-                   help="latency database (and training cache) shared by every search: SQLite path/URL or "
-                   "postgresql://... (default $NAS_LATENCY_DB or the user cache dir)")
-    p.add_argument("--json", action="store_true", help="print bench.json's object on stdout; no progress")
+    flags.add_latency_db(p, note="; shared by every search")
+    flags.add_json(p, "bench.json's object")
     p.set_defaults(handler=run)
 
 

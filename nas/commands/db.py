@@ -7,8 +7,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from nas.commands import COMMANDS
-from nas.commands.latency import add_db_arg, open_db
+from nas.commands import COMMANDS, flags
+from nas.commands.latency import open_db
 from nas.commands.predict import add_fit_args, fit
 from nas.errors import UsageError
 
@@ -23,13 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "Parquet file so a team can pool measurements (import never overwrites a row).")
     actions = p.add_subparsers(dest="db_action", metavar="ACTION", required=True)
     stats = actions.add_parser("stats", help="rows per device key (with its CPU flags), backend and protocol")
-    stats.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(stats)
     export = actions.add_parser("export", help="write every row to FILE (.csv or .parquet)")
     export.add_argument("file", metavar="FILE")
     imp = actions.add_parser("import", help="add the rows of FILE (.csv or .parquet) that are not stored yet")
     imp.add_argument("file", metavar="FILE")
     for q in (stats, export, imp):
-        add_db_arg(q)
+        flags.add_latency_db(q)
         q.set_defaults(handler=run)
     fit = actions.add_parser("fit", help="fit and save the latency predictor of this device from its rows")
     add_fit_args(fit)
@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ver.add_argument("--sample", type=positive_int, default=20, metavar="N", help="rows to re-time (default 20)")
     ver.add_argument("--fix", action="store_true", help="overwrite the rows outside +-10 %% with the new timing")
     ver.add_argument("--seed", type=int, help="seed of the row sample (default: a fresh sample each run)")
-    ver.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_db_arg(ver)
+    flags.add_json(ver)
+    flags.add_latency_db(ver)
     ver.set_defaults(handler=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 from nas.commands.report import add_shared_study_args, resolve_run_dir
 
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trial number from trials.csv (default: the best trained trial within the budget)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder to create; must not exist or be empty (nas export never overwrites)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(p)
     p.set_defaults(handler=run)
 
 

@@ -7,29 +7,19 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 from nas.errors import EXIT_RUNTIME, UsageError
 
 if TYPE_CHECKING:
     from latency_db import Backend, LatencyStore
 
-BACKEND_CHOICES = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
-
-
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """The flags every measuring command shares."""
-    p.add_argument("--backend", default="auto", metavar="B",
-                   help=f"one of {', '.join(BACKEND_CHOICES)} (default auto: the first available in that order)")
-    p.add_argument("--input-size", metavar="HxW",
-                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU ones)")
+    flags.add_backend(p)
+    flags.add_input_size(p)
     p.add_argument("--protocol", choices=("fast", "full"), default="fast",
                    help="timing protocol: fast screening (default) or the full reference protocol")
-    add_db_arg(p)
-
-
-def add_db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--latency-db", metavar="URL",
-                   help="database URL or SQLite path (default $NAS_LATENCY_DB, else latency.db in the user cache dir)")
+    flags.add_latency_db(p)
 
 
 def open_db(url: str | None) -> LatencyStore:
@@ -70,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "measured before, else measured now and stored.")
     p.add_argument("arch_json", metavar="ARCH_JSON", help="an arch.json file (as written in a run dir)")
     add_device_args(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(p)
     p.set_defaults(handler=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 from nas.commands.latency import add_device_args, backend_from_args, input_size_from_args, open_db
 from nas.search.latency_guard import describe, get_predictor
 
@@ -22,15 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "now when the database has new rows; nothing is measured).")
     p.add_argument("arch_json", metavar="ARCH_JSON", help="an arch.json file (as written in a run dir)")
     add_device_args(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(p)
     p.set_defaults(handler=run)
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
     """``nas db fit``'s flags: which workload to fit for (the task gives the scale)."""
     add_device_args(p)
-    p.add_argument("--task", default="sr2x", help="task whose networks to fit on (default sr2x)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_task(p, what="task whose networks to fit on")
+    flags.add_json(p)
 
 
 def fit(args: argparse.Namespace, store: LatencyStore) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 
 
 @COMMANDS.register("report")
@@ -26,11 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_shared_study_args(p: argparse.ArgumentParser) -> None:
     """--storage / --study / --latency-db: read a shared study instead of a worker's run dir."""
-    p.add_argument("--storage", metavar="URL", help="a shared study's Optuna storage (postgresql://... or "
-                   "journal:PATH): rebuild its run dir from the storage and the training cache, no worker's disk")
-    p.add_argument("--study", metavar="NAME", help="the study name, with --storage")
-    p.add_argument("--latency-db", metavar="URL", help="with --storage: the latency database the workers shared "
-                   "(its training cache holds the weights; default $NAS_LATENCY_DB or the user cache dir)")
+    flags.add_shared_study(p, storage_help="a shared study's Optuna storage (postgresql://... or journal:PATH): "
+                           "rebuild its run dir from the storage and the training cache, no worker's disk",
+                           study_help="the study name, with --storage")
+    flags.add_latency_db(p, note="; with --storage: the one the workers shared (its training cache holds the weights)")
 
 
 def resolve_run_dir(args: argparse.Namespace, default: Path | None) -> Path:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 from nas.errors import NoFeasibleError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -28,8 +28,8 @@ def _budget(text: str) -> float:
 
 @COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.search.latency_guard import PREDICTOR_MODES
     from nas.search.config import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TRIALS, PRUNERS, SAMPLERS
+    from nas.search.latency_guard import PREDICTOR_MODES
     from nas.target import BUDGET_STATS
 
     p = sub.add_parser(
@@ -40,23 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 3 no architecture meets the budget.",
     )
     p.add_argument("--budget-ms", type=_budget, required=True, metavar="MS", help="per-frame latency budget")
-    p.add_argument("--task", default="sr2x",
-                   help="search space / task: sr2x (default), sr3x, sr4x, denoise, enhance (same-size pairs)")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default: tensorrt > torch-cuda > onnxruntime > torch-cpu), tensorrt, "
-                   "torch-cuda, onnxruntime, torch-cpu")
-    p.add_argument("--input-size", metavar="HxW",
-                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU)")
+    flags.add_task(p)
+    flags.add_backend(p)
+    flags.add_input_size(p)
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
                    "rerunning the same command resumes up to this number")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="stop asking for new trials after this many seconds of searching (the trial in progress "
                    "finishes; report and export follow as usual; rerunning the same command goes on)")
-    p.add_argument("--train-steps", type=int, help="short-training steps per candidate")
-    p.add_argument("--reparam", metavar="KIND",
-                   help="train each candidate's convs as re-parameterized blocks, collapsed to plain convs "
-                   "after training: none, linear (SESR) or ecb (ECBSR) (default: TrainConfig's, reports/reparam.md)")
+    flags.add_training(p, steps_default="the training config's")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
@@ -66,13 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "successive halving at 1/5 and 2/5 of --train-steps), hyperband (at 1/5 and 3/5); a stopped "
                    "trial is PRUNED with its gain at the rung and never wins (reports/pruning.md)")
     p.add_argument("--run-dir", help="output folder (default runs/<study>)")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage: postgresql://... to share a study across machines, or journal:PATH "
-                   "(default: a journal file in the run dir)")
-    p.add_argument("--study", metavar="NAME", help="study name (default derived from task, backend, size, budget)")
-    p.add_argument("--latency-db", metavar="URL",
-                   help="latency database: SQLite path/URL or postgresql://... (default $NAS_LATENCY_DB or "
-                   "the user cache dir)")
+    flags.add_shared_study(p, storage_help="Optuna storage: postgresql://... to share a study across machines, "
+                           "or journal:PATH (default: a journal file in the run dir)",
+                           study_help="study name (default derived from task, backend, size, budget)")
+    flags.add_latency_db(p)
     p.add_argument("--data", metavar="DIR", help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
     p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
     p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
@@ -98,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learned latency predictor: screen (default, once a fitted predictor is trusted: skip "
                    "candidates predicted over the budget by more than its p99 error), guide (also steer the "
                    "evolution sampler to children predicted just under the budget), off")
-    p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout; no progress")
+    flags.add_json(p, "one JSON summary object")
     p.set_defaults(handler=run)
 
 

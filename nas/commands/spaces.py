@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 
 
 @COMMANDS.register("spaces")
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and its named reference networks (the classic ones and the field's 2021-2023 real-time designs: "
                        "every search starts from those that tile its input).")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'sr*'")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(p)
     p.set_defaults(handler=run)
 
 

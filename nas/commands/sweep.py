@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from nas.commands import COMMANDS
+from nas.commands import COMMANDS, flags
 from nas.commands.latency import add_device_args, backend_from_args, input_size_from_args, open_db
 from nas.errors import UsageError
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="channel counts to sweep (default 8:256:8)")
     p.add_argument("--kernel", type=int, choices=(1, 3, 5), default=3, help="conv kernel size (default 3)")
     p.add_argument("--out", default="sweep.html", metavar="FILE.html", help="chart file (default sweep.html)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    flags.add_json(p)
     p.set_defaults(handler=run)
 
 

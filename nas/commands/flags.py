@@ -1,0 +1,47 @@
+"""The flags several commands share, each defined once: same spelling, default and help everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+BACKEND_CHOICES = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
+DB_HELP = ("latency database (and training cache): SQLite path/URL or postgresql://... "
+           "(default $NAS_LATENCY_DB, else latency.db in the user cache dir)")
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "one JSON object") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} on stdout; no progress")
+
+
+def add_latency_db(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument("--latency-db", metavar="URL", help=DB_HELP + note)
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", metavar="B",
+                   help=f"one of {', '.join(BACKEND_CHOICES)} (default auto: the first available in that order)")
+
+
+def add_input_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-size", metavar="HxW",
+                   help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU ones)")
+
+
+def add_task(p: argparse.ArgumentParser, choices: tuple[str, ...] | None = None, what: str = "search space / task") -> None:
+    """--task, default sr2x; ``choices`` narrows it (the bench takes super-resolution tasks only)."""
+    listed = ", ".join(choices) if choices else "nas spaces lists them"
+    p.add_argument("--task", default="sr2x", choices=choices, help=f"{what} (default sr2x; {listed})")
+
+
+def add_training(p: argparse.ArgumentParser, steps_default: str) -> None:
+    """--train-steps and --reparam: how each candidate is short-trained."""
+    p.add_argument("--train-steps", type=int, help=f"short-training steps per candidate (default: {steps_default})")
+    p.add_argument("--reparam", metavar="KIND",
+                   help="train each conv as a re-parameterized block, collapsed to a plain conv after training: "
+                   "none, linear (SESR) or ecb (ECBSR) (default ecb, reports/reparam.md)")
+
+
+def add_shared_study(p: argparse.ArgumentParser, storage_help: str, study_help: str) -> None:
+    """--storage and --study: a study shared through an Optuna storage."""
+    p.add_argument("--storage", metavar="URL", help=storage_help)
+    p.add_argument("--study", metavar="NAME", help=study_help)
