@@ -92,7 +92,8 @@ def report(args: argparse.Namespace) -> None:
     print(f"| median over nets | | {100 * statistics.median(cols['plain']):.1f} % | "
           f"{100 * statistics.median(cols['inter']):.1f} % | {100 * statistics.median(cols['ratio']):.1f} % |")
     print()
-    print(f"other processes' CPU use while timed: median {statistics.median(r['background_cpus'] for r in rows):.2f} CPUs")
+    print(f"other processes' CPU use while timed: median "
+          f"{statistics.median(r['background_cpus'] for r in rows):.2f} CPUs")
 
 
 def main() -> None:

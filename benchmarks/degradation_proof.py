@@ -88,7 +88,8 @@ def main() -> None:
     for degradation in ("render", "bicubic"):
         summary = search(args.out, degradation, args)
         best = summary["best"]
-        results[degradation] = {"search": summary, "winner": evaluate(args.out / degradation, best["arch_id"], held_out)}
+        results[degradation] = {"search": summary,
+                                "winner": evaluate(args.out / degradation, best["arch_id"], held_out)}
     (args.out / "proof.json").write_text(json.dumps(results, indent=1) + "\n")
     print("| trained on | winner | latency (ms) | search val gain (dB) | held-out render: PSNR | gain over bicubic "
           "| shift consistency | held-out bicubic: PSNR | gain |")

@@ -4,12 +4,12 @@ Usage: flock /tmp/nas-cpu-bench.lock python benchmarks/reparam_bench.py [--tasks
        [--steps 500] [--seeds 0,1] [--kinds none,linear,ecb] [--time-steps 30] [--refs a,b]
        [--arch LABEL=path/to/arch.json ...] [--device cpu] [--json OUT]
 
-For every reference net of each task (the classic ones and the modern ones): (1) the time of one training step (forward, backward, Adam) on a
-fixed batch at TrainConfig's batch and patch size, median over ``--time-steps`` after warm-up, for the
-plain net, each kind at collapsed cost, and each kind run branch by branch (the naive way), taking
-turns step by step; (2) a
-short training per kind and seed and its validation PSNR gain over the baseline. Prints markdown
-tables (ratios to plain; gains and their per-seed difference to plain) and the 1-minute load average.
+For every reference net of each task (the classic ones and the modern ones): (1) the time of one
+training step (forward, backward, Adam) on a fixed batch at TrainConfig's batch and patch size, median
+over ``--time-steps`` after warm-up, for the plain net, each kind at collapsed cost, and each kind run
+branch by branch (the naive way), taking turns step by step; (2) a short training per kind and seed and
+its validation PSNR gain over the baseline. Prints markdown tables (ratios to plain; gains and their
+per-seed difference to plain) and the 1-minute load average.
 Choose the default kind from it; write the numbers to reports/reparam.md.
 """
 

@@ -41,7 +41,8 @@ def main() -> None:
     refs = get_space("sr2x").references()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus")
-    print("| net | MMAC@135x240 | steps | patch | batch | lr | train_s | gain_db | psnr_db | ssim | moved | load 1m before/after |")
+    print("| net | MMAC@135x240 | steps | patch | batch | lr | train_s | gain_db | psnr_db | ssim | moved "
+          "| load 1m before/after |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     d = TrainConfig()
     small = {"tiny": refs["tiny"], "fsrcnn_small": refs["fsrcnn_small"], **small_random_specs(2, 3, 50, 150)}

@@ -29,7 +29,8 @@ from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import DeviceLock, device_lock
 from latency_db.measure import LatencyResult, measure_or_get
 from latency_db.roofline import Peak, device_peak, gpu_peak, roofline_ms
-from latency_db.store import SCHEMA_VERSION, LatencyStore, open_store
+from latency_db.schema import SCHEMA_VERSION
+from latency_db.store import LatencyStore, open_store
 from latency_db.workload import Workload
 
 __all__ = [

@@ -115,7 +115,7 @@ def cache_sizes_kib(cache_dir: str = _CACHE_DIR) -> dict[str, int]:
         if not (level and kind and size) or kind.strip() == "Instruction":
             continue
         size = size.strip().upper()
-        mult = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(size[-1:], None)
+        mult = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(size[-1:])
         try:
             kib = int(size[:-1]) * mult if mult else int(size) // 1024
         except ValueError:

@@ -1,4 +1,4 @@
-"""The latency cache key (docs/design.md, "Measuring latency"): what a measured latency is only true for.
+"""The latency cache key (docs/latency.md): what a measured latency is only true for.
 
 arch_id; workload (N, C, H, W, scale, IO dtype, layout); precision; backend name and exact version;
 builder settings; device fingerprint key (GPU name, compute capability, SM count, memory, MIG,

@@ -36,7 +36,7 @@ class DeviceLock:
         with _LOCKS_GUARD:
             self._lock = _LOCKS.setdefault(self.path, FileLock(str(self.path)))
 
-    def __enter__(self) -> DeviceLock:  # noqa: PYI034  (typing.Self needs 3.11)
+    def __enter__(self) -> DeviceLock:
         t = time.perf_counter()
         self._lock.acquire(timeout=self.timeout)
         self.waited_s = time.perf_counter() - t

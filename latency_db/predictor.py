@@ -72,7 +72,8 @@ def features(spec: ArchSpec, workload: Workload) -> dict[str, float]:
         "log_macs": math.log1p(n.macs), "log_activation_bytes": math.log1p(n.activation_bytes),
         "pixels": H * W * workload.batch / 1e3, "out_pixels": H * W * s * s * workload.batch / 1e3,
         "scale": s, "space_to_depth": spec.space_to_depth, "luma": float(spec.color == "luma"),
-        "skip_add": float(spec.skip == "add"), "long_skip": float(spec.long_skip), "levels": len(spec.levels), "convs": len(layers),
+        "skip_add": float(spec.skip == "add"), "long_skip": float(spec.long_skip), "levels": len(spec.levels),
+        "convs": len(layers),
     }
     for kind in ("nearest", "bilinear", "bicubic"):  # the classical base: its cost scales with output pixels
         feats[f"resize_{kind}_out_pixels"] = feats["out_pixels"] * (spec.upsample == kind)

@@ -1,6 +1,6 @@
 """Roofline lower bound of a network on a device: max(FLOPs / peak FLOP/s, bytes / bandwidth).
 
-GPU peaks are dense fp16 tensor-core rates from the vendors' datasheets (docs/design.md) (for GeForce
+GPU peaks are dense fp16 tensor-core rates from the vendors' datasheets (docs/latency.md) (for GeForce
 cards, the fp16-accumulate rate: the higher one, so the bound stays a lower bound). A CPU's peak
 is estimated once per fingerprint by a short probe (fp32 matmul and a large copy) and cached; a
 measurement faster than its bound proves the probe low (a busy machine, cache-resident data, a

@@ -17,14 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     func,
     inspect,
     select,
@@ -35,86 +27,16 @@ from latency_db.engine import StoreError, make_engine, resolve_url, schema_lock
 from latency_db.fingerprint import canonical, cpu_flags_of, digest
 from latency_db.keys import LatencyKey
 from latency_db.retry import retry_transient
-
-SCHEMA_VERSION = 1
-
-metadata = MetaData()
-
-meta = Table("nas_meta", metadata, Column("name", String(64), primary_key=True), Column("value", Text))
-
-latency = Table(
-    "latency", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key_hash", String(64), nullable=False, unique=True),
-    Column("key_json", Text, nullable=False),
-    Column("arch_id", String(80), nullable=False, index=True),
-    Column("summary", Text),
-    Column("backend", String(32), nullable=False),
-    Column("backend_version", String(64), nullable=False),
-    Column("device", Text, nullable=False),
-    Column("protocol", String(64), nullable=False),
-    Column("batch", Integer, nullable=False),
-    Column("channels", Integer, nullable=False),
-    Column("height", Integer, nullable=False),
-    Column("width", Integer, nullable=False),
-    Column("scale", Integer, nullable=False),
-    Column("io_dtype", String(8), nullable=False),
-    Column("precision", String(8), nullable=False),
-    Column("status", String(8), nullable=False),  # 'ok' or 'error'
-    Column("error", Text),
-    Column("median_ms", Float),
-    Column("p10_ms", Float),
-    Column("p90_ms", Float),
-    Column("p99_ms", Float),
-    Column("mean_ms", Float),
-    Column("cov", Float),
-    Column("n_samples", Integer, nullable=False),
-    Column("samples_json", Text, nullable=False),
-    Column("unstable", Boolean, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("build_s", Float),
-    Column("roofline_ms", Float),
-    Column("host", String(255)),
-    Column("measured_at", String(40), nullable=False),
-    Column("fingerprint_json", Text, nullable=False),  # full fingerprint incl. UUID and telemetry
-    Column("details_json", Text, nullable=False),      # e.g. cuda_graph, launches_per_sample
+from latency_db.schema import (
+    ROW_COLUMNS,
+    SCHEMA_VERSION,
+    arch_specs,
+    canary_runs,
+    device_peaks,
+    latency,
+    meta,
+    metadata,
 )
-
-device_peaks = Table(
-    "device_peaks", metadata,
-    Column("device_hash", String(64), primary_key=True),
-    Column("device", Text, nullable=False),
-    Column("peak_gflops", Float, nullable=False),
-    Column("bandwidth_gbs", Float, nullable=False),
-    Column("measured_at", String(40), nullable=False),
-)
-
-# The architecture behind each arch_id (ArchSpec canonical JSON), so a predictor can be fitted from the
-# rows alone. Added after schema version 1 without changing it: an older nas ignores the table, and a
-# database without it gets it on first open.
-arch_specs = Table(
-    "arch_specs", metadata,
-    Column("arch_id", String(80), primary_key=True),
-    Column("spec_json", Text, nullable=False),
-)
-
-# The drift canary's history (latency_db/canary.py): one fixed network timed again and again per scope
-# (device key, backend and version, builder, protocol, workload). Additive, like arch_specs.
-canary_runs = Table(
-    "canary_runs", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("scope_hash", String(64), nullable=False, index=True),
-    Column("scope_json", Text, nullable=False),
-    Column("canary", String(32), nullable=False),
-    Column("median_ms", Float, nullable=False),
-    Column("cov", Float, nullable=False),
-    Column("background_cpus", Float),
-    Column("context", String(64), nullable=False),
-    Column("host", String(255)),
-    Column("measured_at", String(40), nullable=False),
-)
-
-ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
 
 
 def now_iso() -> str:
@@ -268,7 +190,8 @@ class LatencyStore:
     def get_row(self, arch_id: str) -> dict[str, Any] | None:
         """The first stored row of ``arch_id`` (any key), or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(latency).where(latency.c.arch_id == arch_id).order_by(latency.c.id)).mappings().first()
+            query = select(latency).where(latency.c.arch_id == arch_id).order_by(latency.c.id)
+            row = conn.execute(query).mappings().first()
         return dict(row) if row else None
 
     def add_canary(self, values: dict[str, Any]) -> None:

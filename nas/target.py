@@ -1,4 +1,4 @@
-"""What a search aims at: the budget rule, the input size, and the resolved target (docs/design.md).
+"""What a search aims at: the budget rule, the input size, and the resolved target (docs/architecture.md).
 
 ``Budget`` is the one place that decides which latency statistic counts and whether a latency is
 over the budget; the search's gate, trials.csv, the report's chart and the export all ask it.
@@ -128,7 +128,8 @@ class Target:
     latency_db: str | None = None
     data: str | None = None
     val_data: str | None = None
-    degradation: str = "bicubic"                # how unpaired frames become inputs (nas.training.data.degradation_tag)
+    # how unpaired frames become inputs (nas.training.degrade.degradation_tag)
+    degradation: str = "bicubic"
     jpeg_quality: int = 90                      # --degradation video
     val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
     min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible to win
@@ -140,7 +141,7 @@ class Target:
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
                 min_shift_consistency: float | None = None) -> Target:
-        from nas.training.data import degradation_tag
+        from nas.training.degrade import degradation_tag
         from nas.training.train import TrainConfig
         from search_spaces import get_space
 

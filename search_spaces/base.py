@@ -106,7 +106,8 @@ class SearchSpace(ABC):
 
     @property
     def data_kind(self) -> str:
-        """How the trainer makes inputs (``nas.training.data.load_data``'s ``kind``): the spec kind unless a space differs."""
+        """How the trainer makes inputs (``nas.training.data.load_data``'s ``kind``): the spec kind unless a
+        space differs."""
         return self.kind
 
     def sample(self, trial: Any, input_size: tuple[int, int] | None = None) -> ArchSpec:

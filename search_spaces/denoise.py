@@ -27,7 +27,7 @@ class DenoiseSpace(SearchSpace):
         depths = [n for n in (0, 1, 2) if divisors_allowed(input_size, (s2d * 2**n,))]
         n_levels = choose.categorical(f"n_levels_s2d{s2d}", depths)
         levels = tuple(
-            Level(width=choose.categorical(f"level{i}_width", WIDTHS[1:] + (96, 128)),
+            Level(width=choose.categorical(f"level{i}_width", (*WIDTHS[1:], 96, 128)),
                   body=draw_stage(choose, f"level{i}_body", 0, 2),
                   up_kernel=choose.categorical(f"level{i}_up_kernel", (1, 3)))
             for i in range(n_levels)

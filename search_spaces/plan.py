@@ -120,7 +120,8 @@ def plan(spec: ArchSpec, height: int, width: int) -> list[Op]:
     if spec.upsample == "none":
         return ops  # no base to add: the depth-to-space output is the image
     # base (3 channels) + residual (c channels, broadcast over RGB for luma) -> 3 channels
-    ops.append(Op(RESIDUAL, "output", c, 3, H * s, W * s, moved=3 * H * W * s * s + c * H * W * s * s + 3 * H * W * s * s))
+    ops.append(Op(RESIDUAL, "output", c, 3, H * s, W * s,
+                  moved=3 * H * W * s * s + c * H * W * s * s + 3 * H * W * s * s))
     return ops
 
 

@@ -2,7 +2,7 @@
 
 ``Registry`` maps names to objects registered with its decorator (``@SPACES.register``); lookups of
 an unknown name raise the registry's error listing what is known. Search spaces, latency backends,
-samplers, loss terms and CLI commands each keep one (docs/design.md). It lives here, in the lowest
+samplers, loss terms and CLI commands each keep one (docs/architecture.md). It lives here, in the lowest
 package, so that latency_db and nas can use it without importing upward.
 """
 

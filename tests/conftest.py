@@ -91,8 +91,8 @@ def tiny_search(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_dir = root / "run"
     proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", db, "--json")
     assert proc.returncode == 0, proc.stderr
-    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stdout": proc.stdout, "stderr": proc.stderr,
-            "root": root}
+    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stdout": proc.stdout,
+            "stderr": proc.stderr, "root": root}
 
 
 @pytest.fixture(scope="session")

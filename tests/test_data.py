@@ -9,21 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.training.data import (
-    DEFAULT_TRAIN,
-    DEFAULT_VAL,
-    PatchSampler,
-    add_noise,
-    degrade,
-    downscale,
-    jitter_offset,
-    load_data,
-    make_lr,
-    point_sample,
-    quantize,
-    val_pairs,
-)
 from nas.errors import UsageError
+from nas.training.data import PatchSampler, load_data, val_pairs
+from nas.training.degrade import add_noise, degrade, downscale, jitter_offset, make_lr, point_sample, quantize
+from nas.training.images import DEFAULT_TRAIN, DEFAULT_VAL
 
 
 def _write(path: Path, w: int, h: int, seed: int) -> None:

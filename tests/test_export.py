@@ -344,8 +344,8 @@ def test_train_py_reparam_resumes_and_saves_the_collapsed_plain_net(tmp_path: Pa
 
 @pytest.mark.parametrize("degradation", ["bicubic", "render", "render-jitter", "video"])
 def test_train_py_degrades_inputs_as_the_search_did(tmp_path: Path, degradation: str) -> None:
-    """The exported train.py makes each unpaired input exactly as nas.training.data.degrade did in the search."""
-    from nas.training.data import degrade
+    """The exported train.py makes each unpaired input exactly as nas.training.degrade.degrade did in the search."""
+    from nas.training.degrade import degrade
 
     spec = ArchSpec(space="sr", scale=2, upsample="bicubic", color="rgb", space_to_depth=1, head=(Conv(16, 3),))
     out = export_spec(spec, perturbed_state(spec, 0), tmp_path / "export",

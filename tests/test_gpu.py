@@ -18,7 +18,8 @@ from search_spaces import get_space
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not (importlib.util.find_spec("torch") and torch.cuda.is_available()), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(not (importlib.util.find_spec("torch") and torch.cuda.is_available()),
+                       reason="needs a CUDA GPU"),
 ]
 
 BUDGET_MS = 1.0

@@ -20,7 +20,8 @@ def _cuda() -> bool:
 
 
 needs_cuda = pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
-needs_trt = pytest.mark.skipif(not (_cuda() and importlib.util.find_spec("tensorrt")), reason="needs TensorRT and a CUDA GPU")
+needs_trt = pytest.mark.skipif(not (_cuda() and importlib.util.find_spec("tensorrt")),
+                               reason="needs TensorRT and a CUDA GPU")
 
 
 @pytest.fixture(autouse=True)

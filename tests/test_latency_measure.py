@@ -197,7 +197,8 @@ def test_cpu_peak_is_probed_once_per_fingerprint(store: LatencyStore, monkeypatc
     from latency_db import roofline
 
     calls = []
-    monkeypatch.setattr(roofline, "probe_cpu", lambda threads: calls.append(threads) or roofline.Peak(100.0, 10.0, "probe"))
+    monkeypatch.setattr(roofline, "probe_cpu",
+                        lambda threads: calls.append(threads) or roofline.Peak(100.0, 10.0, "probe"))
     backend = OnnxRuntimeBackend()
     assert roofline.device_peak(backend, store) == roofline.Peak(100.0, 10.0, "probe")
     assert roofline.device_peak(OnnxRuntimeBackend(), store) == roofline.Peak(100.0, 10.0, "probe")

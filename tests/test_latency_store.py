@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from latency_db import LatencyKey, LatencyStore, StoreError, Workload
 from latency_db.fingerprint import canonical
-from latency_db.store import SCHEMA_VERSION
+from latency_db.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -240,7 +240,7 @@ def test_import_refuses_edited_keys(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="key_hash does not match"):
         dst.import_file(tmp_path / "rows.csv")
     assert dst.count() == 0
-    with pytest.raises(StoreError, match="use a .csv or .parquet"):
+    with pytest.raises(StoreError, match=r"use a \.csv or \.parquet"):
         dst.import_file(tmp_path / "rows.txt")
 
 

@@ -13,10 +13,10 @@ import torch
 from tiny import TINY_ARGS, run_nas
 
 from latency_db import get_backend
-from nas.training.data import TaskData, load_data
 from nas.errors import UsageError
 from nas.rundir import RunDir, RunDirWriter, TrialRow, best_trial, summarize
 from nas.search.config import PRUNERS, SearchConfig
+from nas.training.data import TaskData, load_data
 from nas.training.train import TrainConfig, short_train
 from nas.training.train_cache import PARTIAL_TABLE, TABLE, TrainCache
 from search_spaces import get_space
@@ -220,7 +220,8 @@ def test_the_cache_resumes_a_stopped_training_then_keeps_only_the_full_one(tmp_p
     spec = get_space("sr2x").references()["tiny"]
     cache = TrainCache(str(tmp_path / "cache.db"))
     key = (spec.arch_id, CFG.hash(), sr2.data_id)
-    first, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4), lambda step, gain: step == 4)
+    first, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4),
+                                   lambda step, gain: step == 4)
     assert first.stopped_at == 4 and not cached and cache.get(*key) is None
     assert cache.get_partial(*key).step == 4
     full, cached, _ = cache.train(spec, sr2, CFG, get_backend("onnxruntime"), "cpu", (2, 4), lambda step, gain: False)
@@ -292,7 +293,8 @@ def test_two_workers_share_a_study_with_sha(tmp_path: Path) -> None:
     procs = [start([*shared, "--run-dir", str(d)], env_for(tmp_path)) for d in run_dirs]
     summaries = [finish(p) for p in procs]
     assert [s["this_run"]["trials"] for s in summaries] == [k, k]
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
     trials = optuna.load_study(study_name="sha2", storage=storage).get_trials(deepcopy=False)
     assert len(finished(trials)) == 2 * k and all(len(counted(trials, d)) == k for d in run_dirs)
     cache = TrainCache(str(tmp_path / "nas.db"))

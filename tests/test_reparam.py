@@ -20,7 +20,8 @@ REL_TOL = 1e-5
 
 
 def specs() -> list[tuple[str, ss.ArchSpec]]:
-    """Every space's references (classic and modern), random samples, and specs holding every kernel, skip and level kind."""
+    """Every space's references (classic and modern), random samples, and specs holding every kernel,
+    skip and level kind."""
     out = []
     for name in ss.list_spaces():
         space = ss.get_space(name)

@@ -21,7 +21,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-# Viewport centre and trial number of the trained, non-winner point (searched or reference) farthest from any other marker.
+# Viewport centre and trial number of the trained, non-winner point (searched or reference) farthest from
+# any other marker.
 PICK_POINT = """() => {
   const gd = document.getElementById('pareto');
   gd.scrollIntoView({block: 'center'});
@@ -168,7 +169,7 @@ def test_the_report_shows_stopped_trials_apart_with_their_rung(tmp_path: Path) -
     """A stopped trial is off the Pareto front and the best-so-far line, drawn as stopped, and its curve's rung
     reaches the page's data."""
     from nas.report import progress_figure
-    from nas.report.page import _details_data
+    from nas.report.page import details_data
     from nas.rundir import RunDirWriter, TrialRow
 
     full = TrialRow(number=0, state="COMPLETE", arch_id="a" * 64, latency_ms=0.5, trained=True, psnr_gain_db=0.3)
@@ -187,7 +188,7 @@ def test_the_report_shows_stopped_trials_apart_with_their_rung(tmp_path: Path) -
     assert list(pareto["stopped at a rung, gain there (1)"].customdata) == [1]
     best_so_far = next(t for t in progress_figure(run).data if t.name == "best so far")
     assert max(best_so_far.y) == pytest.approx(0.3, abs=1e-9)  # the stopped trial's 0.5 dB at a rung is not a result
-    data = _details_data(run)
+    data = details_data(run)
     assert data["trials"]["1"]["stopped_at"] == 100 and data["archs"]["b" * 64]["val"] == [[100, 0.5]]
     assert "stopped at a rung (pruner)" in render_html(run, crops={"error": "none"})
 
@@ -342,7 +343,8 @@ def test_every_reference_is_named_with_no_label_over_another(tmp_path: Path) -> 
             tab.goto(page.as_uri(), wait_until="load")
             tab.wait_for_selector("#pareto .annotation-text")
             boxes = tab.evaluate("""() => Array.from(document.querySelectorAll('#pareto .annotation-text'))
-                .map(e => { const b = e.getBoundingClientRect(); return [e.textContent, b.left, b.right, b.top, b.bottom]; })""")
+                .map(e => { const b = e.getBoundingClientRect(); """
+                                 "return [e.textContent, b.left, b.right, b.top, b.bottom]; })")
         finally:
             browser.close()
     labels = [b for b in boxes if b[0] in names]

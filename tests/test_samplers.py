@@ -11,9 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search.samplers import EvolutionSampler, grow_probability
-from nas.search.driver import latency_gate
 from nas.errors import UsageError
+from nas.search.driver import latency_gate
+from nas.search.samplers import EvolutionSampler, grow_probability
 from nas.target import Budget
 from search_spaces import count, get_space
 
@@ -112,12 +112,12 @@ def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
     per trial, the one kept is the costliest under the budget, so more trials fit than unguided."""
     import random
 
-    from nas.search.latency_guard import _Partial
+    from nas.search.latency_guard import Partial
 
     budget, calls = 2.0, []
 
     def cost(params: dict) -> float:
-        return count(SPACE.draw(_Partial(params, random.Random(0)), SIZE), *SIZE).macs / MACS_PER_MS
+        return count(SPACE.draw(Partial(params, random.Random(0)), SIZE), *SIZE).macs / MACS_PER_MS
 
     def guide(children: list[dict]) -> int:
         ms = [cost(c) for c in children]

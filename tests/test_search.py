@@ -26,8 +26,8 @@ N_TRIALS = int(TINY_ARGS[TINY_ARGS.index("--trials") + 1])
 
 def test_json_summary_has_the_documented_fields(tiny_search: dict) -> None:
     summary = tiny_search["summary"]
-    assert JSON_FIELDS <= set(summary)
-    assert BEST_FIELDS <= set(summary["best"])
+    assert set(summary) >= JSON_FIELDS
+    assert set(summary["best"]) >= BEST_FIELDS
     assert summary["backend"] == "onnxruntime"
     assert summary["n_trials"] == N_TRIALS
     assert Path(summary["run_dir"]) == tiny_search["run_dir"]

@@ -44,6 +44,7 @@ def test_over_budget_trials_are_pruned_with_a_positive_constraint() -> None:
 def test_tpe_ranks_gated_trials_as_infeasible_by_how_far_they_missed() -> None:
     """TPE's split into good/bad groups: every feasible trial first, then the infeasible ones in
     order of their violation. (Private Optuna API: this test exists to catch a change in it.)"""
+    # Optuna's private _tpe helpers on purpose (third-party): only they expose TPE's own ranking to check.
     from optuna.samplers._tpe.sampler import _get_infeasible_trial_score, _split_trials
 
     study = run(optuna.samplers.RandomSampler(seed=0))

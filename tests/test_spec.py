@@ -134,7 +134,7 @@ def test_spec_is_frozen_and_hashable() -> None:
 def test_load_spec_names_the_file(tmp_path) -> None:
     path = tmp_path / "arch.json"
     path.write_text(json.dumps(_with("head.0.width", 12)))
-    with pytest.raises(SpecError, match="arch.json.*head\\[0\\].width"):
+    with pytest.raises(SpecError, match=r"arch\.json.*head\[0\]\.width"):
         ss.load_spec(str(path))
     with pytest.raises(SpecError, match="cannot read"):
         ss.load_spec(str(tmp_path / "missing.json"))

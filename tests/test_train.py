@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.training.data import TaskData, load_data, val_pairs
 from nas.errors import UsageError
+from nas.training.data import TaskData, load_data, val_pairs
 from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.training.reparam import reparameterize
 from nas.training.train import TrainConfig, lr_factor, param_groups, short_train, validate
@@ -109,7 +109,8 @@ def test_reparam_training_keeps_the_collapsed_plain_net(sr2: TaskData, kind: str
     spec = ArchSpec(space="sr", scale=2, upsample="bicubic", color="rgb", space_to_depth=1,
                     head=(Conv(16, 3), Conv(16, 3)), skip="add")
     cfg = TrainConfig(**{**TINY_CFG.to_dict(), "steps": 20, "val_every": 10, "reparam": kind})
-    r, plain = short_train(spec, sr2, cfg), short_train(spec, sr2, TrainConfig(**{**TINY_CFG.to_dict(), "reparam": "none"}))
+    r, plain = (short_train(spec, sr2, cfg),
+                short_train(spec, sr2, TrainConfig(**{**TINY_CFG.to_dict(), "reparam": "none"})))
     assert r.moved and r.psnr_gain_db != plain.psnr_gain_db and len(r.val_curve) == 2
     net = build(spec)
     net.load_state_dict(r.state_dict, strict=True)
@@ -123,7 +124,8 @@ def test_deep_candidate_stays_alive(sr2_48: TaskData) -> None:
         "schema_version": 1, "space": "sr", "scale": 2, "upsample": "bilinear", "color": "luma", "space_to_depth": 2,
         "head": [{"op": "conv", "width": 40, "kernel": 5}, {"op": "conv", "width": 8, "kernel": 3},
                  {"op": "conv", "width": 8, "kernel": 1}, {"op": "conv", "width": 56, "kernel": 5}],
-        "levels": [{"width": 32, "body": [{"op": "conv", "width": 8, "kernel": 3}, {"op": "conv", "width": 32, "kernel": 3}],
+        "levels": [{"width": 32, "body": [{"op": "conv", "width": 8, "kernel": 3},
+                                          {"op": "conv", "width": 32, "kernel": 3}],
                     "up_kernel": 1}],
         "tail": [{"op": "conv", "width": 16, "kernel": 5}, {"op": "conv", "width": 40, "kernel": 1}],
         "skip": "none", "output_kernel": 5})

@@ -26,7 +26,8 @@ def spec(width: int) -> ArchSpec:
                     head=(Conv(width=width, kernel=3), Conv(width=width, kernel=3)), output_kernel=3)
 
 
-def test_verify_finds_and_fixes_a_doctored_row_and_skips_other_cpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_finds_and_fixes_a_doctored_row_and_skips_other_cpus(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "latency.db")
     store, backend = LatencyStore(db), get_backend("onnxruntime")
     nets = [spec(w) for w in (16, 32, 48)]

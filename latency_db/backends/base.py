@@ -79,7 +79,7 @@ class Session(ABC):
     def time(self, protocol: Protocol) -> list[float]:
         """One timed attempt: warm-up, then samples in milliseconds."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a no-op by default: sessions that hold nothing need not override it)
         """Release what the session holds (engines, sessions, GPU memory)."""
 
 

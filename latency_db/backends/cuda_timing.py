@@ -22,7 +22,8 @@ from typing import Any
 from latency_db.backends.base import Protocol
 
 GPU_PROTOCOLS = {
-    # docs/design.md, "Measuring latency": warm-up >= 200 ms, then >= 200 samples or >= 3 s, CoV above 2.5 % is unstable.
+    # docs/latency.md, "Timing protocol": warm-up >= 200 ms, then >= 200 samples or >= 3 s,
+    # CoV above 2.5 % is unstable.
     "full": Protocol(name="gpu-trtexec-v1", warmup_s=0.2, min_warmup_runs=1, min_runs=200, min_s=3.0,
                      require_both=False, max_s=3.0, max_runs=200, cov_threshold=0.025),
     # Screening: same shape of protocol, a tenth of the samples.
@@ -48,7 +49,8 @@ def capture_graph(launch: Callable[[], None], stream: Any) -> tuple[Callable[[],
     return graph.replay, True, None
 
 
-def cuda_event_timing(launch: Callable[[], None], stream: Any, protocol: Protocol) -> tuple[list[float], dict[str, Any]]:
+def cuda_event_timing(launch: Callable[[], None], stream: Any,
+                      protocol: Protocol) -> tuple[list[float], dict[str, Any]]:
     """Samples in ms of ``launch`` (which must enqueue its work on ``stream``), trtexec-style."""
     import torch
 

@@ -46,8 +46,9 @@ class BenchConfig:
             raise UsageError(f"--seeds must be non-negative integers, got {list(self.seeds)}")
         unknown = [s for s in self.samplers if s not in SAMPLERS]
         if unknown or len(set(self.samplers)) != len(self.samplers) or "random" not in self.samplers[1:]:
-            raise UsageError(f"--samplers must list distinct samplers of {', '.join(SAMPLERS.names())}, the search first "
-                             f"and random among the others (the control), got {','.join(self.samplers)}")
+            raise UsageError(f"--samplers must list distinct samplers of {', '.join(SAMPLERS.names())}, "
+                             f"the search first and random among the others (the control), "
+                             f"got {','.join(self.samplers)}")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
         for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps)):

@@ -6,11 +6,11 @@ from typing import Any
 
 
 # ---------------------------------------------------------------------- bench.md
-def _ms(x: float | None) -> str:
+def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _db(x: float | None) -> str:
+def db_text(x: float | None) -> str:
     return "-" if x is None else f"{x:+.3f}"
 
 
@@ -35,7 +35,8 @@ def render_md(r: dict[str, Any]) -> str:
     lines = [
         "# nas bench", "",
         (f"Backend {r['backend']} (protocol {r['protocol']}) on {r['machine']['device']}; input "
-        f"{r['input_size'][0]}x{r['input_size'][1]}, task {c['task']}; budgets {', '.join(f'{b:g}' for b in c['budgets'])} ms; "
+        f"{r['input_size'][0]}x{r['input_size'][1]}, task {c['task']}; "
+        f"budgets {', '.join(f'{b:g}' for b in c['budgets'])} ms; "
         f"seeds {', '.join(map(str, c['seeds']))}; {c['trials']} trials per search; short training "
         f"{r['train_config']['steps']} steps, long training {c['long_steps']} steps. Samplers: "
         f"{', '.join(c['samplers'])}; the first is the search, judged against the targets. Every search (the "
@@ -43,7 +44,8 @@ def render_md(r: dict[str, Any]) -> str:
         "PSNR over plain bicubic on held-out images the search never trains on "
         f"({', '.join(r['data']['val'])}); ± is the sample standard deviation over seeds."), "",
         (f"Wall {r['wall_s']:.0f} s (searches {r['phase_s']['searches']:.0f} s, references outside the searches "
-         f"{r['phase_s']['references']:.0f} s, long training {r['phase_s']['long']:.0f} s); load average (1/5/15 min) before {r['machine']['loadavg_before']}, "
+         f"{r['phase_s']['references']:.0f} s, long training {r['phase_s']['long']:.0f} s); "
+         f"load average (1/5/15 min) before {r['machine']['loadavg_before']}, "
         f"after {r['machine']['loadavg_after']}; new latency rows {r['new_latency_rows']}, new trainings "
         f"{r['new_trainings']} (shared database: a candidate is measured once, an (arch, training config) "
         "trained once across the bench)."), "",
@@ -52,7 +54,7 @@ def render_md(r: dict[str, Any]) -> str:
     ]
     for name, e in r["references"].items():
         label = f"{name} (modern)" if e["kind"] == "modern" else name
-        lines.append(f"| {label} | {_ms(e['latency_ms'])} | {_pm(e['gain'])} | {_pm(e['ssim'], '.4f')} | "
+        lines.append(f"| {label} | {ms_text(e['latency_ms'])} | {_pm(e['gain'])} | {_pm(e['ssim'], '.4f')} | "
                      f"{_cell(e['summary'])} |")
     for name, why in r.get("references_left_out", {}).items():
         lines += ["", f"Left out: {name}, {why}."]
@@ -74,7 +76,7 @@ def render_md(r: dict[str, Any]) -> str:
         ref = t["best_reference"]
         lines += ["", "Best reference under the budget: " + (
             "none fits" if ref is None else
-            f"{ref['name']} at {_ms(ref['latency_ms'])} ms, {_pm(ref['gain'])} dB, SSIM {_pm(ref['ssim'], '.4f')}")
+            f"{ref['name']} at {ms_text(ref['latency_ms'])} ms, {_pm(ref['gain'])} dB, SSIM {_pm(ref['ssim'], '.4f')}")
             + f" (fitting: {', '.join(t['references_that_fit']) or 'none'}).", ""]
         per_seed = [x for x in r["runs"] if x["budget_ms"] == t["budget_ms"]]
         lines += ["| sampler | seed | best gain dB | latency ms | SSIM | arch |", "|---|---|---|---|---|---|"]
@@ -82,7 +84,7 @@ def render_md(r: dict[str, Any]) -> str:
             b = x["best"]
             lines.append(f"| {x['sampler']} | {x['seed']} | " + (
                 "- | - | - | nothing under the budget |" if b is None else
-                f"{_db(b['psnr_gain_db'])} | {_ms(b['latency_ms'])} | {b['ssim']:.4f} | "
+                f"{db_text(b['psnr_gain_db'])} | {ms_text(b['latency_ms'])} | {b['ssim']:.4f} | "
                 f"{(b['reference'] + ': ') if b['reference'] else ''}{_cell(b['summary'])} |"))
         lines.append("")
     lg = r["long"]
@@ -91,27 +93,28 @@ def render_md(r: dict[str, Any]) -> str:
               f"Nets: {lg['which']}.", "",
               "| net | seed | short gain dB | long gain dB | long SSIM | arch |", "|---|---|---|---|---|---|"]
     for n in lg["nets"]:
-        lines.append(f"| {' = '.join(n['labels'])} | {n['seed']} | {_db(n['short']['psnr_gain_db'])} | "
-                     f"{_db(n['long']['psnr_gain_db'])} | {n['long']['ssim']:.4f} | {_cell(n['summary'])} |")
+        lines.append(f"| {' = '.join(n['labels'])} | {n['seed']} | {db_text(n['short']['psnr_gain_db'])} | "
+                     f"{db_text(n['long']['psnr_gain_db'])} | {n['long']['ssim']:.4f} | {_cell(n['summary'])} |")
     lines += ["", f"Spearman rank correlation, short vs long gain, over {lg['n_pairs']} nets: {rho}.", "",
               "## Targets", "",
               ("Judged seed by seed: the winner must beat the best fitting reference trained with the same seed on "
-              "every seed; for the search against random, a seed where a sampler found nothing under the budget counts at "
-              "that reference's gain (the fallback a user would ship)."), "",
+              "every seed; for the search against random, a seed where a sampler found nothing under the budget "
+              "counts at that reference's gain (the fallback a user would ship)."), "",
               ("| budget ms | winner beats best reference that fits, every seed | search beats random (mean over "
                "seeds) | gate trained no over-budget candidate |"), "|---|---|---|---|"]
     for t in r["targets"]:
-        ref = "nothing fits" if t["reference"] is None else f"{t['reference']} {_db(t['reference_gain_db'])}"
+        ref = "nothing fits" if t["reference"] is None else f"{t['reference']} {db_text(t['reference_gain_db'])}"
         found = t["seeds_found"]
         first = (f"{_yes(t['winner_beats_reference'])}: beats it on {t['seeds_beating_reference']}/{t['seeds']} "
-                 f"seeds; {t['sampler']} best {_db(t['winner_gain_db'])} (found on {found[t['sampler']]}/{t['seeds']}) "
+                 f"seeds; {t['sampler']} best {db_text(t['winner_gain_db'])} "
+                 f"(found on {found[t['sampler']]}/{t['seeds']}) "
                  f"vs {ref}")
         if t["winners_are_references"]:
             first += f"; the winner is that reference on {t['winners_are_references']} seeds"
         wtl = t["search_vs_random"]
         lines.append(
-            f"| {t['budget_ms']:g} | {first} | {_yes(t['search_beats_random'])}: {_db(t['search_mean_db'])} vs "
-            f"{_db(t['random_mean_db'])} (random found on {found['random']}/{t['seeds']}); per seed {t['sampler']} "
+            f"| {t['budget_ms']:g} | {first} | {_yes(t['search_beats_random'])}: {db_text(t['search_mean_db'])} vs "
+            f"{db_text(t['random_mean_db'])} (random found on {found['random']}/{t['seeds']}); per seed {t['sampler']} "
             f"{wtl['wins']} better, {wtl['ties']} tied, {wtl['losses']} worse | {_yes(t['gate_ok'])}: "
             f"{t['over_budget_trials']} over-budget trials, {t['over_budget_train_s']:g} s of training |")
     return "\n".join(lines) + "\n"

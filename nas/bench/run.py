@@ -46,7 +46,7 @@ from nas.bench.config import (
     spread,
 )
 from nas.bench.judge import classical_scores, targets
-from nas.bench.render import _db, _ms, render_md
+from nas.bench.render import db_text, ms_text, render_md
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class Bench:
                                     "ssim": scores[mode]["ssim"], "train_s": 0.0} for seed in self.config.seeds}
             out[mode] = self._reference_entry("classical", probe.arch_id, probe.summary(), lat, per_seed)
         for name, entry in out.items():
-            self.say(f"reference {name}: {_ms(entry['latency_ms'])} ms, gain {_db(entry['gain']['mean'])} dB")
+            self.say(f"reference {name}: {ms_text(entry['latency_ms'])} ms, gain {db_text(entry['gain']['mean'])} dB")
         return out
 
     @staticmethod

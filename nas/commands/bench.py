@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="does the search beat the reference nets and random search at equal latency?",
         description="For each budget and seed run the search (its default sampler) and a RandomSampler search "
-        "with the same trials and training steps (all start from the reference nets), all sharing one latency database and "
-        "training cache; time plain bicubic and bilinear; train each budget's winner and the references "
+        "with the same trials and training steps (all start from the reference nets), all sharing one latency "
+        "database and training cache; time plain bicubic and bilinear; train each budget's winner and the references "
         "longer and report the Spearman rank correlation of short against long gain. Writes bench.json "
         "and bench.md into --out, and each search's run dir under --out/<budget>ms/<sampler>-seed<k>/. "
         "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 130 interrupted (rerun to resume).",
@@ -74,11 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nas.bench import Bench, BenchConfig, finite
+    from nas.bench.render import db_text
     from nas.target import parse_input_size
 
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
-        train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task, backend=args.backend,
+        train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task,
+        backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
         latency_db=args.latency_db,
     )
@@ -92,15 +94,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(finite(result), allow_nan=False))
     else:
         for t in result["targets"]:
-            print(f"{t['budget_ms']:g} ms: winner {_fmt(t['winner_gain_db'])} dB, best reference "
-                  f"{t['reference'] or '-'} {_fmt(t['reference_gain_db'])} dB, random {_fmt(t['random_gain_db'])} "
+            print(f"{t['budget_ms']:g} ms: winner {db_text(t['winner_gain_db'])} dB, best reference "
+                  f"{t['reference'] or '-'} {db_text(t['reference_gain_db'])} dB, "
+                  f"random {db_text(t['random_gain_db'])} "
                   f"dB; {t['over_budget_trials']} over budget, {t['over_budget_train_s']:g} s of their training")
         rho = result["long"]["spearman"]
         print(f"Spearman short vs long gain over {result['long']['n_pairs']} nets: "
               f"{'-' if rho is None else f'{rho:+.3f}'}")
         print(f"written: {config.out}/bench.json, {config.out}/bench.md")
     return 0
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.3f}"

@@ -27,7 +27,8 @@ def add_input_size(p: argparse.ArgumentParser) -> None:
                    help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU ones)")
 
 
-def add_task(p: argparse.ArgumentParser, choices: tuple[str, ...] | None = None, what: str = "search space / task") -> None:
+def add_task(p: argparse.ArgumentParser, choices: tuple[str, ...] | None = None,
+             what: str = "search space / task") -> None:
     """--task, default sr2x; ``choices`` narrows it (the bench takes super-resolution tasks only)."""
     listed = ", ".join(choices) if choices else "nas spaces lists them"
     p.add_argument("--task", default="sr2x", choices=choices, help=f"{what} (default sr2x; {listed})")

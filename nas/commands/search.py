@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "or journal:PATH (default: a journal file in the run dir)",
                            study_help="study name (default derived from task, backend, size, budget)")
     flags.add_latency_db(p)
-    p.add_argument("--data", metavar="DIR", help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
+    p.add_argument("--data", metavar="DIR",
+                   help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
     p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
     p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
     p.add_argument("--noise-sigma", type=float, default=25.0, help="denoise: Gaussian noise sigma on 0-255")
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     target = Target.resolve(
         budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
-        seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma, latency_db=args.latency_db,
+        seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma,
+        latency_db=args.latency_db,
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
         val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
     )

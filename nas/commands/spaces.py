@@ -12,8 +12,8 @@ from nas.commands import COMMANDS, flags
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spaces", help="list search spaces and reference networks",
                        description="List the registered search spaces (tasks), what each one searches, "
-                       "and its named reference networks (the classic ones and the field's 2021-2023 real-time designs: "
-                       "every search starts from those that tile its input).")
+                       "and its named reference networks (the classic ones and the field's 2021-2023 real-time "
+                       "designs: every search starts from those that tile its input).")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'sr*'")
     flags.add_json(p)
     p.set_defaults(handler=run)

@@ -15,7 +15,7 @@ def _channels(text: str) -> range:
     try:
         lo, hi, step = (int(p) for p in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"channels must look like MIN:MAX:STEP (e.g. 8:256:8), got {text!r}")
+        raise argparse.ArgumentTypeError(f"channels must look like MIN:MAX:STEP (e.g. 8:256:8), got {text!r}") from None
     if not (0 < lo <= hi and step > 0):
         raise argparse.ArgumentTypeError(f"channels need 0 < MIN <= MAX and STEP > 0, got {text!r}")
     return range(lo, hi + 1, step)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from nas.export.info import (
     ExportInfo,
-    _fmt,
+    fmt_number,
 )
-from nas.export.model_code import _TASK_TITLE, _numbers_doc
+from nas.export.model_code import TASK_TITLE, numbers_doc
 from search_spaces import ArchSpec
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -29,7 +29,8 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"BATCH = {int(t['batch_size'])}\n"
         f"LR = {float(t['lr'])!r}\n"
         f"WARMUP = {int(t['warmup_steps'])}\n"
-        f"LR_FAN_IN = {int(t['lr_fan_in'])}  # conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)\n"
+        f"LR_FAN_IN = {int(t['lr_fan_in'])}  "
+        f"# conv weights with a larger fan-in train at LR * sqrt(LR_FAN_IN / fan-in)\n"
         f"ROTATE = {bool(t['rotate'])}\n"
         f'REPARAM = "{t["reparam"]}"  # each conv trains as this re-parameterized block (reparam.py); '
         "weights are saved collapsed\n"
@@ -44,14 +45,14 @@ def readme_source(spec: ArchSpec, info: ExportInfo) -> str:
     """README.md: the numbers, how to use and train the network, how to build and time a TensorRT engine."""
     h, w = info.input_size
     s = spec.scale
-    title = _TASK_TITLE[spec.space].format(s=s)
+    title = TASK_TITLE[spec.space].format(s=s)
     oh, ow = h * s, w * s
     trial = f"trial {info.trial} of a `nas search`" if info.trial is not None else "a network"
-    budget = f" (budget {_fmt(info.budget_ms, unit=' ms')})" if info.budget_ms is not None else ""
+    budget = f" (budget {fmt_number(info.budget_ms, unit=' ms')})" if info.budget_ms is not None else ""
     steps = info.train["steps"]
     short = f"{steps} steps" if steps else "a short run"
     loss_note = f"\nNote: {info.loss_note}.\n" if info.loss_note else ""
-    numbers = "\n".join(f"    {line}" for line in _numbers_doc(spec, info))
+    numbers = "\n".join(f"    {line}" for line in numbers_doc(spec, info))
     return f"""# {title} network `{spec.arch_id[:12]}`
 
 {trial.capitalize()}{budget}, exported with `nas export`.
@@ -95,8 +96,10 @@ python train.py --data frames/ --out runs/full --resume   # continue from runs/f
 ```
 
 Same degradation as the search ({"antialiased bicubic downscale by " + str(s) + ", rounded to 8 bits"
-if spec.space == "sr" else "Gaussian noise of " + _fmt(info.train["noise_sigma"], ".1f") + " 8-bit levels, clipped"}),
-same loss (`{info.loss}`), Adam with a linear warm-up then cosine decay, random {info.train["patch_size"]}x{info.train["patch_size"]}
+if spec.space == "sr" else "Gaussian noise of " + fmt_number(info.train["noise_sigma"], ".1f")
++ " 8-bit levels, clipped"}),
+same loss (`{info.loss}`), Adam with a linear warm-up then cosine decay, random \
+{info.train["patch_size"]}x{info.train["patch_size"]}
 input patches with flips, starting from the short-trained weights (`--scratch` for a fresh start).
 It validates PSNR against {"bicubic upscaling" if spec.space == "sr" else "the noisy input"} every `--val-every`
 steps, keeps `best.safetensors` and a resumable `last.pt`, and writes `model.onnx` (fp16) and

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import UsageError
-from nas.rundir import number as _number
+from nas.rundir import number
 from nas.target import CPU_INPUT_SIZE
-from nas.training.data import DEGRADATIONS
+from nas.training.degrade import DEGRADATIONS
 from nas.training.reparam import KINDS as REPARAM_KINDS
 from search_spaces import ArchSpec
 
@@ -26,16 +26,16 @@ def safe_text(value: Any, limit: int = 80) -> str:
     return text or "unknown"
 
 
-def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
-    number = _number(value)
-    return "n/a" if number is None else f"{number:{spec}}{unit}"
+def fmt_number(value: Any, spec: str = ".3f", unit: str = "") -> str:
+    f = number(value)
+    return "n/a" if f is None else f"{f:{spec}}{unit}"
 
 
 def _int_in(value: Any, low: int, high: int, default: int) -> int:
-    number = _number(value)
-    if number is None or number != int(number) or not low <= number <= high:
+    n = number(value)
+    if n is None or n != int(n) or not low <= n <= high:
         return default
-    return int(number)
+    return int(n)
 
 
 def canonical_loss(text: Any) -> str | None:
@@ -79,8 +79,8 @@ class ExportInfo:
         tc = raw_train if isinstance(raw_train, dict) else {}
         loss = canonical_loss(tc.get("loss", info.get("loss", "l1")))
         note = "" if loss is not None else "the search's loss is not one train.py knows; it defaults to l1"
-        sigma = _number(tc.get("noise_sigma"))
-        lr = _number(tc.get("lr"))
+        sigma = number(tc.get("noise_sigma"))
+        lr = number(tc.get("lr"))
         train = {
             "steps": _int_in(tc.get("steps"), 1, 10**9, 0),
             "batch_size": _int_in(tc.get("batch_size"), 1, 4096, 16),
@@ -102,9 +102,9 @@ class ExportInfo:
         trial = info.get("trial")
         return cls(
             arch_id=spec.arch_id, input_size=input_size,
-            latency_ms=_number(info.get("latency_ms")), latency_p90_ms=_number(info.get("latency_p90_ms")),
-            psnr_db=_number(info.get("psnr_db")), psnr_gain_db=_number(info.get("psnr_gain_db")),
-            budget_ms=_number(info.get("budget_ms")),
+            latency_ms=number(info.get("latency_ms")), latency_p90_ms=number(info.get("latency_p90_ms")),
+            psnr_db=number(info.get("psnr_db")), psnr_gain_db=number(info.get("psnr_gain_db")),
+            budget_ms=number(info.get("budget_ms")),
             device=safe_text(info.get("device", "unknown")), backend=safe_text(info.get("backend", "unknown"), 40),
             trial=trial if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0 else None,
             loss=loss or "l1", loss_note=note, train=train,

@@ -9,7 +9,7 @@ import torch
 from nas.errors import UsageError
 from nas.export.info import (
     ExportInfo,
-    _fmt,
+    fmt_number,
     safe_text,
 )
 from search_spaces import ArchSpec, build, count
@@ -33,7 +33,7 @@ _BASE_CODE = {
     "bilinear": 'F.interpolate(x, scale_factor={s}, mode="bilinear", align_corners=False)',
     "bicubic": 'F.interpolate(x, scale_factor={s}, mode="bicubic", align_corners=False)',
 }
-_TASK_TITLE = {"sr": "Super-resolution x{s}", "denoise": "Denoising"}
+TASK_TITLE = {"sr": "Super-resolution x{s}", "denoise": "Denoising"}
 
 
 # ---------------------------------------------------------------------- model.py generation
@@ -126,11 +126,11 @@ class _Code:
             self.emit("first = h", "kept for the long skip before the output conv")
 
 
-def _numbers_doc(spec: ArchSpec, info: ExportInfo) -> list[str]:
+def numbers_doc(spec: ArchSpec, info: ExportInfo) -> list[str]:
     h, w = info.input_size
     counts = count(spec, h, w)
-    lat = f"{_fmt(info.latency_ms, unit=' ms')} median, {_fmt(info.latency_p90_ms, unit=' ms')} p90"
-    gain = _fmt(info.psnr_gain_db, "+.3f", " dB")
+    lat = f"{fmt_number(info.latency_ms, unit=' ms')} median, {fmt_number(info.latency_p90_ms, unit=' ms')} p90"
+    gain = fmt_number(info.psnr_gain_db, "+.3f", " dB")
     base = "bicubic upscaling" if spec.space == "sr" else "the noisy input"
     return [
         f"arch_id      {spec.arch_id}",
@@ -149,9 +149,9 @@ def model_source(spec: ArchSpec, info: ExportInfo) -> str:
     out_shape = f"(N, 3, {_res(1, s)})"
     arch = textwrap.wrap(spec.summary(), 92, break_on_hyphens=False)
     doc = [
-        f'"""{_TASK_TITLE[spec.space].format(s=s)} network found by nas (hardware-aware architecture search).',
+        f'"""{TASK_TITLE[spec.space].format(s=s)} network found by nas (hardware-aware architecture search).',
         "",
-        *_numbers_doc(spec, info),
+        *numbers_doc(spec, info),
         "architecture " + arch[0],
         *("             " + line for line in arch[1:]),
         "",

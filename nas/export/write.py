@@ -20,10 +20,9 @@ from nas.export.info import (
     EXPORT_FORMAT,
     MANIFEST,
     ExportInfo,
-    _number,
 )
 from nas.export.model_code import check_state_dict, map_state_dict, model_source
-from nas.rundir import RunDir, TrialRow
+from nas.rundir import RunDir, TrialRow, number
 from nas.training import reparam
 from search_spaces import ArchSpec, build, export_onnx
 from search_spaces.spec import is_arch_id
@@ -214,10 +213,10 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
         "arch_id": row.arch_id,
         "trial": row.number if row.number >= 0 else None,
         "input_size": list(run.input_size) if run.input_size else None,
-        "latency_ms": row.latency_ms if row.latency_ms is not None else _number(latency.get("median_ms")),
-        "latency_p90_ms": row.latency_p90_ms if row.latency_p90_ms is not None else _number(latency.get("p90_ms")),
-        "psnr_db": row.psnr_db if row.psnr_db is not None else _number(train.get("psnr_db")),
-        "psnr_gain_db": row.psnr_gain_db if row.psnr_gain_db is not None else _number(train.get("psnr_gain_db")),
+        "latency_ms": row.latency_ms if row.latency_ms is not None else number(latency.get("median_ms")),
+        "latency_p90_ms": row.latency_p90_ms if row.latency_p90_ms is not None else number(latency.get("p90_ms")),
+        "psnr_db": row.psnr_db if row.psnr_db is not None else number(train.get("psnr_db")),
+        "psnr_gain_db": row.psnr_gain_db if row.psnr_gain_db is not None else number(train.get("psnr_gain_db")),
         "budget_ms": run.config.get("budget_ms"),
         "device": _device_name(run.meta.get("device")) or "unknown",
         "backend": run.meta.get("backend", "unknown"),

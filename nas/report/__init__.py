@@ -14,4 +14,5 @@ from nas.report.page import PNG_NAME, REPORT_NAME, layer_table, render_html, wri
 from nas.report.run import Run, load_run
 
 __all__ = ["PNG_NAME", "REPORT_NAME", "Run", "layer_table", "load_run", "pareto_figure", "pareto_front",
-           "progress_figure", "render_html", "roofline_figure", "stability_figure", "winner_crops", "write_pareto_png", "write_report"]
+           "progress_figure", "render_html", "roofline_figure", "stability_figure", "winner_crops", "write_pareto_png",
+           "write_report"]

@@ -18,13 +18,15 @@ def _validation_image(scale: int) -> tuple[Any, str]:
     import skimage.data as skdata
     import torch
 
-    from nas.training.data import DEFAULT_VAL, val_crop
+    from nas.training.data import val_crop
+    from nas.training.images import DEFAULT_VAL
 
     name = DEFAULT_VAL[0]
     hr8 = torch.from_numpy(getattr(skdata, name)().copy()).permute(2, 0, 1)
     top, left, lr_h, lr_w = val_crop(hr8.shape[1], hr8.shape[2], scale)
     hr8 = hr8[:, top:top + lr_h * scale, left:left + lr_w * scale]
-    return hr8[None].float() / 255, f"scikit-image '{name}' (validation split), {lr_w * scale}x{lr_h * scale} centre crop"
+    return (hr8[None].float() / 255,
+            f"scikit-image '{name}' (validation split), {lr_w * scale}x{lr_h * scale} centre crop")
 
 
 def _png_b64(t: Any) -> str:
@@ -41,8 +43,9 @@ def winner_crops(run: Run) -> dict[str, Any]:
     """Bicubic / winner / ground truth on a crop of a validation image, as base64 PNGs.
 
     Computed here from the winner's weights on the default validation image, degraded the way
-    training validates (antialiased bicubic downscale, rounded to 8 bits). The crop is the window where bicubic errs most (most detail), not where the
-    winner gains most. Returns {"error": text} when it cannot be shown.
+    training validates (antialiased bicubic downscale, rounded to 8 bits). The crop is the window where
+    bicubic errs most (most detail), not where the winner gains most. Returns {"error": text} when it
+    cannot be shown.
     """
     import torch
     import torch.nn.functional as F
@@ -65,7 +68,7 @@ def winner_crops(run: Run) -> dict[str, Any]:
         net.load_state_dict(load_file(str(weights)))
     except (OSError, RuntimeError, ValueError) as exc:  # bad file or shapes that do not match the spec
         return {"error": f"trial {win.number}: weights do not load into its spec: {str(exc)[:300]}"}
-    from nas.training.data import make_lr
+    from nas.training.degrade import make_lr
     from nas.training.metrics import psnr as psnr_db
     from nas.training.train import baseline
 

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 from nas.report.run import Run
-from nas.report.text import _e, _fmt, _num, _si
+from nas.report.text import escape, fmt, si
+from nas.rundir import number
 
 # Colours: Okabe-Ito (readable with colour-blindness), one meaning each across all figures.
 BLUE, ORANGE, GREEN, VERMILION, GREY, YELLOW = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#8c8c8c", "#F0E442"
@@ -33,22 +34,22 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 # ---------------------------------------------------------------------- figures
 def _hover(run: Run, row: Any) -> str:
     """Hover text for one trial; every piece from the run dir is escaped."""
-    lines = [f"<b>trial {row.number}</b>" + (f" ({_e(row.reference)})" if row.reference else ""),
-             _e(run.summary_of(row)),
-             f"latency {_fmt(row.latency_ms, 3)} ms median, {_fmt(row.latency_p90_ms, 3)} ms p90",
-             f"{_si(row.macs, 'MAC')}, {_si(row.params, 'params')}"]
-    if _num(row.stopped_at) is not None:
-        lines.append(f"stopped by the pruner at step {int(row.stopped_at)}: gain there {_fmt(row.psnr_gain_db, 3)} dB")
-    elif _num(row.psnr_gain_db) is not None:
+    lines = [f"<b>trial {row.number}</b>" + (f" ({escape(row.reference)})" if row.reference else ""),
+             escape(run.summary_of(row)),
+             f"latency {fmt(row.latency_ms, 3)} ms median, {fmt(row.latency_p90_ms, 3)} ms p90",
+             f"{si(row.macs, 'MAC')}, {si(row.params, 'params')}"]
+    if number(row.stopped_at) is not None:
+        lines.append(f"stopped by the pruner at step {int(row.stopped_at)}: gain there {fmt(row.psnr_gain_db, 3)} dB")
+    elif number(row.psnr_gain_db) is not None:
         kind = run.reparam_of(row.arch_id)
-        lines.append(f"gain {_fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {_fmt(row.psnr_db)} dB)"
-                     + (f", trained re-parameterized ({_e(kind)})" if kind else ", trained plain"))
-        lines.append(f"shift consistency {_fmt(row.shift_consistency_db, 1)} dB, "
-                     f"flicker (temporal PSNR) {_fmt(row.temporal_psnr_db, 1)} dB")
+        lines.append(f"gain {fmt(row.psnr_gain_db, 3)} dB over bicubic (PSNR {fmt(row.psnr_db)} dB)"
+                     + (f", trained re-parameterized ({escape(kind)})" if kind else ", trained plain"))
+        lines.append(f"shift consistency {fmt(row.shift_consistency_db, 1)} dB, "
+                     f"flicker (temporal PSNR) {fmt(row.temporal_psnr_db, 1)} dB")
     elif row.over_budget:
         lines.append("over budget: not trained")
     if row.error:
-        lines.append("error: " + _e(row.error[:200]))
+        lines.append("error: " + escape(row.error[:200]))
     return "<br>".join(lines)
 
 
@@ -119,7 +120,8 @@ def pareto_figure(run: Run) -> go.Figure:
                              marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
                              **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)
     fig.add_trace(go.Scatter(name="reference nets", mode="markers",
-                             marker={"symbol": "diamond", "size": 11, "color": GREEN, "line": {"color": "black", "width": 1}},
+                             marker={"symbol": "diamond", "size": 11, "color": GREEN,
+                                     "line": {"color": "black", "width": 1}},
                              **_points(run, refs, refs.psnr_gain_db.tolist())), 1, 1)
     stopped = run.stopped()
     if len(stopped):
@@ -133,7 +135,8 @@ def pareto_figure(run: Run) -> go.Figure:
             "symbol": "star", "size": 20, "color": YELLOW, "line": {"color": "black", "width": 1.5}},
             **_points(run, wrow, wrow.psnr_gain_db.tolist())), 1, 1)
     fig.add_trace(go.Scatter(name=f"over budget, not trained ({len(over)})", mode="markers",
-                             marker={"symbol": "x-thin", "size": 10, "color": GREY, "line": {"color": GREY, "width": 2}},
+                             marker={"symbol": "x-thin", "size": 10, "color": GREY,
+                                     "line": {"color": GREY, "width": 2}},
                              **_points(run, over, ["not trained"] * len(over))), 2, 1)
     if len(over_refs):
         fig.add_trace(go.Scatter(name="reference nets over budget", mode="markers",
@@ -150,9 +153,9 @@ def pareto_figure(run: Run) -> go.Figure:
         fig.add_shape(type="line", xref="x", yref="paper", x0=bx, x1=bx, y0=0, y1=1,
                       line={"color": VERMILION, "dash": "dash", "width": 2})
         fig.add_annotation(xref="x", yref="paper", x=bx, y=1, yanchor="bottom", showarrow=False,
-                           text=f"budget {_fmt(budget, 3)} ms", font={"color": VERMILION})
+                           text=f"budget {fmt(budget, 3)} ms", font={"color": VERMILION})
     x_range = _axis_range(xs, log_x) if xs else None
-    gains = trained.psnr_gain_db.tolist() + [0.0]
+    gains = [*trained.psnr_gain_db.tolist(), 0.0]
     y_range = _axis_range(gains, False, head=0.3)  # headroom above for the reference labels
     _label_references(fig, refs, over_refs, col, log_x, x_range, y_range)
     fig.update_xaxes(type="log" if log_x else "linear", range=x_range, row=1, col=1)
@@ -186,7 +189,7 @@ def _label_references(fig: go.Figure, refs: pd.DataFrame, over_refs: pd.DataFram
         texts.append(str(r.reference))
         where.append(("x2", "y2", getattr(r, col), "not trained"))
     for text, lane, (xref, yref, x, y) in zip(texts, label_lanes(points, texts), where):
-        fig.add_annotation(xref=xref, yref=yref, x=math.log10(x) if log_x else x, y=y, text=_e(text),
+        fig.add_annotation(xref=xref, yref=yref, x=math.log10(x) if log_x else x, y=y, text=escape(text),
                            showarrow=True, arrowhead=0, arrowwidth=1, arrowcolor=GREY, ax=0,
                            ay=-(12 + lane * LANE_PX), font={"size": 11, "color": "#1d1d1f"},
                            bgcolor="rgba(255,255,255,0.75)")
@@ -221,7 +224,7 @@ def progress_figure(run: Run) -> go.Figure:
     cands = run.candidates()
     best, xs, ys = -math.inf, [], []
     for row in t.itertuples():
-        if row.trained and _num(row.stopped_at) is None and _num(row.psnr_gain_db) is not None:
+        if row.trained and number(row.stopped_at) is None and number(row.psnr_gain_db) is not None:
             best = max(best, row.psnr_gain_db)
         if best > -math.inf:
             xs.append(row.number)
@@ -235,14 +238,17 @@ def progress_figure(run: Run) -> go.Figure:
     stopped = run.stopped()
     if len(stopped):
         fig.add_trace(go.Scatter(name="stopped at a rung (gain there)", mode="markers", x=stopped.number.tolist(),
-                                 y=stopped.psnr_gain_db.tolist(), marker={"symbol": "circle-open", "color": BLUE, "size": 7},
-                                 text=[_hover(run, r) for r in stopped.itertuples()], customdata=stopped.number.tolist(),
+                                 y=stopped.psnr_gain_db.tolist(),
+                                 marker={"symbol": "circle-open", "color": BLUE, "size": 7},
+                                 text=[_hover(run, r) for r in stopped.itertuples()],
+                                 customdata=stopped.number.tolist(),
                                  hovertemplate="%{text}<extra></extra>"))
     over = t[t.over_budget]
     if len(over) and len(cands):
         fig.add_trace(go.Scatter(name="over budget (not trained)", mode="markers", x=over.number.tolist(),
                                  y=[float(cands.psnr_gain_db.min())] * len(over),
-                                 marker={"symbol": "x-thin", "color": GREY, "size": 8, "line": {"color": GREY, "width": 1.5}},
+                                 marker={"symbol": "x-thin", "color": GREY, "size": 8,
+                                         "line": {"color": GREY, "width": 1.5}},
                                  text=[_hover(run, r) for r in over.itertuples()], customdata=over.number.tolist(),
                                  hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(template="plotly_white", height=360, margin={"t": 30, "r": 20},
@@ -271,8 +277,9 @@ def roofline_figure(run: Run) -> go.Figure:
         fig.add_trace(go.Scatter(name="roofline lower bound", mode="markers", x=roof.macs.tolist(),
                                  y=roof.roofline_ms.tolist(), marker={"symbol": "line-ew-open", "size": 12,
                                                                       "color": "black", "line": {"width": 2}},
-                                 text=[f"trial {r.number}: bound {_fmt(r.roofline_ms, 4)} ms, measured "
-                                       f"{_fmt(getattr(r, col), 3)} ms ({100 * r.roofline_ms / getattr(r, col):.1f} % of bound)"
+                                 text=[f"trial {r.number}: bound {fmt(r.roofline_ms, 4)} ms, measured "
+                                       f"{fmt(getattr(r, col), 3)} ms "
+                                       f"({100 * r.roofline_ms / getattr(r, col):.1f} % of bound)"
                                        for r in roof.itertuples()], hovertemplate="%{text}<extra></extra>"))
     for name, rows, color, symbol in (("trained", t[t.trained & (t.reference == "")], BLUE, "circle"),
                                       ("over budget", t[t.over_budget], GREY, "x-thin"),
@@ -280,8 +287,10 @@ def roofline_figure(run: Run) -> go.Figure:
         if len(rows):
             fig.add_trace(go.Scatter(name=f"measured: {name}", mode="markers", x=rows.macs.tolist(),
                                      y=rows[col].tolist(), customdata=rows.number.tolist(),
-                                     marker={"symbol": symbol, "color": color, "size": 8, "line": {"color": color, "width": 1.5}},
-                                     text=[_hover(run, r) for r in rows.itertuples()], hovertemplate="%{text}<extra></extra>"))
+                                     marker={"symbol": symbol, "color": color, "size": 8,
+                                             "line": {"color": color, "width": 1.5}},
+                                     text=[_hover(run, r) for r in rows.itertuples()],
+                                     hovertemplate="%{text}<extra></extra>"))
     if run.budget_ms:
         fig.add_hline(y=run.budget_ms, line={"color": VERMILION, "dash": "dash"}, annotation_text="budget",
                       annotation_font_color=VERMILION)

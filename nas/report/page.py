@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 from nas.report.crops import winner_crops
 from nas.report.figures import pareto_figure, progress_figure, roofline_figure, stability_figure
 from nas.report.run import Run, load_run
-from nas.report.text import _dict, _e, _fmt, _num, _pairs, _script_json, _si
+from nas.report.text import escape, fmt, pairs, script_json, si
+from nas.rundir import as_dict, number
 
 REPORT_NAME = "report.html"
 PNG_NAME = "pareto.png"
@@ -79,14 +80,14 @@ def layer_table(spec: ArchSpec, height: int, width: int) -> list[dict[str, Any]]
 
 # ---------------------------------------------------------------------- the page
 def _kv_table(items: list[tuple[str, Any]]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in items)
     return f"<table class='kv'>{rows}</table>"
 
 
 def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """A dict as (key, value) pairs; nested dicts become dotted keys, lists compact JSON."""
     out: list[tuple[str, Any]] = []
-    for k, v in _dict(d).items():
+    for k, v in as_dict(d).items():
         if isinstance(v, dict):
             out += _flat(v, f"{prefix}{k}.")
         elif v is not None and v != "":
@@ -107,25 +108,25 @@ def _protocol(run: Run) -> list[tuple[str, Any]]:
     samples = lat.get("samples_ms")
     if "n_samples" not in lat and isinstance(samples, list):
         items.append(("samples per candidate", len(samples)))
-    items.append(("budget statistic", _dict(run.meta.get("config")).get("budget_stat", "median")))
+    items.append(("budget statistic", as_dict(run.meta.get("config")).get("budget_stat", "median")))
     return items
 
 
 def _header(run: Run) -> str:
-    cfg, summ = _dict(run.meta.get("config")), _dict(run.meta.get("summary"))
+    cfg, summ = as_dict(run.meta.get("config")), as_dict(run.meta.get("summary"))
     t = run.trials
     win = run.winner()
     task = cfg.get("task", "?")
-    device = _dict(run.meta.get("device"))
+    device = as_dict(run.meta.get("device"))
     device_name = next((str(device[k]) for k in ("device", "gpu_name", "name", "cpu_model")
                         if isinstance(device.get(k), str) and device[k]), "unknown device")
-    title = (f"nas report: {task}, budget {_fmt(run.budget_ms, 3)} ms on {device_name} "
+    title = (f"nas report: {task}, budget {fmt(run.budget_ms, 3)} ms on {device_name} "
              f"({run.meta.get('backend', cfg.get('backend', '?'))})")
     if win is not None:
         ref = f" (reference {win.reference})" if win.reference else ""
         verdict = (f"Winner: trial {win.number}{ref}, {win.psnr_gain_db:+.2f} dB over bicubic at "
-                   f"{_fmt(win.latency_ms, 3)} ms median ({_fmt(win.latency_p90_ms, 3)} ms p90), "
-                   f"{_si(win.macs, 'MAC')}, {_si(win.params, 'params')}. {run.summary_of(win)}")
+                   f"{fmt(win.latency_ms, 3)} ms median ({fmt(win.latency_p90_ms, 3)} ms p90), "
+                   f"{si(win.macs, 'MAC')}, {si(win.params, 'params')}. {run.summary_of(win)}")
     else:
         verdict = "No candidate met the budget and trained: there is no winner."
     n = summ.get("n_trials", len(t))
@@ -135,22 +136,22 @@ def _header(run: Run) -> str:
               ("failed", summ.get("n_failed", int((t.state == "FAIL").sum()))),
               ("latency cache hits", summ.get("n_latency_cache_hits", int(t.latency_cached.sum()))),
               ("training cache hits", summ.get("n_train_cache_hits", int(t.train_cached.sum())))]
-    times = [("measuring", _fmt(summ.get("measure_s", t.measure_s.sum()), 1, " s")),
-             ("training", _fmt(summ.get("train_s", t.train_s.sum()), 1, " s")),
-             ("wall clock", _fmt(summ.get("wall_s"), 1, " s")),
+    times = [("measuring", fmt(summ.get("measure_s", t.measure_s.sum()), 1, " s")),
+             ("training", fmt(summ.get("train_s", t.train_s.sum()), 1, " s")),
+             ("wall clock", fmt(summ.get("wall_s"), 1, " s")),
              ("created", run.meta.get("created", "?")), ("nas", run.meta.get("nas_version", "?"))]
     workload = _flat(run.meta.get("workload"))
     argv = run.meta.get("argv")
     cmd = " ".join(str(a) for a in argv) if isinstance(argv, list) else ""
     boxes = [("Device", _flat(device)), ("Backend and versions",
-                                          [("backend", run.meta.get("backend", cfg.get("backend", "?")))]
-                                          + _flat(run.meta.get("versions"))),
+                                          [("backend", run.meta.get("backend", cfg.get("backend", "?"))),
+                                           *_flat(run.meta.get("versions"))]),
              ("Latency protocol", _protocol(run)), ("Workload", workload),
-             ("Search", [("budget", f"{_fmt(run.budget_ms, 3)} ms ({cfg.get('budget_stat', 'median')})")]
-              + counts), ("Time", times)]
-    grid = "".join(f"<div class='box'><h3>{_e(name)}</h3>{_kv_table(items)}</div>" for name, items in boxes)
-    return (f"<h1>{_e(title)}</h1><p class='verdict'>{_e(verdict)}</p>"
-            + (f"<p class='cmd'><code>{_e(cmd)}</code></p>" if cmd else "")
+             ("Search", [("budget", f"{fmt(run.budget_ms, 3)} ms ({cfg.get('budget_stat', 'median')})"),
+                         *counts]), ("Time", times)]
+    grid = "".join(f"<div class='box'><h3>{escape(name)}</h3>{_kv_table(items)}</div>" for name, items in boxes)
+    return (f"<h1>{escape(title)}</h1><p class='verdict'>{escape(verdict)}</p>"
+            + (f"<p class='cmd'><code>{escape(cmd)}</code></p>" if cmd else "")
             + f"<div class='grid'>{grid}</div>")
 
 
@@ -166,12 +167,13 @@ def _top_table(run: Run) -> str:
 
     def row(rank: str, r: Any) -> str:
         cls = " class='winner'" if win is not None and r.number == win.number else ""
-        return (f"<tr{cls} data-trial='{int(r.number)}'><td>{_e(rank)}</td><td>{int(r.number)}</td>"
-                f"<td>{_fmt(r.psnr_gain_db, 3)}</td><td>{_fmt(r.psnr_db)}</td><td>{_fmt(r.ssim, 4)}</td>"
-                f"<td>{_fmt(r.shift_consistency_db, 1)}</td><td>{_fmt(r.temporal_psnr_db, 1)}</td>"
-                f"<td>{_fmt(r.latency_ms, 3)}</td><td>{_fmt(r.latency_p90_ms, 3)}</td>"
-                f"<td>{_si(r.macs, 'MAC')}</td><td>{_si(r.params, '')}</td>"
-                f"<td class='arch'>{_e(('[' + r.reference + '] ') if r.reference else '')}{_e(run.summary_of(r))}</td><td><code>{_e(r.arch_id[:12])}</code></td></tr>")
+        return (f"<tr{cls} data-trial='{int(r.number)}'><td>{escape(rank)}</td><td>{int(r.number)}</td>"
+                f"<td>{fmt(r.psnr_gain_db, 3)}</td><td>{fmt(r.psnr_db)}</td><td>{fmt(r.ssim, 4)}</td>"
+                f"<td>{fmt(r.shift_consistency_db, 1)}</td><td>{fmt(r.temporal_psnr_db, 1)}</td>"
+                f"<td>{fmt(r.latency_ms, 3)}</td><td>{fmt(r.latency_p90_ms, 3)}</td>"
+                f"<td>{si(r.macs, 'MAC')}</td><td>{si(r.params, '')}</td>"
+                f"<td class='arch'>{escape(('[' + r.reference + '] ') if r.reference else '')}"
+                f"{escape(run.summary_of(r))}</td><td><code>{escape(r.arch_id[:12])}</code></td></tr>")
 
     body = "".join(row(str(i + 1), r) for i, r in enumerate(top.itertuples()))
     body += "".join(row("over budget" if r.over_budget else "ref", r) for r in refs.itertuples())
@@ -180,31 +182,32 @@ def _top_table(run: Run) -> str:
 
 def _crops_html(crops: dict[str, Any]) -> str:
     if "error" in crops:
-        return f"<p class='note'>{_e(crops['error'])}</p>"
+        return f"<p class='note'>{escape(crops['error'])}</p>"
     y, x, size = crops["box"]
     figs = "".join(
-        f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'>"
-        f"<figcaption>{_e(name)}" + (f"<br>{psnr:.2f} dB PSNR (whole crop)" if psnr is not None else "")
+        f"<figure><img alt='{escape(name)}' src='data:image/png;base64,{b64}'>"
+        f"<figcaption>{escape(name)}" + (f"<br>{psnr:.2f} dB PSNR (whole crop)" if psnr is not None else "")
         + "</figcaption></figure>"
         for name, b64, psnr in crops["images"])
-    return (f"<p class='note'>{_e(crops['source'])}, downscaled x{crops['scale']} with antialiased bicubic "
-            f"(8-bit), upscaled back by bicubic and by the winner. Crop: {size}x{size} px at (y {y}, x {x}), the window "
-            f"where bicubic errs most, shown at 3x with no smoothing.</p><div class='crops'>{figs}</div>")
+    return (f"<p class='note'>{escape(crops['source'])}, downscaled x{crops['scale']} with antialiased bicubic "
+            f"(8-bit), upscaled back by bicubic and by the winner. Crop: {size}x{size} px at (y {y}, x {x}), "
+            f"the window where bicubic errs most, shown at 3x with no smoothing.</p><div class='crops'>{figs}</div>")
 
 
-def _details_data(run: Run) -> dict[str, Any]:
+def details_data(run: Run) -> dict[str, Any]:
     """Per-trial and per-arch data the click handler renders (no HTML: the script sets textContent)."""
     hw = run.input_hw
     archs: dict[str, Any] = {}
     for arch_id in sorted(set(run.trials.arch_id)):
         spec, lat, tr = run.specs.get(arch_id), run.latency.get(arch_id, {}), run.train.get(arch_id, {})
         raw = lat.get("samples_ms") if isinstance(lat.get("samples_ms"), list) else []
-        samples = [float(f"{v:.5g}") for v in (_num(x) for x in raw) if v is not None]  # 5 digits: ample for a histogram
+        # 5 digits: ample for a histogram
+        samples = [float(f"{v:.5g}") for v in (number(x) for x in raw) if v is not None]
         archs[arch_id] = {
             "layers": layer_table(spec, *hw) if spec is not None and hw else [],
             "samples": samples,
-            "loss": _pairs(tr.get("loss_curve")),
-            "val": _pairs(tr.get("val_curve")),
+            "loss": pairs(tr.get("loss_curve")),
+            "val": pairs(tr.get("val_curve")),
             "unstable": bool(lat.get("unstable")) if isinstance(lat.get("unstable"), bool) else None,
             "moved": tr.get("moved") if isinstance(tr.get("moved"), bool) else None,
             "reparam": run.reparam_of(arch_id),
@@ -214,7 +217,7 @@ def _details_data(run: Run) -> dict[str, Any]:
         trials[str(int(r.number))] = {
             "number": int(r.number), "arch_id": r.arch_id, "reference": r.reference, "state": r.state,
             "summary": run.summary_of(r), "error": r.error,
-            **{k: _num(getattr(r, k)) for k in ("latency_ms", "latency_p90_ms", "latency_cov", "psnr_gain_db",
+            **{k: number(getattr(r, k)) for k in ("latency_ms", "latency_p90_ms", "latency_cov", "psnr_gain_db",
                                                 "psnr_db", "macs", "params", "train_s", "stopped_at")},
             "over_budget": bool(r.over_budget), "trained": bool(r.trained)}
     win = run.winner()
@@ -233,13 +236,13 @@ def render_html(run: Run, crops: dict[str, Any] | None = None) -> str:
                            default_height=f"{fig.layout.height}px")
 
     crops = crops if crops is not None else winner_crops(run)
-    task = _dict(run.meta.get("config")).get("task", "run")
+    task = as_dict(run.meta.get("config")).get("task", "run")
     problems = ("<h2>Problems reading the run dir</h2><ul class='problems'>"
-                + "".join(f"<li>{_e(p)}</li>" for p in run.problems) + "</ul>") if run.problems else ""
+                + "".join(f"<li>{escape(p)}</li>" for p in run.problems) + "</ul>") if run.problems else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>nas report: {_e(task)}</title>
+<title>nas report: {escape(task)}</title>
 <style>{_asset('report.css')}</style>
 <script>{get_plotlyjs()}</script>
 </head><body>
@@ -273,7 +276,7 @@ bytes moved / memory bandwidth) of the same network (black ticks, where the devi
 A long grey gap means launch or memory overheads dominate, not arithmetic.</p>
 {fig_div(roofline_figure(run), "roofline")}
 {problems}
-<script type="application/json" id="nas-data">{_script_json(_details_data(run))}</script>
+<script type="application/json" id="nas-data">{script_json(details_data(run))}</script>
 <script>{_asset('report.js')}</script>
 </body></html>
 """

@@ -6,39 +6,37 @@ import html
 import json
 from typing import Any
 
-from nas.rundir import as_dict as _dict
-from nas.rundir import integer as _int
-from nas.rundir import number as _num
+from nas.rundir import number
 
-__all__ = ["_dict", "_e", "_fmt", "_int", "_num", "_pairs", "_script_json", "_si"]
+__all__ = ["escape", "fmt", "pairs", "script_json", "si"]
 
 
 
-def _pairs(value: Any) -> list[list[float]]:
+def pairs(value: Any) -> list[list[float]]:
     """A curve [[step, value], ...] with finite numbers only; anything else gives an empty curve."""
     if not isinstance(value, list):
         return []
     out = []
     for item in value:
         if isinstance(item, (list, tuple)) and len(item) >= 2:
-            x, y = _num(item[0]), _num(item[1])
+            x, y = number(item[0]), number(item[1])
             if x is not None and y is not None:
                 out.append([x, y])
     return out
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any, digits: int = 2, unit: str = "") -> str:
-    f = _num(value)
+def fmt(value: Any, digits: int = 2, unit: str = "") -> str:
+    f = number(value)
     return "n/a" if f is None else f"{f:.{digits}f}{unit}"
 
 
-def _si(value: Any, unit: str) -> str:
+def si(value: Any, unit: str) -> str:
     """1234567 -> '1.23 M' + unit."""
-    f = _num(value)
+    f = number(value)
     if f is None:
         return "n/a"
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -47,7 +45,7 @@ def _si(value: Any, unit: str) -> str:
     return f"{f:.0f} {unit}"
 
 
-def _script_json(data: Any) -> str:
+def script_json(data: Any) -> str:
     """JSON safe inside <script type="application/json">: no '<', '>' or '&' survive literally."""
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/samplers.py; reports/bench.md)
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
-DEFAULT_PRUNER = "none"  # chosen by the equal-wall-time benchmark: pruning won nothing beyond noise (reports/pruning.md)
+# chosen by the equal-wall-time benchmark: pruning won nothing beyond noise (reports/pruning.md)
+DEFAULT_PRUNER = "none"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SearchConfig:
 
 
 def default_study_name(target: Target, config: SearchConfig) -> str:
-    from nas.training.data import DEFAULT_DEGRADATION, degradation_tag
+    from nas.training.degrade import DEFAULT_DEGRADATION, degradation_tag
 
     budget = f"{target.budget.limit_ms:g}".replace(".", "p")
     # another sampler (the random control) or degradation gets a study and run dir of its own

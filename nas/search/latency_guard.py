@@ -36,7 +36,8 @@ def get_predictor(store: LatencyStore, backend: Backend, workload: Workload, ref
         return predictor_for(store, backend, workload, refit=refit)
     except PredictorError as exc:
         raise NoPredictorError(f"no latency predictor for {backend.name} {backend.protocol.name} on "
-                               f"{backend.fingerprint()['device']} at {workload.height}x{workload.width}: {exc}") from None
+                               f"{backend.fingerprint()['device']} at {workload.height}x{workload.width}: "
+                               f"{exc}") from None
 
 
 def describe(pred: Predictor) -> str:
@@ -50,7 +51,7 @@ CANARY_EVERY = 10     # new CPU measurements between two canary readings
 GUIDE_CHILDREN = 4    # children the guided sampler draws per trial
 
 
-class _Partial:
+class Partial:
     """Answers a space's choices from a parameter dict; choices it lacks (a layer a child adds) at random."""
 
     def __init__(self, params: dict[str, Any], rng: random.Random) -> None:
@@ -133,7 +134,8 @@ class LatencyGuard:
         (a stored latency costs nothing and beats a prediction): skip it."""
         from latency_db import latency_key
 
-        if predicted is None or self.predictor is None or not self.predictor.over_budget(predicted, self.budget.limit_ms):
+        if (predicted is None or self.predictor is None
+                or not self.predictor.over_budget(predicted, self.budget.limit_ms)):
             return False
         if self.store.get(latency_key(spec, self.workload, self.backend)) is not None:
             return False
@@ -150,7 +152,8 @@ class LatencyGuard:
         self._since_canary += 1
         if self._since_canary >= CANARY_EVERY:
             self._read_canary("periodic")
-        if predicted is not None and self.predictor is not None and self.predictor.disagrees(predicted, result.median_ms):
+        if (predicted is not None and self.predictor is not None
+                and self.predictor.disagrees(predicted, result.median_ms)):
             self.remeasured += 1
             return measure_again(spec, self.workload, self.backend, self.store, self.details())
         return result
@@ -162,7 +165,7 @@ class LatencyGuard:
             return None
 
         def pick(children: list[dict[str, Any]]) -> int:
-            specs = [self.space.draw(_Partial(c, self._rng), self.input_size) for c in children]
+            specs = [self.space.draw(Partial(c, self._rng), self.input_size) for c in children]
             ms = self.predictor.predict_many(specs, [self.workload] * len(specs))
             under = [i for i, v in enumerate(ms) if self.budget.admits_ms(v)]
             return max(under, key=lambda i: ms[i]) if under else min(range(len(ms)), key=lambda i: ms[i])

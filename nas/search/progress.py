@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+
 @dataclass
 class Tally:
     """Counters for the progress line and the summary."""

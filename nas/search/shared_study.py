@@ -1,4 +1,4 @@
-"""A study shared by several workers is self-sufficient (docs/design.md, "Running on a cluster").
+"""A study shared by several workers is self-sufficient (docs/cluster.md).
 
 Everything needed to report on and export any trial lives where every worker reaches it: the
 spec, the counts and the whole latency record in the trial's user attributes (the Optuna storage),
@@ -155,7 +155,7 @@ class WorkerBeacon:
                 self.beat += 1
                 try:
                     self._set(RUNNING)
-                except Exception:  # noqa: BLE001, S112  (a storage hiccup: the next beat tries again)
+                except Exception:  # noqa: BLE001  (a storage hiccup: the next beat tries again)
                     continue
 
         self._thread = threading.Thread(target=beat, name="nas-worker-beacon", daemon=True)

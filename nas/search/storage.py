@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ def retrying_rdb_storage() -> type:
 
 def create_or_load_study(study_name: str, storage: Any, sampler: Any, pruner: Any) -> tuple[Any, bool]:
     """The study, and whether this call created it. Of workers starting at once exactly one creates it
-    (the storage refuses the others, which load it): that one alone seeds the study (docs/design.md)."""
+    (the storage refuses the others, which load it): that one alone seeds the study (docs/cluster.md)."""
     import optuna
 
     try:
@@ -207,10 +207,8 @@ def heartbeat(study: Any, trial: Any) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            try:
+            with suppress(Exception):  # the database is away longer than retries last: beat again
                 storage.record_heartbeat(trial._trial_id)
-            except Exception:  # noqa: BLE001, S110  (the database is away longer than retries last: beat again)
-                pass
             if stop.wait(storage.get_heartbeat_interval()):
                 return
 

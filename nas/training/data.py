@@ -1,28 +1,5 @@
-"""Image sources, degradations and patch sampling for short training.
-
-Sources:
-  * default: the colour photos bundled with scikit-image (load offline). Fixed split:
-    validation = chelsea, coffee; training = astronaut, motorcycle left + right (one stereo pair,
-    kept on the same side of the split), immunohistochemistry, hubble_deep_field, retina, rocket.
-    The grey images are skipped.
-  * ``data=DIR``: the PNG/JPEG files in DIR (not recursive), sorted by name. Without ``val_data``
-    the last 10 % by name (at least 1, at most 16) validate and the rest train: a contiguous tail,
-    so that neighbouring video frames do not end up on both sides. ``val_data=DIR`` gives a
-    separate validation folder (then every file of ``data`` trains). At most 256 training files
-    are used (evenly spaced by name) to bound memory.
-  * paired: a folder holding ``input/`` and ``target/`` with files of matching names (extensions may
-    differ: a JPEG input beside a PNG target) gives its own inputs, split in the same way. The scale
-    (1-4) follows from the sizes, one per folder, and must be the task's; scale 1 is ``enhance``
-    (any same-size mapping), whose classical base is the input itself. Patches and validation
-    crops are cut at matching positions (the target's at ``scale`` times the input's).
-
-Degradation (``degradation``): SR inputs are made from the HR image cropped to a multiple of the
-scale, as 8-bit frames: ``bicubic`` (default) an antialiased bicubic downscale; ``render`` point
-sampling, every s-th pixel with no filter, as a game rendered at low resolution (aliased);
-``render-jitter`` the same with a sub-pixel offset per frame (cycling over the s x s positions, as
-temporal anti-aliasing jitters the camera); ``video`` bicubic then a JPEG round trip at
-``jpeg_quality`` (Pillow, its default 4:2:0 chroma subsampling), as a compressed video link delivers.
-Denoise inputs are the clean image plus Gaussian noise (sigma in 8-bit levels), clipped to [0, 1].
+"""The task's data for short training: frames (nas/training/images.py) made into inputs
+(nas/training/degrade.py), fingerprinted, split, and cut into patches and validation crops.
 
 Validation uses one fixed centre crop per image whose low-resolution side is a multiple of 16
 (the largest ``size_multiple`` a spec can have) and at most 256, so every spec sees the same pixels.
@@ -31,201 +8,20 @@ Validation uses one fixed centre crop per image whose low-resolution side is a m
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from nas.errors import UsageError
+from nas.training.degrade import DEFAULT_DEGRADATION, DEFAULT_JPEG_QUALITY, add_noise, degradation_tag, degrade
+from nas.training.images import Image8, load_folders, pair_scale
 
 DATA_PROTOCOL = 1  # bump when loading, splitting, degradation or validation crops change
-DEFAULT_TRAIN = ("astronaut", "motorcycle_left", "motorcycle_right", "immunohistochemistry",
-                 "hubble_deep_field", "retina", "rocket")
-DEFAULT_VAL = ("chelsea", "coffee")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_MULTIPLE = 16   # validation LR crops are multiples of this: every spec's size_multiple divides it
 VAL_MAX_SIDE = 256  # cap on the validation LR crop side (keeps validation cheap on a CPU)
-MAX_VAL_FILES = 16
-MAX_TRAIN_FILES = 256
-DEGRADATIONS = ("bicubic", "render", "render-jitter", "video")
-DEFAULT_DEGRADATION = "bicubic"
-DEFAULT_JPEG_QUALITY = 90  # NTIRE 2023 real-time SR fed JPEG q=90
-PAIR_SCALES = (1, 2, 3, 4)
 KINDS = ("sr", "denoise", "enhance")  # enhance: any same-size mapping, inputs from pairs (or JPEG)
 TASK_OF_SCALE = {1: "enhance", 2: "sr2x", 3: "sr3x", 4: "sr4x"}
-
-
-@dataclass(frozen=True)
-class Image8:
-    """One RGB image: ``pixels`` uint8 (3,H,W); ``name`` for messages and fingerprints; ``inp`` the
-    paired input frame (uint8 (3,H/s,W/s)) when the image is the target of a pair."""
-
-    name: str
-    pixels: torch.Tensor
-    inp: torch.Tensor | None = None
-
-
-def _bundled(name: str) -> np.ndarray:
-    import skimage.data as sd
-
-    if name.startswith("motorcycle_"):
-        left, right, _disparity = sd.stereo_motorcycle()
-        return left if name.endswith("left") else right
-    return getattr(sd, name)()
-
-
-def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (3,H,W) uint8, contiguous."""
-    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # np.array copies: PIL arrays are read-only
-
-
-def load_default() -> tuple[list[Image8], list[Image8]]:
-    """The bundled scikit-image photos as (train, val)."""
-    train = [Image8(n, _to_tensor(_bundled(n))) for n in DEFAULT_TRAIN]
-    val = [Image8(n, _to_tensor(_bundled(n))) for n in DEFAULT_VAL]
-    return train, val
-
-
-def _read_image(path: Path, flag: str) -> Image8:
-    """Decode one PNG/JPEG as RGB uint8 (grey is replicated, alpha dropped, 16-bit rescaled)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = np.clip(np.round(arr / 65535.0 * 255.0), 0, 255).astype(np.uint8)
-                arr = np.repeat(arr[:, :, None], 3, axis=2)
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UsageError(
-            f"{flag}: cannot read image {path} ({type(exc).__name__}: {exc}): remove or re-save the file"
-        ) from None
-    return Image8(path.name, _to_tensor(arr))
-
-
-Item = tuple[Path, Path | None]  # (image or target file, its paired input file or None)
-
-
-def _images_in(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def is_paired(folder: str | Path) -> bool:
-    """True when ``folder`` holds ``input/`` and ``target/`` subfolders (paired frames)."""
-    root = Path(folder).expanduser()
-    return (root / "input").is_dir() and (root / "target").is_dir()
-
-
-def _by_stem(files: list[Path], flag: str) -> dict[str, Path]:
-    """Files by name without extension (an input may be a .jpg beside a .png target); a repeat is an error."""
-    out: dict[str, Path] = {}
-    for f in files:
-        if f.stem in out:
-            raise UsageError(f"{flag} {f.parent}: {out[f.stem].name} and {f.name} share the name {f.stem!r}: "
-                             "keep one file per frame")
-        out[f.stem] = f
-    return out
-
-
-def _list_pairs(root: Path, flag: str) -> list[Item]:
-    """The (target, input) files of a paired folder, matched by name, sorted by name."""
-    targets, inputs = _by_stem(_images_in(root / "target"), flag), _by_stem(_images_in(root / "input"), flag)
-    if not targets and not inputs:
-        raise UsageError(f"{flag} {root}: input/ and target/ hold no .png/.jpg/.jpeg files: add frame pairs")
-    for have, lack, side in ((targets, inputs, "input"), (inputs, targets, "target")):
-        missing = sorted(set(have) - set(lack))
-        if missing:
-            other = "target" if side == "input" else "input"
-            raise UsageError(f"{flag} {root}: {other}/{have[missing[0]].name} has no partner in {side}/ "
-                             f"(expected {side}/{missing[0]}.*; {len(missing)} unmatched): pairs need matching names")
-    return [(targets[k], inputs[k]) for k in sorted(targets)]
-
-
-def _list_items(folder: str | Path, flag: str) -> list[Item]:
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise UsageError(f"{flag} {root}: folder does not exist: pass a folder of PNG/JPEG frames")
-    if not root.is_dir():
-        raise UsageError(f"{flag} {root}: not a folder: pass a folder of PNG/JPEG frames")
-    if is_paired(root):
-        return _list_pairs(root, flag)
-    files = _images_in(root)
-    if not files:
-        raise UsageError(f"{flag} {root}: no .png/.jpg/.jpeg files in this folder (nor input/ and target/ "
-                         "subfolders of pairs): add frames or pick another folder")
-    return [(f, None) for f in files]
-
-
-def _evenly(items: list[Item], n: int) -> list[Item]:
-    """At most ``n`` items, evenly spaced, first one included."""
-    if len(items) <= n:
-        return items
-    return [items[i * len(items) // n] for i in range(n)]
-
-
-def _read_item(item: Item, flag: str) -> Image8:
-    """The image (or the target with its paired input) of one item."""
-    target, inp = item
-    im = _read_image(target, flag)
-    if inp is None:
-        return im
-    return Image8(im.name, im.pixels, _read_image(inp, flag).pixels)
-
-
-def _pick_val(items: list[Item], val_sequence: bool) -> list[Item]:
-    """The validation items of a --val-data folder: the first ones in order for a clip, else an even spread."""
-    return items[:MAX_VAL_FILES] if val_sequence else _evenly(items, MAX_VAL_FILES)
-
-
-def load_folders(data: str | Path | None, val_data: str | Path | None,
-                 val_sequence: bool = False) -> tuple[list[Image8], list[Image8]]:
-    """(train, val) from user folders; a missing side comes from the bundled photos. With ``val_sequence``
-    a --val-data folder gives its first MAX_VAL_FILES frames in order (a clip), not an even spread."""
-    if data is None and val_data is None:
-        return load_default()
-    if data is not None:
-        items = _list_items(data, "--data")
-        if val_data is None:
-            if len(items) < 2:
-                raise UsageError(
-                    f"--data {data}: holds 1 image, but training and validation need at least 2 "
-                    "(add frames, or give a separate --val-data folder)"
-                )
-            n_val = min(MAX_VAL_FILES, max(1, len(items) // 10))
-            train_items, val_items = items[:-n_val], items[-n_val:]
-        else:
-            train_items, val_items = items, _pick_val(_list_items(val_data, "--val-data"), val_sequence)
-        train = [_read_item(it, "--data") for it in _evenly(train_items, MAX_TRAIN_FILES)]
-        val_flag = "--data" if val_data is None else "--val-data"
-        val = [_read_item(it, val_flag) for it in val_items]
-        return train, val
-    train, _ = load_default()
-    val_items = _pick_val(_list_items(val_data, "--val-data"), val_sequence)
-    return train, [_read_item(it, "--val-data") for it in val_items]
-
-
-def pair_scale(images: list[Image8], flag: str) -> int | None:
-    """The one integer scale (1-4) between the paired inputs and targets of ``images``; None when unpaired.
-    Raises a one-line UsageError naming the pair whose sizes are not one scale apart, or a mix of scales."""
-    scales: dict[int, str] = {}
-    for im in images:
-        if im.inp is None:
-            return None
-        (_, big_h, big_w), (_, h, w) = im.pixels.shape, im.inp.shape
-        s = big_h // h
-        if big_h != s * h or big_w != s * w or s not in PAIR_SCALES:
-            raise UsageError(f"{flag}: pair {im.name}: input {w}x{h} and target {big_w}x{big_h} are not one "
-                             f"integer scale ({', '.join(map(str, PAIR_SCALES))}) apart in both directions")
-        scales.setdefault(s, im.name)
-    if len(scales) > 1:
-        shown = ", ".join(f"x{s} ({name})" for s, name in sorted(scales.items()))
-        raise UsageError(f"{flag}: pairs of different scales in one folder: {shown}: keep one scale per folder")
-    return next(iter(scales))
 
 
 def fingerprint(train: list[Image8], val: list[Image8], degradation: str = DEFAULT_DEGRADATION,
@@ -245,76 +41,6 @@ def fingerprint(train: list[Image8], val: list[Image8], degradation: str = DEFAU
                 h.update(f"|input|{tuple(im.inp.shape)}|".encode())
                 h.update(im.inp.numpy().tobytes())
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------- degradation
-def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downscale of float (N,C,sH,sW) -> (N,C,H,W); sizes must divide by ``scale``."""
-    h, w = hr.shape[-2] // scale, hr.shape[-1] // scale
-    return F.interpolate(hr, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Round float [0,1] to uint8 (a real low-resolution frame has 8 bits)."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def make_lr(hr8: torch.Tensor, scale: int) -> torch.Tensor:
-    """uint8 (3,H,W) with H, W multiples of ``scale`` -> uint8 (3,H/s,W/s) low-resolution input."""
-    return quantize(downscale(hr8[None].float() / 255, scale))[0]
-
-
-def point_sample(hr8: torch.Tensor, scale: int, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Every ``scale``-th pixel of uint8 (3,sH,sW) from ``offset`` (dy, dx), no filter -> (3,H,W): aliased
-    like a frame rendered at low resolution."""
-    dy, dx = offset
-    if not (0 <= dy < scale and 0 <= dx < scale):
-        raise ValueError(f"offset {offset} must lie inside one {scale}x{scale} block")
-    return hr8[:, dy::scale, dx::scale][:, : hr8.shape[1] // scale, : hr8.shape[2] // scale].contiguous()
-
-
-def jpeg_roundtrip(img8: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode uint8 (3,H,W) as JPEG at ``quality`` with Pillow and decode it again (same shape)."""
-    buf = io.BytesIO()
-    Image.fromarray(img8.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return _to_tensor(np.asarray(im.convert("RGB")))
-
-
-def jitter_offset(index: int, scale: int) -> tuple[int, int]:
-    """The sub-pixel offset of frame ``index`` under ``render-jitter``: the s x s positions in turn."""
-    return (index // scale) % scale, index % scale
-
-
-def degrade(hr8: torch.Tensor, scale: int, degradation: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-            index: int = 0) -> torch.Tensor:
-    """uint8 (3,sH,sW) -> the uint8 (3,H,W) input ``degradation`` makes of it (``index``: the frame's
-    position in its list, for ``render-jitter``); ``video`` at scale 1 is the JPEG round trip alone."""
-    if degradation == "bicubic":
-        return make_lr(hr8, scale)
-    if degradation == "render":
-        return point_sample(hr8, scale)
-    if degradation == "render-jitter":
-        return point_sample(hr8, scale, jitter_offset(index, scale))
-    if degradation == "video":
-        return jpeg_roundtrip(make_lr(hr8, scale) if scale > 1 else hr8, jpeg_quality)
-    raise ValueError(f"unknown degradation {degradation!r}")
-
-
-def degradation_tag(degradation: str, jpeg_quality: int) -> str:
-    """The canonical name of a degradation with its settings ("video-q90"), or a one-line UsageError."""
-    if degradation not in DEGRADATIONS:
-        raise UsageError(f"--degradation must be one of {', '.join(DEGRADATIONS)}, got {degradation!r}")
-    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 95:
-        raise UsageError(f"--jpeg-quality must be an integer from 1 to 95 (Pillow's useful range), got {jpeg_quality}")
-    return f"video-q{jpeg_quality}" if degradation == "video" else degradation
-
-
-def add_noise(clean: torch.Tensor, sigma_8bit: float, generator: torch.Generator) -> torch.Tensor:
-    """Clean float (N,C,H,W) in [0,1] + Gaussian noise of ``sigma_8bit`` levels, clipped to [0,1]."""
-    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
-    return (clean + noise * (sigma_8bit / 255.0)).clamp(0, 1)
 
 
 def val_crop(h: int, w: int, scale: int) -> tuple[int, int, int, int] | None:
@@ -361,7 +87,8 @@ class TaskData:
     def describe(self) -> dict[str, object]:
         """A JSON-able summary for run.json."""
         return {"source": self.source, "data_id": self.data_id, "kind": self.kind, "scale": self.scale,
-                "degradation": self.degradation, "train_paired": self.train_paired, "val_paired": self.val_paired, "val_sequence": self.val_sequence,
+                "degradation": self.degradation, "train_paired": self.train_paired, "val_paired": self.val_paired,
+                "val_sequence": self.val_sequence,
                 "train": list(self.train_names), "val": list(self.val_names)}
 
 

@@ -125,7 +125,8 @@ def temporal_psnr(outputs: list[torch.Tensor], targets: list[torch.Tensor], bord
     capped at STABILITY_CAP_DB. Needs no optical flow: a static error (a colour cast) costs nothing, an error
     that changes from frame to frame (flicker, crawling aliasing) costs its size."""
     if len(outputs) != len(targets) or len(outputs) < 2:
-        raise ValueError(f"temporal_psnr: needs two or more (output, target) frames, got {len(outputs)}, {len(targets)}")
+        raise ValueError(f"temporal_psnr: needs two or more (output, target) frames, "
+                         f"got {len(outputs)}, {len(targets)}")
     errs = []
     for t in range(1, len(outputs)):
         d_out = shave(outputs[t], border).double() - shave(outputs[t - 1], border).double()

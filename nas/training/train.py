@@ -38,7 +38,8 @@ class TrainConfig:
 
     ``patch_size`` is the low-resolution (network input) side; targets are ``patch_size * scale``.
     ``warmup_steps`` is capped at half of ``steps``. Conv weights whose fan-in exceeds ``lr_fan_in``
-    train at ``lr * sqrt(lr_fan_in / fan_in)`` (0 turns that off; see ``param_groups``). ``noise_sigma`` is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
+    train at ``lr * sqrt(lr_fan_in / fan_in)`` (0 turns that off; see ``param_groups``). ``noise_sigma``
+    is in 8-bit levels (denoise only). ``val_every`` > 0 adds validation points
     to ``val_curve`` during training (0: validate only at the end). ``reparam`` trains each conv as
     that re-parameterized block (nas/reparam.py) and keeps the collapsed plain net.
     """
@@ -66,7 +67,8 @@ class TrainConfig:
                 raise UsageError(msg)
 
         need(isinstance(self.steps, int) and self.steps >= 1, f"--train-steps must be >= 1, got {self.steps}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch size must be >= 1, got {self.batch_size}")
         need(isinstance(self.patch_size, int) and self.patch_size >= 8,
              f"patch size must be an integer >= 8, got {self.patch_size}")
         need(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
@@ -147,7 +149,7 @@ class Checkpoint:
             own = net.state_dict()
             if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):
                 raise ValueError("the checkpoint's weights are not this net's")
-            if not RESUME_KEYS <= set(self.meta):
+            if not set(self.meta) >= RESUME_KEYS:
                 raise ValueError(f"the checkpoint lacks {sorted(RESUME_KEYS - set(self.meta))}")
             net.load_state_dict(weights)
             state: dict[int, dict[str, torch.Tensor]] = {}

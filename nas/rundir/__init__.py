@@ -1,28 +1,39 @@
-"""The run directory (docs/run_dir.md) in code: one writer, one checked reader, one "best trial" rule.
+"""The run directory (docs/run_dir.md) in code: run.json's schema, one writer, one checked reader.
 
-``Search`` writes a run dir through ``RunDirWriter``; ``nas report``, ``nas export`` and ``nas bench``
-read it through ``RunDir.load``, which checks everything once (a run dir is user input: it may be
-edited, truncated or hostile), so the readers work on typed values. ``best_trial`` is the one rule
-for the winner, used by the search's summary, the report, the export and the bench.
+``Search`` writes a run dir through ``RunDirWriter`` (run.json assembled by ``run_meta`` and ``run_json``
+here, trials.csv rows by nas/rundir/trials.py); ``nas report``, ``nas export`` and ``nas bench`` read
+it through ``RunDir.load``, which checks everything once (a run dir is user input: it may be edited,
+truncated or hostile), so the readers work on typed values. ``best_trial`` is the one winner rule.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
+from nas.rundir.trials import (
+    REQUIRED_COLUMNS,
+    TRIALS_CSV_COLUMNS,
+    TrialRow,
+    as_dict,
+    best_trial,
+    cell,
+    integer,
+    number,
+    parse_row,
+    summarize,
+    trial_row,
+)
 from nas.target import Budget
-from nas.trial_record import TrialRecord
 from search_spaces.spec import is_arch_id
 
 if TYPE_CHECKING:
@@ -33,138 +44,12 @@ if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
 RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
-TRIALS_CSV_COLUMNS = (
-    "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
-    "roofline_ms", "over_budget", "trained", "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
-    "shift_consistency_db", "temporal_psnr_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error",
-    "worker",
-)
-REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
 
-
-# ---------------------------------------------------------------------- checked values
-def number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, empty, text, NaN, bool)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def integer(value: Any) -> int | None:
-    f = number(value)
-    return int(f) if f is not None and f == int(f) else None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return "" if value is None else value
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One row of trials.csv, typed: numbers are finite floats or None, flags are bools."""
-
-    number: int
-    state: str = ""
-    arch_id: str = ""
-    reference: str = ""
-    summary: str = ""
-    latency_ms: float | None = None
-    latency_p90_ms: float | None = None
-    latency_cov: float | None = None
-    roofline_ms: float | None = None
-    over_budget: bool = False
-    trained: bool = False
-    stopped_at: int | None = None   # the training step where the pruner stopped it (PRUNED); None: not stopped
-    psnr_db: float | None = None
-    bicubic_psnr_db: float | None = None
-    psnr_gain_db: float | None = None
-    ssim: float | None = None
-    shift_consistency_db: float | None = None
-    temporal_psnr_db: float | None = None
-    measure_s: float | None = None
-    train_s: float | None = None
-    latency_cached: bool = False
-    train_cached: bool = False
-    macs: float | None = None
-    params: float | None = None
-    bytes_moved: float | None = None
-    error: str = ""
-    worker: str = ""
-
-    @property
-    def feasible(self) -> bool:
-        """Trained in full within the budget with a gain: a candidate for the winner (a trial the pruner
-        stopped at a rung never is, whatever its gain there)."""
-        ok_state = self.state == "COMPLETE" if self.state else (self.trained and not self.over_budget)
-        return ok_state and self.trained and self.stopped_at is None and self.psnr_gain_db is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_FLOAT_FIELDS = tuple(f.name for f in fields(TrialRow) if "float" in str(f.type))
-_BOOL_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "bool")
-_TEXT_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "str")
-
-
-def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget) -> TrialRow:
-    """The trials.csv row of a finished trial, from its trial record."""
-    lat, tr, counts = record.latency, record.train, record.counts
-    return TrialRow(
-        number=number_, state=state, arch_id=record.arch_id, reference=record.reference,
-        summary=record.summary, latency_ms=number(lat.get("median_ms")),
-        latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
-        roofline_ms=number(lat.get("roofline_ms")),
-        over_budget=budget.over(lat) or record.predicted_over_budget,  # screened by the predictor
-        trained=record.trained, stopped_at=integer(record.pruned_at_step),
-        psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
-        psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
-        shift_consistency_db=number(tr.get("shift_consistency_db")),
-        temporal_psnr_db=number(tr.get("temporal_psnr_db")),
-        measure_s=number(lat.get("measure_s")), train_s=number(tr.get("train_s", 0.0 if lat else None)),
-        latency_cached=lat.get("cached") is True, train_cached=record.train_cached,
-        macs=number(counts.get("macs")), params=number(counts.get("params")),
-        bytes_moved=number(counts.get("bytes_moved")), error=record.error, worker=record.run_dir,
-    )
-
-
-def best_trial(rows: Iterable[TrialRow]) -> TrialRow | None:
-    """The winner: the feasible trial with the highest gain; ties go to the lower latency, then the
-    earlier trial. None when no trial is feasible."""
-    feasible = [r for r in rows if r.feasible]
-    if not feasible:
-        return None
-    return min(feasible, key=lambda r: (-(r.psnr_gain_db or 0.0), r.latency_ms if r.latency_ms is not None
-                                        else math.inf, r.number))
-
-
-def summarize(rows: list[TrialRow]) -> dict[str, Any]:
-    """run.json's summary counts and winner, from the trials table."""
-    best = best_trial(rows)
-    return {
-        "n_trials": len(rows),
-        "n_trained": sum(1 for r in rows if r.trained),
-        "n_over_budget": sum(1 for r in rows if r.over_budget),
-        "n_failed": sum(1 for r in rows if r.state == "FAIL"),
-        "n_stopped": sum(1 for r in rows if r.stopped_at is not None),
-        "n_latency_cache_hits": sum(1 for r in rows if r.latency_cached),
-        "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
-        "best": None if best is None else {
-            "trial": best.number, "arch_id": best.arch_id, "summary": best.summary, "reference": best.reference,
-            "latency_ms": best.latency_ms, "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
-            "shift_consistency_db": best.shift_consistency_db, "temporal_psnr_db": best.temporal_psnr_db,
-        },
-    }
+__all__ = [  # the run dir's contract: run.json here, trials.csv rows in nas/rundir/trials.py
+    "ARCHS", "REQUIRED_COLUMNS", "RUN_JSON", "TRIALS_CSV", "TRIALS_CSV_COLUMNS", "RunDir", "RunDirWriter", "TrialRow",
+    "as_dict", "best_trial", "integer", "number", "read_json_object", "run_json", "run_meta", "summarize",
+    "trial_row", "versions",
+]
 
 
 # ---------------------------------------------------------------------- run.json
@@ -294,7 +179,7 @@ class RunDirWriter:
             writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS)
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: _cell(v) for k, v in row.to_dict().items()})
+                writer.writerow({k: cell(v) for k, v in row.to_dict().items()})
         tmp.replace(self.path / TRIALS_CSV)
 
     def write_run_json(self, run: Mapping[str, Any]) -> None:
@@ -313,22 +198,6 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"{path} must hold a JSON object")
     return data
-
-
-def _parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
-    values: dict[str, Any] = {}
-    n = integer((raw.get("number") or "").strip())
-    if n is None:
-        raise UsageError(f"{where}: column 'number' must hold trial numbers (row {line})")
-    values["number"] = n
-    values["stopped_at"] = integer((raw.get("stopped_at") or "").strip())
-    for name in _FLOAT_FIELDS:
-        values[name] = number((raw.get(name) or "").strip())
-    for name in _BOOL_FIELDS:
-        values[name] = (raw.get(name) or "").strip().lower() == "true"
-    for name in _TEXT_FIELDS:
-        values[name] = (raw.get(name) or "").strip()
-    return TrialRow(**values)
 
 
 @dataclass
@@ -362,7 +231,7 @@ class RunDir:
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise UsageError(f"{csv_path} lacks the column(s) {', '.join(missing)} (see docs/run_dir.md)")
-        trials = sorted((_parse_row(r, i + 2, csv_path) for i, r in enumerate(raw_rows)), key=lambda r: r.number)
+        trials = sorted((parse_row(r, i + 2, csv_path) for i, r in enumerate(raw_rows)), key=lambda r: r.number)
         run = cls(path=path, meta=meta, trials=trials)
         for arch_id in sorted({r.arch_id for r in trials}):
             if not is_arch_id(arch_id):

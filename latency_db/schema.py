@@ -1,0 +1,89 @@
+"""The latency database's tables (SQLAlchemy Core), versioned by ``SCHEMA_VERSION`` in ``nas_meta``.
+
+Tables may be added without a version bump (``LatencyStore`` creates missing ones); changing a column
+of an existing table needs one, and a database of another version is never modified.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table("nas_meta", metadata, Column("name", String(64), primary_key=True), Column("value", Text))
+
+latency = Table(
+    "latency", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_json", Text, nullable=False),
+    Column("arch_id", String(80), nullable=False, index=True),
+    Column("summary", Text),
+    Column("backend", String(32), nullable=False),
+    Column("backend_version", String(64), nullable=False),
+    Column("device", Text, nullable=False),
+    Column("protocol", String(64), nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("channels", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("scale", Integer, nullable=False),
+    Column("io_dtype", String(8), nullable=False),
+    Column("precision", String(8), nullable=False),
+    Column("status", String(8), nullable=False),  # 'ok' or 'error'
+    Column("error", Text),
+    Column("median_ms", Float),
+    Column("p10_ms", Float),
+    Column("p90_ms", Float),
+    Column("p99_ms", Float),
+    Column("mean_ms", Float),
+    Column("cov", Float),
+    Column("n_samples", Integer, nullable=False),
+    Column("samples_json", Text, nullable=False),
+    Column("unstable", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("build_s", Float),
+    Column("roofline_ms", Float),
+    Column("host", String(255)),
+    Column("measured_at", String(40), nullable=False),
+    Column("fingerprint_json", Text, nullable=False),  # full fingerprint incl. UUID and telemetry
+    Column("details_json", Text, nullable=False),      # e.g. cuda_graph, launches_per_sample
+)
+
+device_peaks = Table(
+    "device_peaks", metadata,
+    Column("device_hash", String(64), primary_key=True),
+    Column("device", Text, nullable=False),
+    Column("peak_gflops", Float, nullable=False),
+    Column("bandwidth_gbs", Float, nullable=False),
+    Column("measured_at", String(40), nullable=False),
+)
+
+# The architecture behind each arch_id (ArchSpec canonical JSON), so a predictor can be fitted from the
+# rows alone. Added after schema version 1 without changing it: an older nas ignores the table, and a
+# database without it gets it on first open.
+arch_specs = Table(
+    "arch_specs", metadata,
+    Column("arch_id", String(80), primary_key=True),
+    Column("spec_json", Text, nullable=False),
+)
+
+# The drift canary's history (latency_db/canary.py): one fixed network timed again and again per scope
+# (device key, backend and version, builder, protocol, workload). Additive, like arch_specs.
+canary_runs = Table(
+    "canary_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope_hash", String(64), nullable=False, index=True),
+    Column("scope_json", Text, nullable=False),
+    Column("canary", String(32), nullable=False),
+    Column("median_ms", Float, nullable=False),
+    Column("cov", Float, nullable=False),
+    Column("background_cpus", Float),
+    Column("context", String(64), nullable=False),
+    Column("host", String(255)),
+    Column("measured_at", String(40), nullable=False),
+)
+
+ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")
