@@ -89,6 +89,26 @@ class FixedChooser:
         return value
 
 
+class Partial:
+    """Answers choices from a parameter dict, those it lacks (a layer a child adds) from ``rng``; ``drawn``
+    keeps every answer: all the parameters that draw the spec, none it did not ask for."""
+
+    def __init__(self, params: dict[str, Any], rng: random.Random) -> None:
+        self.params, self.rng = params, rng
+        self.drawn: dict[str, Any] = {}
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.params.get(name)
+        self.drawn[name] = value if value in choices else self.rng.choice(list(choices))
+        return self.drawn[name]
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        value = self.params.get(name)
+        fits = isinstance(value, int) and low <= value <= high
+        self.drawn[name] = int(value) if fits else self.rng.randint(low, high)
+        return self.drawn[name]
+
+
 def divisors_allowed(input_size: tuple[int, int] | None, factors: Sequence[int]) -> list[int]:
     """The factors that divide both input height and width (all of them when the size is unknown)."""
     if input_size is None:
@@ -123,6 +143,13 @@ class SearchSpace(ABC):
     @abstractmethod
     def draw(self, choose: Chooser, input_size: tuple[int, int] | None) -> ArchSpec:
         """Draw one spec, making every choice through ``choose``."""
+
+    def complete(self, params: dict[str, Any], rng: random.Random,
+                 input_size: tuple[int, int] | None = None) -> tuple[ArchSpec, dict[str, Any]]:
+        """The spec a (partial) parameter dict draws, choices it lacks drawn from ``rng``, and every parameter
+        that draws it: what a sampler needs to know a child's network before proposing it."""
+        chooser = Partial(params, rng)
+        return self.draw(chooser, input_size), chooser.drawn
 
     @abstractmethod
     def params_of(self, spec: ArchSpec) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from search_spaces.base import WIDTHS, Chooser, SearchSpace, divisors_allowed, d
 from search_spaces.registry import register_space
 from search_spaces.spec import ArchSpec, Conv, Level
 
+MAX_HEAD, MAX_TAIL = 3, 2
+
 
 class DenoiseSpace(SearchSpace):
     """Same resolution in and out: head, 1-2 nested levels (strided 2x2 down, depth-to-space up,
@@ -22,7 +24,7 @@ class DenoiseSpace(SearchSpace):
     def draw(self, choose: Chooser, input_size: tuple[int, int] | None) -> ArchSpec:
         color = choose.categorical("color", ("rgb", "luma"))
         s2d = choose.categorical("space_to_depth", divisors_allowed(input_size, (1, 2)))
-        head = draw_stage(choose, "head", 1, 3)
+        head = draw_stage(choose, "head", 1, MAX_HEAD)
         # Each level needs the input to halve evenly once more; offer only the depths that tile it.
         depths = [n for n in (0, 1, 2) if divisors_allowed(input_size, (s2d * 2**n,))]
         n_levels = choose.categorical(f"n_levels_s2d{s2d}", depths)
@@ -34,17 +36,20 @@ class DenoiseSpace(SearchSpace):
         )
         return ArchSpec(
             space="denoise", scale=1, upsample="identity", color=color, space_to_depth=s2d,
-            head=head, levels=levels, tail=draw_stage(choose, "tail", 0, 2),
+            head=head, levels=levels, tail=draw_stage(choose, "tail", 0, MAX_TAIL),
             skip=choose.categorical("skip", ("none", "add")),
             output_kernel=choose.categorical("output_kernel", (1, 3, 5)),
         )
 
     def params_of(self, spec: ArchSpec) -> dict[str, Any]:
         self.check(spec)
+        head, tail = spec.head, spec.tail
+        if not spec.levels:  # canonical: one run of layers, all in the head; drawn as a full head, then the tail
+            head, tail = (head + tail)[:MAX_HEAD], (head + tail)[MAX_HEAD:]
         params: dict[str, Any] = {"color": spec.color, "space_to_depth": spec.space_to_depth,
-                                  **stage_params("head", spec.head),
+                                  **stage_params("head", head),
                                   f"n_levels_s2d{spec.space_to_depth}": len(spec.levels),
-                                  **stage_params("tail", spec.tail),
+                                  **stage_params("tail", tail),
                                   "skip": spec.skip, "output_kernel": spec.output_kernel}
         for i, level in enumerate(spec.levels):
             params |= {f"level{i}_width": level.width, f"level{i}_up_kernel": level.up_kernel,

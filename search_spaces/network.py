@@ -7,6 +7,8 @@ these map to fast kernels on every backend (TensorRT, cuDNN, ONNX Runtime) and f
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,6 +149,31 @@ class SearchedNet(nn.Module):
 
 
 ALLOWED_LEAF_MODULES = (nn.Conv2d, nn.ReLU, nn.PixelShuffle, nn.PixelUnshuffle, ClassicalUpsample, Luma)
+
+
+STAGE_KEY = re.compile(r"(head|tail)\.convs\.(\d+)\.(\w+)")  # a stage conv's tensor in SearchedNet's state_dict
+
+
+def restaged(spec: ArchSpec, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under ``spec``'s module names when it was saved for the same convs split otherwise between
+    head and tail: a spec without levels stored before issue #25 may hold some of its one run of layers in
+    the tail, which the canonical spec holds in the head. The head's then the tail's convs, in forward order,
+    take ``spec``'s names; any other state comes back as it is."""
+    stage = {key: m for key in state if (m := STAGE_KEY.fullmatch(key))}
+    saved = sorted({(m[1] == "tail", int(m[2])) for m in stage.values()})
+    names = [("head", i) for i in range(len(spec.head))] + [("tail", i) for i in range(len(spec.tail))]
+    if spec.levels or len(saved) != len(names):
+        return state
+    rename = {("tail" if tail else "head", i): name for (tail, i), name in zip(saved, names)}
+
+    def key_of(key: str) -> str:
+        m = stage.get(key)
+        if m is None:
+            return key
+        name, i = rename[m[1], int(m[2])]
+        return f"{name}.convs.{i}.{m[3]}"
+
+    return {key_of(key): value for key, value in state.items()}
 
 
 def build(spec: ArchSpec) -> SearchedNet:

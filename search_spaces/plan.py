@@ -125,6 +125,20 @@ def plan(spec: ArchSpec, height: int, width: int) -> list[Op]:
     return ops
 
 
+def identity(spec: ArchSpec, height: int, width: int) -> tuple[object, ...]:
+    """What makes two specs one network at this input size: the plan's ops without their module names,
+    plus what ``SearchedNet`` reads beside the plan (the task and scale, the base's resize kind, the colour).
+
+    The ops in forward order with shapes, kernels, strides, ReLUs and residual adds fix the graph: every
+    add's other operand follows from the order (a merge adds what entered its level's down conv, the long
+    skip the first conv's output, the residual the base), so names (``head2`` or ``tail1``) change nothing
+    but the state_dict's keys. Canonical specs (search_spaces/spec.py) have one arch_id per identity.
+    """
+    ops = tuple((op.kind, op.cin, op.cout, op.height, op.width, op.kernel, op.stride, op.relu, op.residual)
+                for op in plan(spec, height, width))
+    return (spec.space, spec.scale, spec.upsample, spec.color, ops)
+
+
 def convs(spec: ArchSpec, height: int, width: int) -> list[Op]:
     """The trainable convs of the plan, in forward order."""
     return [op for op in plan(spec, height, width) if op.kind == CONV]

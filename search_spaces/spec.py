@@ -3,7 +3,8 @@
 The spec is the unit everything else keys on: the latency database, the training cache, the
 report and the export all use ``arch_id`` = sha256 of the canonical JSON form. Loading JSON
 validates every field and names the one that breaks the rules, so a hand-edited or hostile
-``arch.json`` never reaches the model builder (or the code generator) unchecked.
+``arch.json`` never reaches the model builder (or the code generator) unchecked. Making a spec also
+normalizes it: a choice that changes nothing takes its one canonical value, so one network has one arch_id.
 """
 
 from __future__ import annotations
@@ -93,9 +94,16 @@ class ArchSpec:
     output_kernel: int = 3
     long_skip: bool = False
     schema_version: int = field(default=SCHEMA_VERSION)
+    # the arch_id of the spec as stated, before normalization: what nas keyed it by before issue #25
+    stated_id: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        """Validate, then normalize: a choice that changes nothing takes its one canonical value, so that
+        two specs of one network have one arch_id (a spec canonical as stated keeps the id it always had)."""
         _validate(self)
+        object.__setattr__(self, "stated_id", self.arch_id)
+        for name, value in _canonical_changes(self).items():
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ derived geometry
     @property
@@ -143,6 +151,12 @@ class ArchSpec:
     def arch_id(self) -> str:
         return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()
 
+    def answers_to(self, arch_id: str) -> bool:
+        """Whether a stored ``arch_id`` names this spec: its arch_id, or the id of its JSON as written when that
+        was not canonical (``stated_id``: a run dir or study from before issue #25). The one rule for readers
+        that check a stored id against its stored spec; they key everything else by ``arch_id``."""
+        return arch_id in (self.arch_id, self.stated_id)
+
     @classmethod
     def from_dict(cls, data: Any) -> ArchSpec:
         """Validate a parsed JSON object and build the spec; raises SpecError naming the field."""
@@ -183,6 +197,37 @@ def long_skip_fits(head: tuple[Conv, ...], levels: tuple[Level, ...], tail: tupl
     output conv, and the first head layer as wide as what enters the output conv (the last head or tail
     layer: a level returns its input's width). The one rule; the spaces offer the skip only where it holds."""
     return len(head) + len(tail) + len(levels) >= 2 and head[0].width == (tail or head)[-1].width
+
+
+def skip_adds(spec: ArchSpec) -> bool:
+    """Whether ``skip='add'`` adds anywhere: some stage layer (head, level body, tail) as wide as its input,
+    the rule ``network.Stage`` and ``plan`` apply. A level returns its input's width, so the tail's input is
+    the head's output."""
+    inputs = ((spec.in_channels * spec.space_to_depth**2, spec.head), (spec.head[-1].width, spec.tail),
+              *((lv.width, lv.body) for lv in spec.levels))
+    for cin, layers in inputs:
+        for layer in layers:
+            if layer.width == cin:
+                return True
+            cin = layer.width
+    return False
+
+
+# ---------------------------------------------------------------------- normalization
+def _canonical_changes(spec: ArchSpec) -> dict[str, Any]:
+    """The fields a valid spec must change to be canonical (none for most), each rule a choice that builds
+    the same network (same ops and shapes: ``plan.identity``) whichever value it takes:
+    - without levels, head and tail are one run of conv layers: they go in the head (up to the stage limit);
+    - ``skip='add'`` where no layer is as wide as its input has nothing to add: ``skip='none'``."""
+    changes: dict[str, Any] = {}
+    if not spec.levels and spec.tail:
+        layers = spec.head + spec.tail
+        head, tail = layers[:MAX_LAYERS_PER_STAGE], layers[MAX_LAYERS_PER_STAGE:]
+        if head != spec.head:
+            changes |= {"head": head, "tail": tail}
+    if spec.skip == "add" and not skip_adds(spec):
+        changes["skip"] = "none"
+    return changes
 
 
 # ---------------------------------------------------------------------- validation

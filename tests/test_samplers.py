@@ -112,12 +112,10 @@ def test_a_guide_keeps_the_child_predicted_closest_under_the_budget() -> None:
     per trial, the one kept is the costliest under the budget, so more trials fit than unguided."""
     import random
 
-    from nas.search.latency_guard import Partial
-
     budget, calls = 2.0, []
 
     def cost(params: dict) -> float:
-        return count(SPACE.draw(Partial(params, random.Random(0)), SIZE), *SIZE).macs / MACS_PER_MS
+        return count(SPACE.complete(params, random.Random(0), SIZE)[0], *SIZE).macs / MACS_PER_MS
 
     def guide(children: list[dict]) -> int:
         ms = [cost(c) for c in children]

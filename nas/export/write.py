@@ -210,7 +210,7 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
     train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.meta.get(
         "train_config")
     info = {
-        "arch_id": row.arch_id,
+        "arch_id": spec.arch_id,  # canonical: a run dir from before issue #25 may name the spec otherwise
         "trial": row.number if row.number >= 0 else None,
         "input_size": list(run.input_size) if run.input_size else None,
         "latency_ms": row.latency_ms if row.latency_ms is not None else number(latency.get("median_ms")),

@@ -281,12 +281,13 @@ class RunDir:
         return self.path / ARCHS / arch_id
 
     def spec(self, arch_id: str) -> ArchSpec:
-        """The validated arch.json of ``arch_id``; SpecError when missing, malformed or not that arch."""
+        """The validated arch.json of ``arch_id``, canonical (a run dir from before issue #25 may key a spec by the
+        id of its JSON as written: ``ArchSpec.answers_to``); SpecError when missing, malformed or not that arch."""
         from search_spaces import SpecError, load_spec
 
         folder = self.arch_dir(arch_id)
         spec = load_spec(str(folder / "arch.json"))
-        if spec.arch_id != arch_id:
+        if not spec.answers_to(arch_id):
             raise SpecError(f"{folder}/arch.json describes arch {spec.arch_id[:12]}, not {arch_id[:12]}: "
                             "the run dir was edited")
         return spec
@@ -297,14 +298,18 @@ class RunDir:
         return read_json_object(path) if path.is_file() else None
 
     def weights(self, arch_id: str) -> dict[str, torch.Tensor]:
-        """The trained weights of ``arch_id`` (safetensors: never unpickled)."""
+        """The trained weights of ``arch_id`` (safetensors: never unpickled), under the module names of its
+        canonical spec (``restaged``: weights saved before issue #25 may name a conv of the head as the tail's)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
+
+        from search_spaces.network import restaged
 
         path = self.arch_dir(arch_id) / "weights.safetensors"
         if not path.is_file():
             raise UsageError(f"{path} is missing: that trial has no trained weights")
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise UsageError(f"{path} is not a readable safetensors file: {exc}") from None
+        return restaged(self.spec(arch_id), state)

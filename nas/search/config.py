@@ -69,21 +69,22 @@ def default_study_name(target: Target, config: SearchConfig) -> str:
             f"seed{config.seed}{sampler}")
 
 
-# Optuna samplers by ``--sampler`` name: (budget, seed, predictor guide or None) -> sampler. Optuna loads
-# only when one is made.
-SAMPLERS: Registry[Callable[[Budget, int, Any], Any]] = Registry("sampler")
+# Optuna samplers by ``--sampler`` name: (budget, seed, predictor guide or None, the space's ``complete`` at the
+# input size or None) -> sampler. Optuna loads only when one is made.
+SAMPLERS: Registry[Callable[[Budget, int, Any, Any], Any]] = Registry("sampler")
 
 
 @SAMPLERS.register("evolution")
-def _evolution(budget: Budget, seed: int, guide: Any = None) -> Any:
-    """Budget-aware regularized evolution (nas/samplers.py), the default; ``guide`` picks among children."""
+def _evolution(budget: Budget, seed: int, guide: Any = None, complete: Any = None) -> Any:
+    """Budget-aware regularized evolution (nas/samplers.py), the default; ``guide`` picks among children,
+    ``complete`` tells a child's network, so that none repeats one the study has."""
     from nas.search.samplers import EvolutionSampler
 
-    return EvolutionSampler(budget=budget, seed=seed, guide=guide)
+    return EvolutionSampler(budget=budget, seed=seed, guide=guide, complete=complete)
 
 
 @SAMPLERS.register("tpe")
-def _tpe(budget: Budget, seed: int, guide: Any = None) -> Any:
+def _tpe(budget: Budget, seed: int, guide: Any = None, complete: Any = None) -> Any:
     """Optuna's TPE, with the budget as a constraint (told through ``latency_gate``)."""
     import optuna
 
@@ -91,7 +92,7 @@ def _tpe(budget: Budget, seed: int, guide: Any = None) -> Any:
 
 
 @SAMPLERS.register("random")
-def _random(budget: Budget, seed: int, guide: Any = None) -> Any:
+def _random(budget: Budget, seed: int, guide: Any = None, complete: Any = None) -> Any:
     """Random search: the blind-search control of ``nas bench``."""
     import optuna
 

@@ -16,6 +16,7 @@ import math
 import sys
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,10 @@ class Search:
             storage = open_optuna_storage(cfg.storage, self.run_dir / "study.journal")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.pruning = PRUNERS.get(cfg.pruner)(target.train_config.steps)
-        sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide())
-        self.study, created = create_or_load_study(self.study_name, storage, sampler, self.pruning.pruner)
         space = target.space
+        complete = partial(space.complete, input_size=target.input_size)  # a child's network, for the evolution
+        sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide(), complete)
+        self.study, created = create_or_load_study(self.study_name, storage, sampler, self.pruning.pruner)
         warm = {name: space.params_of(spec) for name, spec in space.fitting_references(target.input_size)[0].items()}
         seed_or_check(self.study, self.study_name, study_identity(target, self.data), created,
                       warm if cfg.warm_start else {}, shared=cfg.storage is not None)
@@ -150,7 +152,9 @@ class Search:
         self._judge(trial, record, result, latency_ms, tally)
 
     def _propose(self, trial: Any, record: TrialRecorder) -> Any:
-        """The sampler's candidate, validated, recorded on the trial and in the run dir."""
+        """The sampler's candidate, validated (canonical), recorded on the trial and in the run dir. A network the
+        study already has (TPE and random may draw one again) costs no measuring or training: the latency
+        database and the training cache answer by its arch_id."""
         from search_spaces import count
 
         target = self.target

@@ -13,7 +13,7 @@ In screen and guide a measurement more than 3 predictor sigmas from its predicti
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
@@ -49,21 +49,6 @@ def describe(pred: Predictor) -> str:
 PREDICTOR_MODES = ("off", "screen", "guide")
 CANARY_EVERY = 10     # new CPU measurements between two canary readings
 GUIDE_CHILDREN = 4    # children the guided sampler draws per trial
-
-
-class Partial:
-    """Answers a space's choices from a parameter dict; choices it lacks (a layer a child adds) at random."""
-
-    def __init__(self, params: dict[str, Any], rng: random.Random) -> None:
-        self.params, self.rng = params, rng
-
-    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        value = self.params.get(name)
-        return value if value in choices else self.rng.choice(list(choices))
-
-    def integer(self, name: str, low: int, high: int) -> int:
-        value = self.params.get(name)
-        return int(value) if isinstance(value, int) and low <= value <= high else self.rng.randint(low, high)
 
 
 class LatencyGuard:
@@ -165,7 +150,7 @@ class LatencyGuard:
             return None
 
         def pick(children: list[dict[str, Any]]) -> int:
-            specs = [self.space.draw(Partial(c, self._rng), self.input_size) for c in children]
+            specs = [self.space.complete(c, self._rng, self.input_size)[0] for c in children]
             ms = self.predictor.predict_many(specs, [self.workload] * len(specs))
             under = [i for i, v in enumerate(ms) if self.budget.admits_ms(v)]
             return max(under, key=lambda i: ms[i]) if under else min(range(len(ms)), key=lambda i: ms[i])

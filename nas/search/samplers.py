@@ -10,12 +10,16 @@ spare grows (wider, deeper, larger kernels: the larger of ordered choices), a pa
 budget shrinks, and the enqueued trials (the hand-designed reference nets) just over the budget are
 parents too, so that a good design a few percent too slow is cut down to fit. The first
 ``n_startup_trials`` (the enqueued reference nets among them) are random.
+
+A child never repeats a network the study already has: given the space's ``complete`` (a parameter dict to
+the canonical spec it draws), two parameter dicts of one network count as one; without it, as before, a
+child only never repeats a trial's exact parameters.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +31,15 @@ from optuna.trial import FrozenTrial, TrialState
 if TYPE_CHECKING:
     from nas.target import Budget
 
-MAX_REDRAWS = 20   # mutations drawn again when the child would repeat a trial the study already has
+MAX_REDRAWS = 20   # mutations drawn again when the child would repeat a network the study already has
+# a parameter dict (partial: a child's) -> the network it draws (hashable: the canonical spec) and all its parameters
+Complete = Callable[[dict[str, Any], random.Random], tuple[Hashable, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one trial inherits: its parent's parameters and distributions, and the values that change."""
+    """What one trial inherits: its parent's parameters and distributions, and the values that change (with
+    ``complete``: every value of the child, a new layer's among them)."""
 
     params: dict[str, Any]
     distributions: dict[str, BaseDistribution]
@@ -70,13 +77,20 @@ class EvolutionSampler(BaseSampler):
     With ``guide`` (``--predictor guide``) it draws ``guide_children`` distinct children of the parent
     and keeps the one ``guide`` picks from their full parameter dicts (the one predicted closest under
     the budget).
+
+    With ``complete`` (``SearchSpace.complete`` at the search's input size) a child is its network: the
+    parameters a new layer needs are drawn when the child is, and a child whose network a trial of the
+    study already has (however its parameters say it) is drawn again, up to MAX_REDRAWS times.
     """
 
     def __init__(self, budget: Budget, seed: int | None = None, n_startup_trials: int = 10,
                  population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25,
-                 guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4) -> None:
+                 guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4,
+                 complete: Complete | None = None) -> None:
         self.budget = budget.limit_ms  # a Budget's limit is positive by construction
         self.guide, self.guide_children = guide, guide_children
+        self.complete = complete
+        self._networks: dict[tuple[tuple[str, str], ...], Hashable] = {}  # a trial's parameters -> its network
         self.n_startup_trials = n_startup_trials
         self.population = population
         self.tournament = tournament
@@ -111,19 +125,37 @@ class EvolutionSampler(BaseSampler):
         if not names:
             return
         p_grow = grow_probability(parent, self.budget)
-        seen = {_key(t.params) for t in trials}
+        seen = {self._network(params) for t in trials if (params := t.params or t.system_attrs.get("fixed_params"))}
         children = []
         for _ in range(self.guide_children if self.guide else 1):
             for _ in range(MAX_REDRAWS):
                 mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
-                changed = {n: self._mutate(parent.params[n], parent.distributions[n], p_grow) for n in mutate}
-                if _key({**parent.params, **changed}) not in seen:
+                changed = self._child(parent.params, {n: self._mutate(parent.params[n], parent.distributions[n],
+                                                                      p_grow) for n in mutate})
+                network = self._network({**parent.params, **changed})
+                if network not in seen:
                     break
-            seen.add(_key({**parent.params, **changed}))
+            seen.add(network)
             children.append(changed)
         if self.guide and len(children) > 1:
             changed = children[self.guide([{**parent.params, **c} for c in children])]
         self._plans[trial.number] = _Plan(dict(parent.params), dict(parent.distributions), changed)
+
+    def _child(self, params: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+        """The child's changes; with ``complete``, every parameter of the child's network (those of a layer the
+        parent lacked drawn here, so that the network known now is the one proposed)."""
+        if self.complete is None:
+            return changed
+        return self.complete({**params, **changed}, self._rng)[1]
+
+    def _network(self, params: dict[str, Any]) -> Hashable:
+        """What a repeat is: the network the parameters draw (with ``complete``), else the parameters."""
+        key = _key(params)
+        if self.complete is None:
+            return key
+        if key not in self._networks:
+            self._networks[key] = self.complete(params, self._rng)[0]
+        return self._networks[key]
 
     def _select_parent(self, study: Study, history: list[FrozenTrial]) -> FrozenTrial | None:
         """Best of a random tournament among the newest feasible trials; sometimes (and always while none
@@ -151,9 +183,11 @@ class EvolutionSampler(BaseSampler):
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         plan = self._plans.get(trial.number)
+        if plan is not None and param_name in plan.changed and _admits(param_distribution, plan.changed[param_name]):
+            return plan.changed[param_name]
         if plan is None or plan.distributions.get(param_name) != param_distribution:
             return self._random.sample_independent(study, trial, param_name, param_distribution)
-        return plan.changed.get(param_name, plan.params[param_name])
+        return plan.params[param_name]
 
     def _mutate(self, value: Any, dist: IntDistribution | CategoricalDistribution, p_grow: float) -> Any:
         """Ordered choices (integers) move one or two steps, larger with probability ``p_grow``; other
@@ -177,6 +211,13 @@ class EvolutionSampler(BaseSampler):
 def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """A hashable form of a trial's parameters, to tell a repeat."""
     return tuple(sorted((name, repr(value)) for name, value in params.items()))
+
+
+def _admits(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is one of ``dist``'s choices (a planned value is proposed only where it still fits)."""
+    if isinstance(dist, IntDistribution):
+        return isinstance(value, int) and dist.low <= value <= dist.high
+    return isinstance(dist, CategoricalDistribution) and value in dist.choices
 
 
 def _ordered(choices: tuple[Any, ...]) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +107,16 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
         if not t.state.is_finished():
             continue
         record = TrialRecord.of(t.user_attrs)
-        rows.append(trial_row(t.number, t.state.name, record, budget))
+        row = trial_row(t.number, t.state.name, record, budget)
         try:
             spec = ArchSpec.from_json(record.spec_json) if record.spec_json is not None else None
         except SpecError:
             spec = None
-        if spec is None or spec.arch_id != record.arch_id:
+        if spec is None or not spec.answers_to(record.arch_id):
+            rows.append(row)
             continue
+        # a trial from before issue #25 may name a non-canonical spec: the run dir keys it by its canonical id
+        rows.append(replace(row, arch_id=spec.arch_id, summary=spec.summary()))
         folder = writer.path / "archs" / spec.arch_id
         if not (folder / "arch.json").is_file():
             writer.write_arch(spec)
@@ -124,7 +127,7 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
             continue  # a training stopped at a rung is not in the training cache: only its worker has its files
         result = None
         if train_cache is not None and isinstance(config_hash, str) and isinstance(data_id, str):
-            result = train_cache.get(spec.arch_id, config_hash, data_id)
+            result = train_cache.get(record.arch_id, config_hash, data_id)  # the id it was trained under
         if result is None:
             missing.append(t.number)
         else:
