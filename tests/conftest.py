@@ -99,3 +99,16 @@ def tiny_search(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def tiny_run_dir(tiny_search: dict) -> Path:
     """The run dir of the session's tiny search (run.json, trials.csv, archs/, report.html, best/)."""
     return tiny_search["run_dir"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that needs the session's tiny search is slow (the search trains a dozen nets) and runs on the
+    same xdist worker as every other test that needs it, so that the search runs once per session; so
+    does every test that starts the session's PostgreSQL server."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"tiny_search", "tiny_run_dir"}:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("tiny"))
+        elif names & {"postgres_server", "postgres_url"}:
+            item.add_marker(pytest.mark.xdist_group("postgres"))
