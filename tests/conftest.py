@@ -102,13 +102,17 @@ def tiny_run_dir(tiny_search: dict) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that needs the session's tiny search is slow (the search trains a dozen nets) and runs on the
-    same xdist worker as every other test that needs it, so that the search runs once per session; so
-    does every test that starts the session's PostgreSQL server."""
+    """Which xdist worker runs what (``--dist loadgroup``): every test that needs the session's tiny search
+    on one worker, so that the search runs once per session (and those tests are slow: the search trains a
+    dozen nets); every test that starts the session's PostgreSQL server on one worker; every other test
+    beside the rest of its file, so that a module-scoped fixture (the bench, a data set) is made once."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & {"tiny_search", "tiny_run_dir"}:
             item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.xdist_group("tiny"))
+            group = "tiny"
         elif names & {"postgres_server", "postgres_url"}:
-            item.add_marker(pytest.mark.xdist_group("postgres"))
+            group = "postgres"
+        else:
+            group = item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
