@@ -52,6 +52,7 @@ def test_readings_are_stored_and_the_baseline_is_the_first_ones(tmp_path: Path) 
     assert other_size.history() == [] and other_size.scope_hash != canary.scope_hash
 
 
+@pytest.mark.slow
 def test_a_busy_process_moves_the_canary_and_the_search_is_told(tmp_path: Path) -> None:
     store = LatencyStore(str(tmp_path / "latency.db"))
     canary = Canary(get_backend("onnxruntime"), H, W, store)

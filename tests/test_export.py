@@ -190,6 +190,7 @@ def test_model_py_needs_only_torch_and_matches_the_searched_model(exported: Path
         np.testing.assert_allclose(np.load(out), want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_py_trains_checkpoints_resumes_and_exports_onnx(exported: Path, tmp_path: Path) -> None:
     import onnx
 
@@ -297,6 +298,7 @@ def test_export_spec_writes_a_working_folder_for_each_space(space: str, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temp folder left behind
 
 
+@pytest.mark.slow
 def test_train_py_denoise_luma_with_levels(tmp_path: Path) -> None:
     """The denoising path of train.py (noise per batch, noisy-input baseline) on a luma net with two levels."""
     spec = next(s for s in space_specs("denoise") if len(s.levels) == 2 and s.color == "luma")
@@ -309,6 +311,7 @@ def test_train_py_denoise_luma_with_levels(tmp_path: Path) -> None:
     assert "validation PSNR" in proc.stdout and (tmp_path / "run" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_train_py_reparam_resumes_and_saves_the_collapsed_plain_net(tmp_path: Path) -> None:
     """The search's --reparam kind is train.py's default; last.pt holds the branches, every other
     file model.py's plain net (the ONNX graph computes what the saved weights do)."""
@@ -361,6 +364,7 @@ def test_train_py_degrades_inputs_as_the_search_did(tmp_path: Path, degradation:
         assert torch.equal(train.make_input(target, index), degrade(target, 2, degradation, 70, index)), index
 
 
+@pytest.mark.slow
 def test_train_py_trains_on_paired_frames(tmp_path: Path) -> None:
     """DIR/input + DIR/target with matching names: trained on the pairs as given; a missing partner is one line."""
     from PIL import Image

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from tiny import TINY_ARGS, run_nas
 
 JSON_FIELDS = {"n_trials", "n_trained", "n_over_budget", "backend", "device", "run_dir", "best"}
@@ -131,6 +132,7 @@ def test_every_sampler_runs_past_its_start_up(tiny_search: dict, tmp_path: Path)
             assert len({r["arch_id"] for r in rows[10:]} - {r["arch_id"] for r in rows[:10]}) >= 3
 
 
+@pytest.mark.slow
 def test_degradation_and_stability_floor_reach_the_run_dir(tmp_path: Path) -> None:
     """--degradation render names its own study and data; a floor no net can reach leaves nothing eligible (exit 3)."""
     run_dir = tmp_path / "render"

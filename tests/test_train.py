@@ -118,6 +118,7 @@ def test_reparam_training_keeps_the_collapsed_plain_net(sr2: TaskData, kind: str
     assert v.gain_db == r.psnr_gain_db  # collapsed before the final validation: the same net exactly
 
 
+@pytest.mark.slow
 def test_deep_candidate_stays_alive(sr2_48: TaskData) -> None:
     """A candidate whose ReLUs all died under a flat lr with a short warm-up (an H200 search, trial 8)."""
     spec = ArchSpec.from_dict({

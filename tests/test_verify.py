@@ -26,6 +26,7 @@ def spec(width: int) -> ArchSpec:
                     head=(Conv(width=width, kernel=3), Conv(width=width, kernel=3)), output_kernel=3)
 
 
+@pytest.mark.slow
 def test_verify_finds_and_fixes_a_doctored_row_and_skips_other_cpus(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "latency.db")
