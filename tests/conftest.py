@@ -101,18 +101,7 @@ def tiny_run_dir(tiny_search: dict) -> Path:
     return tiny_search["run_dir"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Which xdist worker runs what (``--dist loadgroup``): every test that needs the session's tiny search
-    on one worker, so that the search runs once per session (and those tests are slow: the search trains a
-    dozen nets); every test that starts the session's PostgreSQL server on one worker; every other test
-    beside the rest of its file, so that a module-scoped fixture (the bench, a data set) is made once."""
-    for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if names & {"tiny_search", "tiny_run_dir"}:
-            item.add_marker(pytest.mark.slow)
-            group = "tiny"
-        elif names & {"postgres_server", "postgres_url"}:
-            group = "postgres"
-        else:
-            group = item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test that needs the session's tiny search is slow: the search trains a dozen nets."""
+    if set(getattr(item, "fixturenames", ())) & {"tiny_search", "tiny_run_dir"}:
+        item.add_marker(pytest.mark.slow)
