@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from tiny import run_nas
 
+pytestmark = pytest.mark.slow  # the module fixture runs two real benches of eight searches each
+
 BUDGETS, SEEDS, SAMPLERS = (0.3, 0.6), (0, 1), ("evolution", "random")  # the default: the search, then random
 TRIALS = 5
 # 20 short and 40 long training steps (a bench trains 36 nets: at 40 and 80 the fixture took 1.6 times as
