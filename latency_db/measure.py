@@ -22,6 +22,7 @@ from latency_db.lock import device_lock
 from latency_db.roofline import device_peak, raise_to_measured, roofline_ms
 from latency_db.stats import summarize
 from latency_db.store import LatencyStore, now_iso, open_store
+from latency_db.windows import Visit, WindowPlan, estimate_ms, settled, spread
 from latency_db.workload import Workload
 from search_spaces import ArchSpec
 
@@ -47,6 +48,10 @@ class LatencyResult:
     cached: bool
     error: str | None
     background_cpus: float | None  # CPU backends: other processes' CPU use while this was timed (else None)
+    visits: int                    # windowed protocols: visits in the row (0 for others)
+    settled: bool                  # needs no more visits (always True for unwindowed protocols)
+    first_ms: float | None         # windowed protocols: the first visit's estimate (what a one-visit gate saw)
+    quiet_waited_s: float          # windowed protocols: seconds the row's visits waited for other processes to pause
     backend: str
     backend_version: str
     device: str
@@ -79,7 +84,10 @@ def _default_store() -> LatencyStore:
 
 
 def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lock_wait_s: float) -> LatencyResult:
+    visits = visits_of(row)
     return LatencyResult(
+        visits=len(visits), settled=is_settled(row), first_ms=visits[0].estimate_ms if visits else None,
+        quiet_waited_s=sum(v.waited_s for v in visits),
         arch_id=row["arch_id"], median_ms=row["median_ms"], p10_ms=row["p10_ms"], p90_ms=row["p90_ms"],
         p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
         samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
@@ -113,10 +121,12 @@ def measure_row(spec: Candidate, workload: Workload, backend: Backend, store: La
         return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, False
     s = summarize(list(raw.samples_ms))
     if peak is not None:  # a CPU probe proved low by this measurement is raised, so the bound stays a bound
-        row["roofline_ms"] = roofline_ms(counts, raise_to_measured(backend, store, peak, counts, s.median_ms))
+        row["roofline_ms"] = roofline_ms(counts, raise_to_measured(backend, store, peak, counts, raw.latency_ms))
     others = None if backend.is_gpu else others_cpus(before, snapshot())  # a GPU is not slowed by busy CPUs
     details = {**raw.details, **(extra or {}), "background_cpus": None if others is None else round(others, 3)}
-    row.update(status="ok", median_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
+    if raw.visits and backend.protocol.windows is not None:
+        details.update(visits_details(raw.visits, backend.protocol.windows))
+    row.update(status="ok", median_ms=raw.latency_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms,
                mean_ms=s.mean_ms, cov=s.cov, n_samples=s.n_samples, samples_json=json.dumps(list(raw.samples_ms)),
                unstable=raw.unstable, attempts=raw.attempts, build_s=raw.build_s,
                details_json=json.dumps(details, sort_keys=True, default=str))
@@ -155,8 +165,11 @@ def measure_or_get(spec: Candidate, workload: Workload, backend: Backend,
 
 def measure_again(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
                   details: dict[str, Any] | None = None) -> LatencyResult:
-    """Time ``spec`` once more (a measurement that disagrees with a prediction) and keep the steadier
-    (lower CoV) of the stored row and the new one; the kept row's details name the other median."""
+    """Time ``spec`` once more (a measurement that disagrees with a prediction). Windowed protocols add a
+    visit to the row (``refine``); others keep the steadier (lower CoV) of the stored row and the new one,
+    the kept row's details naming the other median."""
+    if backend.protocol.windows is not None:
+        return refine(spec, workload, backend, store, details, force=True)
     t0 = time.perf_counter()
     key = latency_key(spec, workload, backend)
     device = backend.fingerprint()["device"]
@@ -176,3 +189,96 @@ def measure_again(spec: Candidate, workload: Workload, backend: Backend, store: 
     full = {**final, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
             "protocol": key.protocol, "height": w.height, "width": w.width}
     return _result(full, device, False, time.perf_counter() - t0, lock.waited_s)
+
+
+# ---------------------------------------------------------------------- windowed protocols: visits
+def visits_details(visits: tuple[Visit, ...] | list[Visit], plan: WindowPlan) -> dict[str, Any]:
+    """What a row's details keep of its visits: every window median, whether the row is settled, the spread."""
+    return {"visits": [v.to_dict() for v in visits], "settled": settled(visits, plan),
+            "visit_spread": round(spread(visits), 4)}
+
+
+def visits_of(row: dict[str, Any]) -> list[Visit]:
+    """The visits a stored row holds (none for rows of unwindowed protocols)."""
+    return [Visit.from_dict(v) for v in json.loads(row.get("details_json") or "{}").get("visits", [])]
+
+
+def is_settled(row: dict[str, Any]) -> bool:
+    """A row needs no more visits: settled, an error, or a protocol without visits."""
+    if row["status"] != "ok":
+        return True
+    details = json.loads(row.get("details_json") or "{}")
+    return "visits" not in details or bool(details.get("settled"))
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any], plan: WindowPlan) -> dict[str, Any]:
+    """The stored row with the new visit's windows and samples added; its latency re-estimated over all visits."""
+    visits = visits_of(old) + visits_of(new)
+    samples = json.loads(old["samples_json"]) + json.loads(new["samples_json"])
+    s = summarize(samples)
+    old_details, new_details = json.loads(old["details_json"] or "{}"), json.loads(new["details_json"] or "{}")
+    details = {**old_details, **new_details, **visits_details(visits, plan)}  # the newest visit's notes win
+    others = [d for d in (old_details.get("background_cpus"), new_details.get("background_cpus")) if d is not None]
+    details["background_cpus"] = max(others) if others else None
+    return {**old, "median_ms": estimate_ms(visits), "p10_ms": s.p10_ms, "p90_ms": s.p90_ms, "p99_ms": s.p99_ms,
+            "mean_ms": s.mean_ms, "cov": s.cov, "n_samples": s.n_samples, "samples_json": json.dumps(samples),
+            "attempts": len(visits), "unstable": not details["settled"], "measured_at": new["measured_at"],
+            "details_json": json.dumps(details, sort_keys=True, default=str)}
+
+
+def refine(spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+           details: dict[str, Any] | None = None, force: bool = False) -> LatencyResult:
+    """One more visit of a windowed protocol's row, taken no sooner than the plan's gap after the last one
+    (sleeping if needed) and merged into the row. A settled row is returned as it is unless ``force``."""
+    t0 = time.perf_counter()
+    plan = backend.protocol.windows
+    if plan is None:
+        raise ValueError(f"protocol {backend.protocol.name} has no visits to refine")
+    key = latency_key(spec, workload, backend)
+    device = backend.fingerprint()["device"]
+    old = store.get(key)
+    if old is None or old["status"] != "ok" or not visits_of(old):
+        return measure_or_get(spec, workload, backend, store, details)
+    if is_settled(old) and not force:
+        return _result(_full(old, key), device, True, time.perf_counter() - t0, 0.0)
+    merged, waited_s = next_visit(old, spec, workload, backend, store, details)
+    if merged is not old:
+        store.replace(key.digest, merged)
+    return _result(_full(store.get(key) or merged, key), device, False, time.perf_counter() - t0, waited_s)
+
+
+def next_visit(row: dict[str, Any], spec: Candidate, workload: Workload, backend: Backend, store: LatencyStore,
+               details: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
+    """``row`` with one more visit, taken no sooner than the plan's gap after its last one (sleeping if needed);
+    not stored. Returns the row (the same object when the visit failed) and the seconds the device lock took."""
+    plan = backend.protocol.windows
+    if plan is None:
+        raise ValueError(f"protocol {backend.protocol.name} has no visits")
+    pause = visits_of(row)[-1].at + plan.gap_s - time.time()
+    if pause > 0:
+        time.sleep(pause)
+    with device_lock(backend) as lock:
+        new, _cacheable = measure_row(spec, workload, backend, store, details)
+    return (_merged(row, new, plan) if new["status"] == "ok" else row), lock.waited_s
+
+
+def settle_all(items: list[tuple[Candidate, Workload]], backend: Backend, store: LatencyStore,
+               details: dict[str, Any] | None = None) -> list[LatencyResult]:
+    """Every item's row measured (cache first) and then visited in rounds, one visit per unsettled row per
+    round, until all are settled: interleaving spreads each net's visits in time without idle waits."""
+    results = [measure_or_get(spec, workload, backend, store, details) for spec, workload in items]
+    if backend.protocol.windows is None:
+        return results
+    for _ in range(backend.protocol.windows.visits):
+        pending = [i for i, r in enumerate(results) if r.ok and not r.settled]
+        if not pending:
+            break
+        for i in pending:
+            results[i] = refine(*items[i], backend, store, details)
+    return results
+
+
+def _full(row: dict[str, Any], key: LatencyKey) -> dict[str, Any]:
+    w = key.workload
+    return {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
+            "protocol": key.protocol, "height": w.height, "width": w.width}

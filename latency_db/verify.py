@@ -2,8 +2,9 @@
 
 Only rows this machine could have answered (same device key, backend and version, builder,
 protocol) whose architecture is stored are eligible. Each is measured afresh (never from the
-cache) and compared with its stored median; ``fix`` overwrites the rows outside the tolerance
-with the new measurement.
+cache; windowed protocols visit the sample in interleaved rounds until each new row is settled)
+and compared with its stored latency (the share within +-TOLERANCE is the repeat agreement);
+``fix`` overwrites the rows outside the tolerance with the new measurement.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from latency_db.backends import Backend, get_backend
 from latency_db.fingerprint import canonical
 from latency_db.keys import LatencyKey
 from latency_db.lock import device_lock
-from latency_db.measure import measure_row
+from latency_db.measure import is_settled, measure_row, next_visit
 from latency_db.store import LatencyStore
 from search_spaces import ArchSpec
 
@@ -66,6 +67,12 @@ class Verification:
     def outside(self) -> list[Checked]:
         return [c for c in self.checked if c.outside]
 
+    @property
+    def repeat_agreement(self) -> float | None:
+        """The share of re-timed rows whose new latency is within +-TOLERANCE of the stored one."""
+        timed = [c for c in self.checked if c.ratio is not None]
+        return None if not timed else sum(not c.outside for c in timed) / len(timed)
+
 
 def _backend_for(row: dict[str, Any], cache: dict[tuple[str, str], Backend | None]) -> Backend | None:
     """This machine's backend instance that keys rows as ``row`` was keyed, or None."""
@@ -102,11 +109,19 @@ def verify(store: LatencyStore, sample: int, fix: bool = False, seed: int | None
     specs = store.specs([r["arch_id"] for r, _, _ in eligible]) if eligible else {}
     with_spec = [e for e in eligible if e[0]["arch_id"] in specs]
     picked = random.Random(seed).sample(with_spec, min(sample, len(with_spec)))
-    checked = []
+    fresh = []
     for row, key, backend in picked:
         spec = ArchSpec.from_json(specs[row["arch_id"]])
         with device_lock(backend):
             new, _cacheable = measure_row(spec, key.workload, backend, store)
+        fresh.append((spec, new))
+    for _ in range(max((b.protocol.windows.visits for _, _, b in picked if b.protocol.windows), default=0)):
+        for i, (_row, key, backend) in enumerate(picked):  # windowed protocols: visits in rounds until settled
+            spec, new = fresh[i]
+            if backend.protocol.windows is not None and not is_settled(new):
+                fresh[i] = (spec, next_visit(new, spec, key.workload, backend, store)[0])
+    checked = []
+    for (row, _key, _backend), (_spec, new) in zip(picked, fresh):
         others = json.loads(new["details_json"]).get("background_cpus")
         c = Checked(arch_id=row["arch_id"], summary=row["summary"] or "", backend=row["backend"],
                     protocol=row["protocol"], stored_ms=float(row["median_ms"]), new_ms=new["median_ms"],

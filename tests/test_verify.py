@@ -62,10 +62,27 @@ def test_verify_on_an_empty_database_and_bad_sample(capsys: pytest.CaptureFixtur
         assert exc.value.code == 2
 
 
-def test_measure_again_keeps_the_steadier_timing(tmp_path: Path) -> None:
-    from latency_db.measure import measure_again
+def test_measure_again_adds_a_visit_to_a_windowed_row(tmp_path: Path) -> None:
+    """The v2 protocols re-time by adding a visit: the row keeps every window and its latency is the minimum."""
+    from latency_db.measure import measure_again, visits_of
 
     store, backend = LatencyStore(str(tmp_path / "latency.db")), get_backend("onnxruntime")
+    net = spec(16)
+    workload = workload_for(net, 64, 64, "fp32")
+    first = measure_or_get(net, workload, backend, store)
+    again = measure_again(net, workload, backend, store, {"canary_ratio": 1.0})
+    row = store.get(latency_key(net, workload, backend))
+    visits = visits_of(row)
+    assert first.visits == 1 and again.visits == 2 and len(visits) == 2 and store.count() == 1
+    assert row["median_ms"] == pytest.approx(min(m for v in visits for m in v.medians_ms))
+    assert again.median_ms <= first.median_ms and json.loads(row["details_json"])["canary_ratio"] == 1.0
+
+
+def test_measure_again_keeps_the_steadier_timing(tmp_path: Path) -> None:
+    """The v1 protocols re-time a whole block and keep the steadier of the two."""
+    from latency_db.measure import measure_again
+
+    store, backend = LatencyStore(str(tmp_path / "latency.db")), get_backend("onnxruntime", protocol="fast-v1")
     net = spec(16)
     workload = workload_for(net, 64, 64, "fp32")
     first = measure_or_get(net, workload, backend, store)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from latency_db.candidates import Candidate, build_module
-from latency_db.stats import summarize
+from latency_db.stats import percentile, summarize
+from latency_db.windows import Visit, WindowPlan, estimate_ms, time_visit
 from latency_db.workload import Workload
 from search_spaces.errors import NasError
 
@@ -31,7 +34,8 @@ class Protocol:
 
     Stopping rule: with ``require_both`` timing runs until ``min_runs`` samples AND ``min_s``
     seconds (ONNX Runtime on CPU); without, until either is reached (trtexec-style GPU timing).
-    ``max_s`` caps a slow candidate; ``max_runs`` caps a fast one.
+    ``max_s`` caps a slow candidate; ``max_runs`` caps a fast one. With ``windows`` (CPU, v2) timing is
+    windowed instead (latency_db/windows.py) and the stopping rule is the window plan's.
     """
 
     name: str
@@ -43,6 +47,7 @@ class Protocol:
     max_s: float
     max_runs: int
     cov_threshold: float
+    windows: WindowPlan | None = None
 
     def enough(self, runs: int, elapsed_s: float) -> bool:
         if runs >= self.max_runs or elapsed_s >= self.max_s:
@@ -68,6 +73,12 @@ class RawMeasurement:
     attempts: int
     unstable: bool
     details: dict[str, Any] = field(default_factory=dict)
+    visits: tuple[Visit, ...] = ()     # windowed protocols: the visits timed (latency_db/windows.py)
+
+    @property
+    def latency_ms(self) -> float:
+        """The protocol's latency: the windowed estimate over the visits, else the median of the samples."""
+        return estimate_ms(self.visits) if self.visits else percentile(sorted(self.samples_ms), 50)
 
 
 class Session(ABC):
@@ -81,6 +92,31 @@ class Session(ABC):
 
     def close(self) -> None:  # noqa: B027  (a no-op by default: sessions that hold nothing need not override it)
         """Release what the session holds (engines, sessions, GPU memory)."""
+
+
+class HostSession(Session):
+    """A CPU session: one synchronous call is one run, timed on the host clock."""
+
+    @abstractmethod
+    def run_once(self) -> None:
+        """Run the network once on the prepared input; returns when the output is ready."""
+
+    def timing(self) -> AbstractContextManager[Any]:
+        """Held while timing (e.g. the thread count a framework must run with); nothing by default."""
+        return nullcontext()
+
+    def time(self, protocol: Protocol) -> list[float]:
+        with self.timing():
+            return host_timing(self.run_once, protocol)
+
+    def visit(self, protocol: Protocol) -> RawMeasurement:
+        """One visit of a windowed protocol (CPU v2); ``build_s`` is filled in by the caller."""
+        if protocol.windows is None:
+            raise ValueError(f"protocol {protocol.name} has no window plan")
+        with self.timing():
+            visit, samples = time_visit(self.run_once, protocol.windows, protocol.warmup_s, protocol.min_warmup_runs)
+        return RawMeasurement(samples_ms=tuple(samples), build_s=0.0, attempts=1, unstable=False,
+                              details=dict(self.details), visits=(visit,))
 
 
 class Backend(ABC):
@@ -138,12 +174,22 @@ class Backend(ABC):
             return "gpu-" + (self.fingerprint()["info"].get("uuid") or "0")
         return "cpu"
 
+    def open_session(self, spec: Candidate, workload: Workload) -> Session:
+        """Export, build and load the candidate, ready to time (close it when done); BuildError when it cannot."""
+        return self._open(spec, workload)
+
     def measure(self, spec: Candidate, workload: Workload) -> RawMeasurement:
-        """Build once, time once; when the CoV is above the protocol's threshold time once more and
-        keep the steadier attempt, marking the result unstable if that one is still above it."""
+        """Build once, time once. Windowed protocols (CPU v2) time one visit (``measure.refine`` adds the
+        later ones). Others: when the CoV is above the protocol's threshold time once
+        more and keep the steadier attempt, marking the result unstable if that one is still above it."""
         t0 = time.perf_counter()
         session = self._open(spec, workload)
         build_s = time.perf_counter() - t0
+        if self.protocol.windows is not None and isinstance(session, HostSession):
+            try:
+                return replace(session.visit(self.protocol), build_s=build_s)
+            finally:
+                session.close()
         try:
             best = session.time(self.protocol)
             attempts = 1
@@ -159,16 +205,28 @@ class Backend(ABC):
                               unstable=summarize(best).cov > self.protocol.cov_threshold, details=details)
 
 
+GRAPH_CACHE = 32  # exported graphs kept in memory, newest first out last
+_GRAPHS: OrderedDict[tuple[str, Workload], bytes] = OrderedDict()
+
+
 def export_graph(spec: Candidate, workload: Workload) -> bytes:
     """ONNX bytes of the candidate at the workload's fixed shape and IO dtype (search_spaces' exporter;
     the input channel count comes from the workload so conv probes export too). An fp16 workload gives
     a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs."""
     from search_spaces.onnx_export import graph_bytes
 
+    key = (spec.arch_id, workload)
+    if key in _GRAPHS:  # a later visit of the same candidate (windowed protocols): no second export
+        _GRAPHS.move_to_end(key)
+        return _GRAPHS[key]
     try:
-        return graph_bytes(build_module(spec), workload.shape, fp16=workload.io_dtype == "fp16", check=False)
+        graph = graph_bytes(build_module(spec), workload.shape, fp16=workload.io_dtype == "fp16", check=False)
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise BuildError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    _GRAPHS[key] = graph
+    while len(_GRAPHS) > GRAPH_CACHE:
+        _GRAPHS.popitem(last=False)
+    return graph
 
 
 def host_timing(run: Callable[[], Any], protocol: Protocol) -> list[float]:

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from latency_db.backends.base import Backend, Protocol, Session, host_timing
+from latency_db.backends.base import Backend, HostSession, Session
 from latency_db.backends.onnxruntime import CPU_PROTOCOLS
 from latency_db.candidates import Candidate, build_module
 from latency_db.fingerprint import cpu_fingerprint, library_version, physical_cores
 from latency_db.workload import Workload
 
 
-class _TorchCpuSession(Session):
+class _TorchCpuSession(HostSession):
     def __init__(self, model: Any, x: Any, threads: int) -> None:
         self.model, self.x, self.threads = model, x, threads
         self.details = {"threads": threads}
 
-    def time(self, protocol: Protocol) -> list[float]:
+    def run_once(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self.model(self.x)
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
         import torch
 
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            with torch.inference_mode():
-                return host_timing(lambda: self.model(self.x), protocol)
+            yield
         finally:
             torch.set_num_threads(previous)
 

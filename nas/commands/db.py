@@ -66,6 +66,7 @@ def print_verification(store: LatencyStore, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"latency_db": store.display_url, "eligible": result.eligible,
                           "without_spec": result.without_spec, "median_ratio": result.median_ratio,
+                          "repeat_agreement": result.repeat_agreement,
                           "outside": len(result.outside), "checked": [c.to_dict() for c in result.checked]}))
         return 0
     print(f"{store.display_url}: {result.eligible} rows answerable on this machine, {result.without_spec} of them "
@@ -79,6 +80,9 @@ def print_verification(store: LatencyStore, args: argparse.Namespace) -> int:
     if result.median_ratio is not None:
         print(f"median ratio now/stored {result.median_ratio:.3f}; {len(result.outside)} of {len(result.checked)} "
               f"outside +-{100 * TOLERANCE:.0f} %" + (" (overwritten)" if args.fix and result.outside else ""))
+    if result.repeat_agreement is not None:
+        print(f"repeat agreement: {100 * result.repeat_agreement:.1f} % of the re-timed rows within "
+              f"+-{100 * TOLERANCE:.0f} % of their stored latency")
     return 0
 
 

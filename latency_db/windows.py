@@ -1,0 +1,151 @@
+"""Windowed CPU timing for one-sided noise (the ``cpu-*-v2`` protocols; docs/latency.md, "CPU timing").
+
+A CPU guest is sometimes slow for seconds at a time and never faster than when quiet; the kernel
+does not see it (no steal, no run-queue wait: reports/latency_repeat.md). So a candidate is timed in
+*visits* a few seconds apart, each a burst of short windows, and its latency is the minimum of the
+window medians: a slow spell can only add time, and one that lasts seconds rarely covers every visit.
+Two visits that agree within ``settle_tol`` settle the estimate early; otherwise a third decides. A
+window during which another process kept our threads waiting for a CPU (``/proc/self/task/*/schedstat``)
+is not counted: the timer waits, bounded, for a quiet moment and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from latency_db.stats import percentile
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a windowed protocol samples. Part of the protocol: change a number, bump the protocol name."""
+
+    window_s: float        # a window lasts at least this long ...
+    window_runs: int       # ... and holds at least this many runs (its median is the window's number)
+    visit_s: float         # a visit times windows for at least this long ...
+    visit_windows: int     # ... and at least this many clean windows
+    visits: int            # visits at most; a row with this many is settled
+    gap_s: float           # seconds between the starts of two visits at least (slow spells last seconds)
+    settle_tol: float      # two visits whose estimates agree within this (relative) settle the row early
+    busy_cpus: float       # a window in which our threads waited longer than this (CPUs' worth) is dirty
+    max_wait_s: float      # per visit, seconds spent waiting for a quiet moment at most
+    max_visit_s: float     # per visit, timing seconds at most (a very slow net)
+
+
+QUIET_POLL_S = 0.1  # one look at the machine's load while waiting for a quiet moment
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One burst of windows: when it started (epoch seconds), its clean windows' medians, its dirty windows."""
+
+    at: float
+    medians_ms: tuple[float, ...]
+    dirty: int
+    waited_s: float
+
+    @property
+    def estimate_ms(self) -> float:
+        return min(self.medians_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        # medians unrounded: the row's latency is their minimum, and must read back as stored
+        return {"at": round(self.at, 3), "medians_ms": list(self.medians_ms),
+                "dirty": self.dirty, "waited_s": round(self.waited_s, 3)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Visit:
+        return cls(at=float(d["at"]), medians_ms=tuple(float(m) for m in d["medians_ms"]), dirty=int(d["dirty"]),
+                   waited_s=float(d["waited_s"]))
+
+
+def estimate_ms(visits: Sequence[Visit]) -> float:
+    """The protocol's estimator: the minimum of every clean window median of every visit."""
+    return min(v.estimate_ms for v in visits)
+
+
+def settled(visits: Sequence[Visit], plan: WindowPlan) -> bool:
+    """Enough visits: the plan's count, or two whose estimates agree within ``settle_tol``."""
+    if len(visits) >= plan.visits:
+        return True
+    ests = sorted(v.estimate_ms for v in visits)
+    return any(b <= a * (1 + plan.settle_tol) for a, b in pairwise(ests))
+
+
+def spread(visits: Sequence[Visit]) -> float:
+    """How far the slowest visit's estimate is above the fastest one's (0.25 = 25 % slower)."""
+    ests = [v.estimate_ms for v in visits]
+    return max(ests) / min(ests) - 1.0
+
+
+def waiting_s() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a CPU (Linux schedstat, ns-precise)."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile, or no schedstat
+            continue
+    return total / 1e9
+
+
+def wait_for_quiet(budget_s: float) -> float:
+    """Sleep in short looks until other processes use at most CONTENDED_CPUS, or ``budget_s`` is spent."""
+    from latency_db.contention import CONTENDED_CPUS, others_cpus, snapshot
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < budget_s:
+        before = snapshot()
+        time.sleep(QUIET_POLL_S)
+        others = others_cpus(before, snapshot())
+        if others is None or others <= CONTENDED_CPUS:
+            break
+    return time.perf_counter() - t0
+
+
+def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup_runs: int,
+               clock: Callable[[], float] = time.perf_counter,
+               waited: Callable[[], float | None] = waiting_s,
+               quiet: Callable[[float], float] = wait_for_quiet) -> tuple[Visit, list[float]]:
+    """Warm up, then time ``run`` window by window for one visit; returns it and its clean windows' samples.
+
+    ``clock``, ``waited`` and ``quiet`` are the host's by default; the unit tests pass fakes.
+    """
+    at = time.time()
+    start, n = clock(), 0
+    while n < warmup_runs or clock() - start < warmup_s:
+        run()
+        n += 1
+    medians: list[float] = []
+    samples: list[float] = []
+    dirty, waited_s, timing_s = 0, 0.0, 0.0
+    while (len(medians) < plan.visit_windows or timing_s < plan.visit_s) and timing_s < plan.max_visit_s:
+        w0, t0 = waited(), clock()
+        runs: list[float] = []
+        while len(runs) < plan.window_runs or clock() - t0 < plan.window_s:
+            t = clock()
+            run()
+            runs.append((clock() - t) * 1e3)
+        wall, w1 = clock() - t0, waited()
+        timing_s += wall
+        busy = w0 is not None and w1 is not None and (w1 - w0) / max(wall, 1e-9) > plan.busy_cpus
+        if busy and waited_s < plan.max_wait_s:  # another process shares our cores: wait rather than time beside it
+            dirty += 1
+            waited_s += quiet(plan.max_wait_s - waited_s)
+            continue
+        medians.append(percentile(sorted(runs), 50))
+        samples.extend(runs)
+    if not medians:  # a net slower than max_visit_s per window: its one window counts
+        medians.append(percentile(sorted(runs), 50))
+        samples.extend(runs)
+    return Visit(at=at, medians_ms=tuple(medians), dirty=dirty, waited_s=waited_s), samples
