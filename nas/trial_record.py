@@ -25,7 +25,8 @@ LATENCY, LATENCY_RECORD = "latency", "latency_record"
 TRAIN, TRAIN_CACHED, PRUNED_AT, ERROR = "train", "train_cached", "pruned_at_step", "error"
 
 # The latency and training figures kept in the record (the whole latency.json is kept beside them)
-LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measure_s", "unstable")
+LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measure_s", "unstable", "first_ms",
+                  "visits")
 TRAIN_FIELDS = ("psnr_db", "bicubic_psnr_db", "ssim", "psnr_gain_db", "resumed_from", "moved",
                 "shift_consistency_db", "temporal_psnr_db")
 

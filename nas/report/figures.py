@@ -38,6 +38,11 @@ def _hover(run: Run, row: Any) -> str:
              escape(run.summary_of(row)),
              f"latency {fmt(row.latency_ms, 3)} ms median, {fmt(row.latency_p90_ms, 3)} ms p90",
              f"{si(row.macs, 'MAC')}, {si(row.params, 'params')}"]
+    first = number(getattr(row, "latency_first_ms", None))
+    if first is not None and number(row.latency_ms) is not None and abs(first - row.latency_ms) > 1e-9:
+        again = "verified before naming the winner" if getattr(row, "verified", False) else "re-timed (close call)"
+        change = getattr(row, "verdict_change", "") or ""
+        lines.insert(3, f"first estimate {fmt(first, 3)} ms, {again}" + (f": {escape(change)}" if change else ""))
     if number(row.stopped_at) is not None:
         lines.append(f"stopped by the pruner at step {int(row.stopped_at)}: gain there {fmt(row.psnr_gain_db, 3)} dB")
     elif number(row.psnr_gain_db) is not None:

@@ -162,8 +162,11 @@ def _top_table(run: Run) -> str:
     win = run.winner()
     head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>PSNR (dB)</th><th>SSIM</th>"
             "<th>shift consistency (dB)</th><th>temporal PSNR (dB)</th>"
-            "<th>latency median (ms)</th><th>p90 (ms)</th><th>MACs</th><th>params</th>"
+            "<th>latency median (ms)</th><th>p90 (ms)</th><th>first estimate (ms)</th><th>MACs</th><th>params</th>"
             "<th>architecture</th><th>arch id</th></tr>")
+
+    def verified_mark(r: Any) -> str:
+        return " (verified)" if getattr(r, "verified", False) else ""
 
     def row(rank: str, r: Any) -> str:
         cls = " class='winner'" if win is not None and r.number == win.number else ""
@@ -171,6 +174,7 @@ def _top_table(run: Run) -> str:
                 f"<td>{fmt(r.psnr_gain_db, 3)}</td><td>{fmt(r.psnr_db)}</td><td>{fmt(r.ssim, 4)}</td>"
                 f"<td>{fmt(r.shift_consistency_db, 1)}</td><td>{fmt(r.temporal_psnr_db, 1)}</td>"
                 f"<td>{fmt(r.latency_ms, 3)}</td><td>{fmt(r.latency_p90_ms, 3)}</td>"
+                f"<td>{fmt(getattr(r, 'latency_first_ms', None), 3)}{verified_mark(r)}</td>"
                 f"<td>{si(r.macs, 'MAC')}</td><td>{si(r.params, '')}</td>"
                 f"<td class='arch'>{escape(('[' + r.reference + '] ') if r.reference else '')}"
                 f"{escape(run.summary_of(r))}</td><td><code>{escape(r.arch_id[:12])}</code></td></tr>")

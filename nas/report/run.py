@@ -104,9 +104,9 @@ def load_run(run_dir: Path) -> Run:
     columns = list(TRIALS_CSV_COLUMNS)
     trials = pd.DataFrame([r.to_dict() for r in rd.trials], columns=columns)
     for col in columns:
-        if col in ("over_budget", "trained", "latency_cached", "train_cached"):
+        if col in ("over_budget", "trained", "latency_cached", "train_cached", "verified"):
             trials[col] = trials[col].astype(bool)
-        elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker"):
+        elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker", "verdict_change"):
             trials[col] = pd.to_numeric(trials[col], errors="coerce")
     trials["number"] = trials.number.astype(int)
     run = Run(dir=rd, trials=trials.reset_index(drop=True), problems=list(rd.problems))

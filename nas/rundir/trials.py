@@ -19,9 +19,9 @@ from nas.trial_record import TrialRecord
 
 TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
-    "roofline_ms", "over_budget", "trained", "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim",
-    "shift_consistency_db", "temporal_psnr_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs",
-    "params", "bytes_moved", "error", "worker",
+    "latency_first_ms", "latency_visits", "verified", "verdict_change", "roofline_ms", "over_budget", "trained",
+    "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim", "shift_consistency_db", "temporal_psnr_db",
+    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error", "worker",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
 
@@ -66,6 +66,10 @@ class TrialRow:
     latency_ms: float | None = None
     latency_p90_ms: float | None = None
     latency_cov: float | None = None
+    latency_first_ms: float | None = None  # the first visit's estimate (CPU v2), before close-call and final re-timing
+    latency_visits: int | None = None      # visits in the latency row (CPU v2)
+    verified: bool = False                  # re-timed in the search's final verification round
+    verdict_change: str = ""                # what that round changed ("fits after re-timing", ...), else empty
     roofline_ms: float | None = None
     over_budget: bool = False
     trained: bool = False
@@ -91,6 +95,8 @@ class TrialRow:
         """Trained in full within the budget with a gain: a candidate for the winner (a trial the pruner
         stopped at a rung never is, whatever its gain there)."""
         ok_state = self.state == "COMPLETE" if self.state else (self.trained and not self.over_budget)
+        if self.verified and self.over_budget:  # the verification round found it over the budget
+            ok_state = False
         return ok_state and self.trained and self.stopped_at is None and self.psnr_gain_db is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,15 +108,24 @@ _BOOL_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "bool")
 _TEXT_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "str")
 
 
-def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget) -> TrialRow:
-    """The trials.csv row of a finished trial, from its trial record."""
+def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
+              verified: Mapping[int, Mapping[str, Any]] | None = None) -> TrialRow:
+    """The trials.csv row of a finished trial, from its trial record and, when the search's verification round
+    re-timed it, its verified latency (``verified``: trial number -> median_ms, p90_ms, visits)."""
     lat, tr, counts = record.latency, record.train, record.counts
+    again = (verified or {}).get(number_)
+    final = lat if again is None else again
+    change = ""
+    if again is not None and budget.over(lat) != budget.over(again):
+        change = "over the budget after re-timing" if budget.over(again) else "fits after re-timing"
     return TrialRow(
         number=number_, state=state, arch_id=record.arch_id, reference=record.reference,
-        summary=record.summary, latency_ms=number(lat.get("median_ms")),
-        latency_p90_ms=number(lat.get("p90_ms")), latency_cov=number(lat.get("cov")),
+        summary=record.summary, latency_ms=number(final.get("median_ms")),
+        latency_p90_ms=number(final.get("p90_ms")), latency_cov=number(lat.get("cov")),
+        latency_first_ms=number(lat.get("first_ms")) or number(lat.get("median_ms")),
+        latency_visits=integer(final.get("visits")), verified=again is not None, verdict_change=change,
         roofline_ms=number(lat.get("roofline_ms")),
-        over_budget=budget.over(lat) or record.predicted_over_budget,  # screened by the predictor
+        over_budget=budget.over(final) or record.predicted_over_budget,  # screened by the predictor
         trained=record.trained, stopped_at=integer(record.pruned_at_step),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
@@ -159,6 +174,7 @@ def parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
         raise UsageError(f"{where}: column 'number' must hold trial numbers (row {line})")
     values["number"] = n
     values["stopped_at"] = integer((raw.get("stopped_at") or "").strip())
+    values["latency_visits"] = integer((raw.get("latency_visits") or "").strip())
     for name in _FLOAT_FIELDS:
         values[name] = number((raw.get(name) or "").strip())
     for name in _BOOL_FIELDS:

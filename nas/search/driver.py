@@ -43,6 +43,7 @@ from nas.search.storage import (
     retried_trial_numbers,
     waiting_retries,
 )
+from nas.search.verification import settle_close_call, verification_summary, verify_finalists
 from nas.target import Budget, Target
 from nas.trial_record import TrialRecord, TrialRecorder
 
@@ -78,6 +79,7 @@ class Search:
         self.writer = RunDirWriter(self.run_dir)
         self.interrupted = False
         self.summary: dict[str, Any] | None = None
+        self.verified: dict[int, dict[str, Any]] = {}  # trial number -> latency re-timed before naming the winner
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -182,6 +184,10 @@ class Search:
         latency = measure_or_get(spec, target.workload, target.backend, self.store,  # takes the device lock
                                  details=self.guard.details())
         latency = self.guard.after_measure(spec, latency, predicted)
+        first = latency
+        latency = settle_close_call(target, self.store, spec, latency, self.guard.details())
+        tally.close_calls += int(latency is not first)
+        tally.quiet_waits += int(not latency.cached and latency.quiet_waited_s > 0)
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
@@ -266,6 +272,9 @@ class Search:
             if beacon is not None:
                 beacon.done()
         progress.close()
+        if not stop.requested:
+            rows = self.rows()
+            self.verified = verify_finalists(rows, self.target, self.store, self.run_dir, self.say)
         if beacon is not None and not stop.requested:
             gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
             if gone:
@@ -313,7 +322,7 @@ class Search:
     # ------------------------------------------------------------------ outputs
     def rows(self) -> list[TrialRow]:
         """The study's finished trials as trials.csv rows."""
-        return [trial_row(t.number, t.state.name, TrialRecord.of(t.user_attrs), self.target.budget)
+        return [trial_row(t.number, t.state.name, TrialRecord.of(t.user_attrs), self.target.budget, self.verified)
                 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
 
     def _summary(self, rows: list[TrialRow], tally: Tally) -> dict[str, Any]:
@@ -326,18 +335,20 @@ class Search:
             "this_run": {"trials": tally.n_done, "latency_cache_hits": tally.latency_hits,
                          "train_cache_hits": tally.train_hits, "resumed_trainings": tally.resumed,
                          "timed_out": tally.timed_out,
-                         "contended_measurements": tally.contended,
+                         "contended_measurements": tally.contended, "close_calls_retimed": tally.close_calls,
+                         "measurements_that_waited_for_quiet": tally.quiet_waits,
                          "predictor": self.guard.mode, "screened": self.guard.screened,
                          "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary()},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": best,
+            "verification": verification_summary(rows, self.verified),
         }
 
     def _finish(self, tally: Tally, interrupted: bool) -> dict[str, Any]:
         """The run dir made whole: every finished trial of the study (other workers' too), its summary."""
         self.interrupted = interrupted
-        done = materialize(self.study, self.writer, self.train_cache, self.target.budget)
+        done = materialize(self.study, self.writer, self.train_cache, self.target.budget, self.verified)
         if done.missing_weights:
             self.say(f"warning: the weights of trial(s) {', '.join(map(str, done.missing_weights))} (trained by "
                      "other workers) are not in this worker's training cache: give every worker the same "

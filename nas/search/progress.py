@@ -22,6 +22,8 @@ class Tally:
     train_s: float = 0.0
     lock_wait_s: float = 0.0
     contended: int = 0          # CPU measurements timed while other processes were busy
+    close_calls: int = 0        # first estimates within the noise band of the budget, re-timed before the gate
+    quiet_waits: int = 0        # measurements that waited for other processes to pause before timing on
     stopped: int = 0            # trainings the pruner stopped at a rung
     resumed: int = 0            # trainings that went on from a checkpoint stopped at a rung
     timed_out: bool = False     # --timeout ended the loop before the run dir had its trials

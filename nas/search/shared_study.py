@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,8 @@ class Materialized:
     missing_weights: list[int]
 
 
-def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None, budget: Budget) -> Materialized:
+def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None, budget: Budget,
+                verified: Mapping[int, Mapping[str, Any]] | None = None) -> Materialized:
     """Write the arch files of every finished trial of ``study`` that the run dir lacks, and trials.csv.
 
     Trial attributes come from the shared storage: each spec is validated (and must hash to its arch
@@ -107,7 +108,7 @@ def materialize(study: Any, writer: RunDirWriter, train_cache: TrainCache | None
         if not t.state.is_finished():
             continue
         record = TrialRecord.of(t.user_attrs)
-        row = trial_row(t.number, t.state.name, record, budget)
+        row = trial_row(t.number, t.state.name, record, budget, verified)
         try:
             spec = ArchSpec.from_json(record.spec_json) if record.spec_json is not None else None
         except SpecError:
