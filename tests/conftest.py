@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -84,15 +85,25 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_search(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A real tiny `nas search --json`: its run dir, latency database URL and JSON summary."""
-    root = tmp_path_factory.mktemp("tiny_search")
-    db = f"sqlite:///{root / 'latency.db'}"
-    run_dir = root / "run"
-    proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", db, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return {"run_dir": run_dir, "latency_db": db, "summary": json.loads(proc.stdout), "stdout": proc.stdout,
-            "stderr": proc.stderr, "root": root}
+def tiny_search(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
+    """A real tiny `nas search --json`: its run dir, latency database URL and JSON summary. Under xdist the
+    first worker to need it runs it and the others wait for it and read it (pytest-xdist's recipe for a
+    session fixture run once): the search is the suite's most expensive fixture."""
+    from filelock import FileLock
+
+    shared = worker_id != "master"
+    root = tmp_path_factory.getbasetemp().parent / "tiny_search" if shared else tmp_path_factory.mktemp("tiny_search")
+    with FileLock(f"{root}.lock") if shared else contextlib.nullcontext():
+        done = root / "fixture.json"
+        if not done.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            db = f"sqlite:///{root / 'latency.db'}"
+            proc = run_nas("search", *TINY_ARGS, "--run-dir", str(root / "run"), "--latency-db", db, "--json")
+            assert proc.returncode == 0, proc.stderr
+            done.write_text(json.dumps({"latency_db": db, "stdout": proc.stdout, "stderr": proc.stderr}))
+    saved = json.loads(done.read_text())
+    return {"run_dir": root / "run", "latency_db": saved["latency_db"], "summary": json.loads(saved["stdout"]),
+            "stdout": saved["stdout"], "stderr": saved["stderr"], "root": root}
 
 
 @pytest.fixture(scope="session")
