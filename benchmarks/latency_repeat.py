@@ -106,6 +106,21 @@ def report(args: argparse.Namespace) -> None:
               f" | {a['per_net_s']} / {b['per_net_s']} | {a['others_cpus']:.2f} / {b['others_cpus']:.2f} |")
 
 
+    print()
+    print("How far a first visit lies above its row's settled latency (first / settled), over every net of every run:")
+    print()
+    print("| load | size | nets | median | 90th pct | 99th pct | max | min |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (load, protocol, h, w), every in sorted(runs.items()):
+        ups = sorted(d["first_ms"][n] / d["latency_ms"][n] for d in every for n in d["latency_ms"]
+                     if d["latency_ms"][n] and d["first_ms"].get(n))
+        if not protocol.endswith("v2") or not ups:
+            continue
+        q = statistics.quantiles(ups, n=100)
+        print(f"| {'1 busy core' if load else 'quiet'} | {h}x{w} | {len(ups)} | {statistics.median(ups):.3f} |"
+              f" {q[89]:.3f} | {q[98]:.3f} | {ups[-1]:.3f} | {ups[0]:.3f} |")
+
+
 def share(ratios: list[float]) -> str:
     """How many of the ratios lie within +-10 % of 1, and their share."""
     within = sum(abs(r - 1) <= 0.10 for r in ratios)

@@ -1,6 +1,7 @@
 """Benchmark of the learned latency predictor (reports/predictor.md) on this machine with ONNX Runtime.
 
-``collect`` measures random sr2x architectures at 135x240 (protocol cpu-fast-v1) into one latency
+``collect`` measures random sr2x architectures at 135x240 (``--protocol``, default ``fast``: cpu-fast-v2, each
+row settled by interleaved visits as ``nas`` settles a close call; ``fast-v1``: one block) into one latency
 database: a training pool (seeds 0..N-1) and a held-out set (seeds 10000..); run it under the CPU
 benchmark lock. ``evaluate`` fits the predictor on the first 50/100/200/400 training rows and prints,
 per size, the share of held-out architectures predicted within +-10 % and Kendall's tau, beside
@@ -30,6 +31,7 @@ import time
 
 from latency_db import LatencyStore, get_backend, measure_or_get, workload_for
 from latency_db.fingerprint import cpu_model, physical_cores
+from latency_db.measure import settle_all
 from search_spaces import ArchSpec, get_space
 
 H, W = 135, 240
@@ -51,16 +53,26 @@ def specs(first_seed: int, n: int) -> list[ArchSpec]:
 def collect(args: argparse.Namespace) -> None:
     """Measure the training pool and the held-out set (cache hits for what is already stored)."""
     store = LatencyStore(args.db)
-    backend = get_backend("onnxruntime", protocol="fast")
-    t0, contended = time.perf_counter(), 0
+    backend = get_backend("onnxruntime", protocol=args.protocol)
+    t0 = time.perf_counter()
     todo = specs(0, args.train) + specs(TEST_SEED0, args.test)
-    for i, spec in enumerate(todo):
-        r = measure_or_get(spec, workload_for(spec, H, W, "fp32"), backend, store)
-        contended += r.contended
+    results = timed(todo, backend, store)
+    contended = sum(r.contended for r in results)
+    print(f"measured {len(todo)} architectures ({backend.protocol.name}) in {time.perf_counter() - t0:.0f} s on "
+          f"{cpu_model()} ({physical_cores()} cores); {contended} measured while other processes used > 0.25 CPU")
+
+
+def timed(todo: list[ArchSpec], backend: object, store: LatencyStore) -> list:
+    """Every spec measured (cache first); a windowed protocol's rows settled by interleaved visits."""
+    items = [(spec, workload_for(spec, H, W, "fp32")) for spec in todo]
+    if backend.protocol.windows is not None:
+        return settle_all(items, backend, store)
+    results = []
+    for i, (spec, workload) in enumerate(items):
+        results.append(measure_or_get(spec, workload, backend, store))
         if i % 25 == 0:
-            print(f"{i}/{len(todo)} {time.perf_counter() - t0:.0f}s contended {contended}", file=sys.stderr)
-    print(f"measured {len(todo)} architectures in {time.perf_counter() - t0:.0f} s on {cpu_model()} "
-          f"({physical_cores()} cores); {contended} measured while other processes used > 0.25 CPU")
+            print(f"{i}/{len(items)}", file=sys.stderr)
+    return results
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -71,7 +83,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from search_spaces import count
 
     store = LatencyStore(args.db)
-    backend = get_backend("onnxruntime", protocol="fast")
+    backend = get_backend("onnxruntime", protocol=args.protocol)
     train_specs, test_specs = specs(0, args.train), specs(TEST_SEED0, args.test)
     for spec in train_specs + test_specs:  # rows measured before specs were stored with them
         store.put_spec(spec.arch_id, spec.canonical_json())
@@ -131,26 +143,30 @@ def repeat(args: argparse.Namespace) -> None:
     from latency_db.predictor import fit_predictor, rows_for_fit
 
     first = LatencyStore(args.db)
-    backend = get_backend("onnxruntime", protocol="fast")
+    backend = get_backend("onnxruntime", protocol=args.protocol)
     probe = specs(0, 1)[0]
     rows = rows_for_fit(first, backend, workload_for(probe, H, W, "fp32"), include_contended=args.include_contended)
     pred = fit_predictor(rows, seed=0)
     every = [r.spec for r in rows]
     second = LatencyStore(args.into)
     t0, ratios = time.perf_counter(), {"plain": [], "after predict": []}
+    if backend.protocol.windows is not None:  # settled by interleaved rounds: no per-net "just after predict" split
+        again = [r.median_ms for r in timed(every, backend, second)]
+    else:
+        again = []
+        for i, row in enumerate(rows):
+            if i % 2:  # the predictor's work (scikit-learn, NumPy threads) right before the timing
+                pred.predict_many(every, [row.workload] * len(every))
+            again.append(measure_or_get(row.spec, row.workload, backend, second).median_ms)
     pairs = []
-    for i, row in enumerate(rows):
-        group = "after predict" if i % 2 else "plain"
-        if i % 2:  # the predictor's work (scikit-learn, NumPy threads) right before the timing
-            pred.predict_many(every, [row.workload] * len(every))
-        again = measure_or_get(row.spec, row.workload, backend, second)
-        if again.median_ms is None:
+    for i, (row, ms) in enumerate(zip(rows, again)):
+        if ms is None:
             continue
-        ratios[group].append(again.median_ms / row.latency_ms)
-        pairs.append((row.latency_ms, again.median_ms))
-        if i % 50 == 0:
-            print(f"{i}/{len(rows)} {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    every_ratio = ratios["plain"] + ratios["after predict"]
+        group = "after predict" if i % 2 and backend.protocol.windows is None else "plain"
+        ratios[group].append(ms / row.latency_ms)
+        pairs.append((row.latency_ms, ms))
+    ratios = {k: v for k, v in ratios.items() if v}
+    every_ratio = [v for values in ratios.values() for v in values]
     print(f"{len(pairs)} architectures measured again on {cpu_model()} ({physical_cores()} cores) in "
           f"{time.perf_counter() - t0:.0f} s; load 1m {os.getloadavg()[0]:.2f}")
     print()
@@ -173,6 +189,7 @@ def main() -> None:
     ap.add_argument("action", choices=("collect", "evaluate", "repeat"))
     ap.add_argument("--into", help="repeat: the fresh database the second measurements go to")
     ap.add_argument("--db", required=True, help="latency database file for the benchmark's rows")
+    ap.add_argument("--protocol", default="fast", help="the CPU timing protocol (fast = cpu-fast-v2, fast-v1, ...)")
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])

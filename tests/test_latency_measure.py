@@ -26,6 +26,7 @@ from latency_db import (
 )
 from latency_db.backends.base import RawMeasurement
 from latency_db.backends.onnxruntime import OnnxRuntimeBackend
+from latency_db.measure import measure_again
 from search_spaces import ArchSpec, Conv, count
 
 
@@ -76,12 +77,23 @@ def test_four_times_the_macs_measures_slower(store: LatencyStore) -> None:
     r_small = measure_or_get(small, workload_for(small, 68, 120, "fp32"), backend, store)
     r_big = measure_or_get(big, workload_for(big, 68, 120, "fp32"), backend, store)
     assert r_small.error is None and r_big.error is None
+    firsts = (r_small, r_big)
+    # Another test (or xdist worker) may keep the cores busy for seconds: as the protocol does, later visits
+    # (>= 2 s apart, the minimum over all) find a quiet moment. 4x the MACs must then time slower.
+    for _ in range(4):
+        if r_big.median_ms > 1.5 * r_small.median_ms:
+            break
+        r_small = measure_again(small, workload_for(small, 68, 120, "fp32"), backend, store)
+        r_big = measure_again(big, workload_for(big, 68, 120, "fp32"), backend, store)
     assert r_big.median_ms > 1.5 * r_small.median_ms, (r_small.median_ms, r_big.median_ms)
-    # the fast protocol (v2): a first visit of >= 4 windows of >= 2 runs over >= 0.15 s (warm-up discarded);
-    # the latency is the minimum of the window medians
+    r_small, r_big = firsts
+    # the fast protocol (v2): a first visit of >= 3 windows (each >= 30 ms and >= 1 run) over >= 0.15 s
+    # (warm-up discarded); the latency is the minimum of the window medians
+    plan = backend.protocol.windows
     for r in (r_small, r_big):
-        assert r.n_samples >= 8 and len(r.samples_ms) == r.n_samples and r.visits == 1
-        assert sum(r.samples_ms) >= 140
+        assert r.n_samples >= plan.visit_windows * plan.window_runs and len(r.samples_ms) == r.n_samples
+        assert r.visits == 1
+        assert sum(r.samples_ms) >= 140 or r.quiet_waited_s > 0  # windows beside a busy process are dropped
         assert min(r.samples_ms) <= r.median_ms <= r.p90_ms <= r.p99_ms
         assert r.protocol == "cpu-fast-v2" and not r.cached and r.build_s > 0
         assert r.roofline_ms is not None and r.roofline_ms > 0

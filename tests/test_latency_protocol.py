@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latency_db import LatencyStore, get_backend, measure_or_get, workload_for
+from latency_db import LatencyStore, get_backend, latency_key, measure_or_get, workload_for
 from latency_db.measure import is_settled, settle_all, visits_of
 from latency_db.windows import Visit, WindowPlan, estimate_ms, settled, spread, time_visit
 from nas.rundir import best_trial, trial_row
@@ -159,3 +159,19 @@ def test_the_verification_round_can_change_the_winner() -> None:
     assert best_trial(after).number == 1
     assert after[0].verdict_change == "over the budget after re-timing" and after[0].latency_first_ms == 3.9
     assert after[0].latency_ms == 4.3 and after[0].verified and after[1].verdict_change == ""
+
+
+def test_gpu_protocols_keep_trtexec_s_and_old_cpu_rows_keep_theirs() -> None:
+    """Issue #24 changes CPU timing only: GPU protocols have no window plan (one trtexec-style block, as before),
+    and the v1 CPU protocols stay selectable under their own names, so their rows never answer for v2 ones."""
+    from latency_db.backends.cuda_timing import GPU_PROTOCOLS
+    from latency_db.backends.onnxruntime import CPU_PROTOCOLS
+
+    assert {p.name for p in GPU_PROTOCOLS.values()} == {"gpu-fast-v1", "gpu-trtexec-v1"}
+    assert all(p.windows is None for p in GPU_PROTOCOLS.values())
+    assert CPU_PROTOCOLS["fast-v1"].name == "cpu-fast-v1" and CPU_PROTOCOLS["fast-v1"].windows is None
+    assert CPU_PROTOCOLS["fast"].windows is not None and CPU_PROTOCOLS["fast"].name != CPU_PROTOCOLS["fast-v1"].name
+    net = sr_spec(8)
+    v1, v2 = get_backend("onnxruntime", protocol="fast-v1"), get_backend("onnxruntime")
+    workload = workload_for(net, 32, 32, "fp32")
+    assert latency_key(net, workload, v1).digest != latency_key(net, workload, v2).digest

@@ -23,7 +23,8 @@ def test_what_the_recorder_writes_the_record_reads_back(tmp_path: Path) -> None:
     recorder.candidate(spec, count(spec, 32, 48))
     recorder.predicted(1.5)
     latency = SimpleNamespace(median_ms=1.2, p90_ms=1.4, cov=0.02, roofline_ms=0.3, cached=False, measure_s=0.5,
-                              unstable=False, first_ms=1.5, visits=2, to_dict=lambda: {"median_ms": 1.2, "samples_ms": [1.2, 1.3]})
+                              unstable=False, first_ms=1.5, visits=2,
+                              to_dict=lambda: {"median_ms": 1.2, "samples_ms": [1.2, 1.3]})
     recorder.measured(latency)
     result = SimpleNamespace(psnr_db=30.0, bicubic_psnr_db=29.5, ssim=0.9, psnr_gain_db=0.5, resumed_from=None,
                              moved=True, shift_consistency_db=40.0, temporal_psnr_db=None)
