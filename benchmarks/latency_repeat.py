@@ -31,7 +31,7 @@ from pathlib import Path
 from latency_db import get_backend, open_store, workload_for
 from latency_db.contention import others_cpus, snapshot
 from latency_db.fingerprint import cpu_fingerprint, physical_cores
-from latency_db.measure import measure_or_get, settle_all
+from latency_db.measure import measure_or_get, settle_all, visits_of
 from search_spaces import get_space
 
 SIZES = {(135, 240): 50, (540, 960): 20}  # random nets per size (at 540x960 a random net takes up to ~1 s a run)
@@ -59,12 +59,15 @@ def time_all(protocol: str, h: int, w: int, load: bool) -> dict:
             results = settle_all(items, backend, store)
         wall = time.perf_counter() - t0
         busy = others_cpus(before, snapshot())
+        rows = store.rows_where(status="ok")
+        windows = {row["arch_id"]: [list(v.medians_ms) for v in visits_of(row)] for row in rows}
         store.engine.dispose()
     return {"protocol": backend.protocol.name, "h": h, "w": w, "at": started, "load": load,
             "wall_s": round(wall, 2), "per_net_s": round(wall / len(items), 3), "others_cpus": busy,
             "latency_ms": {name: r.median_ms for (name, _), r in zip(named, results)},
             "visits": {name: r.visits for (name, _), r in zip(named, results)},
             "first_ms": {name: r.first_ms for (name, _), r in zip(named, results)},
+            "windows": {name: windows.get(spec.arch_id, []) for name, spec in named},  # per visit, window medians
             "contended": sum(1 for r in results if r.contended)}
 
 
