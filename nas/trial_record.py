@@ -23,6 +23,7 @@ REFERENCE, RUN_DIR = "reference", "run_dir"
 PREDICTED_MS, PREDICTED_OVER = "predicted_ms", "predicted_over_budget"
 LATENCY, LATENCY_RECORD = "latency", "latency_record"
 TRAIN, TRAIN_CACHED, PRUNED_AT, ERROR = "train", "train_cached", "pruned_at_step", "error"
+TARGETS = "targets"   # --target: per target name, its latency figures and verdict (nas/search/targets.py)
 
 # The latency and training figures kept in the record (the whole latency.json is kept beside them)
 LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measure_s", "unstable", "first_ms",
@@ -58,6 +59,7 @@ class TrialRecord:
     train_cached: bool = False
     pruned_at_step: Any = None                                     # checked by its readers (an int when set)
     error: str = ""
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # --target: name -> figures and verdict
 
     @classmethod
     def of(cls, attrs: Mapping[str, Any]) -> TrialRecord:
@@ -74,6 +76,7 @@ class TrialRecord:
             latency=_as_dict(attrs.get(LATENCY)), latency_record=record if isinstance(record, dict) else None,
             train=_as_dict(attrs.get(TRAIN)), train_cached=attrs.get(TRAIN_CACHED) is True,
             pruned_at_step=attrs.get(PRUNED_AT), error=str(attrs.get(ERROR, "") or ""),
+            targets={str(k): v for k, v in _as_dict(attrs.get(TARGETS)).items() if isinstance(v, dict)},
         )
 
     @property
@@ -116,6 +119,10 @@ class TrialRecorder:
         """The latency (a LatencyResult): its figures, and the whole latency.json so any worker rebuilds it."""
         self._set(LATENCY_RECORD, latency.to_dict())
         self._set(LATENCY, {name: getattr(latency, name) for name in LATENCY_FIELDS})
+
+    def targets(self, outcomes: dict[str, dict[str, Any]]) -> None:
+        """Each target's latency figures and verdict (``--target``), in the order the targets were given."""
+        self._set(TARGETS, outcomes)
 
     def trained(self, result: Any, cached: bool, spent_s: float) -> None:
         """A training's outcome (a TrainResult); ``spent_s`` is the time this run paid for it."""
