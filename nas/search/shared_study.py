@@ -231,7 +231,8 @@ def rebuild_run_dir(storage: str, study_name: str, run_dir: Path, latency_db: st
         raise UsageError(f"study '{study_name}' has no run settings ({RUN_META}): it was written by an older nas; "
                          "report on a worker's --run-dir instead")
     budget = Budget(config.get("budget_ms"), config.get("budget_stat", "median"))
-    writer = RunDirWriter(run_dir)
+    targets = meta.get("targets") if isinstance(meta.get("targets"), list) else []  # a --target run's devices
+    writer = RunDirWriter(run_dir, tuple(str(t["name"]) for t in targets if isinstance(t, dict) and "name" in t))
     writer.check(study_name)
     store = open_latency_store(latency_db)
     writer.create()
