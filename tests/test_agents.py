@@ -24,15 +24,19 @@ from test_scaleout import fresh_database
 from tiny import run_nas
 
 from latency_db import LatencyKey, LatencyStore, Workload
-from latency_db.jobs import DONE, FAILED, RUNNING, JobQueue
+from latency_db.jobs import DONE, FAILED, MAX_ATTEMPTS, RUNNING, JobQueue
+from latency_db.keys import device_template, key_from_template, latency_key
 from latency_db.lock import DeviceLock
+from nas.errors import UsageError
+from nas.rundir import TRIALS_CSV_COLUMNS, RunDir, RunDirWriter, trial_row
+from nas.target import Budget, target_budgets
+from nas.trial_record import TrialRecord
 from search_spaces import get_space
 
-pytestmark = pytest.mark.slow
 # agents beat every 0.3 s; a job's lease (and an agent's silence) lasts 4 s: longer than the 2 s a search waits
 # before it says what it waits for, so a search whose agent is killed mid-job always says it
 TIMING = "0.3,4"
-SEARCH = ["search", "--task", "sr2x", "--input-size", "32x48", "--trials", "2", "--train-steps", "10", "--seed", "0",
+SEARCH = ["search", "--task", "sr2x", "--input-size", "32x48", "--trials", "2", "--train-steps", "20", "--seed", "0",
           "--backend", "onnxruntime", "--no-export"]
 BOUND_S = 120      # the longest any wait below may take before the test fails (never reached when it passes)
 
@@ -132,6 +136,7 @@ def threads_of(store: LatencyStore, key_json: str) -> int:
 
 
 # ---------------------------------------------------------------------- the queue, with agent processes
+@pytest.mark.slow
 def test_two_agents_on_one_name_share_the_jobs_and_none_is_done_twice(agents: Agents) -> None:
     queue, store = agents.queue, LatencyStore(agents.url)
     a, a_id = agents.start("farm")
@@ -161,6 +166,7 @@ def test_two_agents_on_one_name_share_the_jobs_and_none_is_done_twice(agents: Ag
         a_id: listed[a_id].jobs_done, b_id: listed[b_id].jobs_done}
 
 
+@pytest.mark.slow
 def test_a_job_of_an_agent_killed_mid_job_is_claimed_again_after_its_lease(agents: Agents) -> None:
     queue, store = agents.queue, LatencyStore(agents.url)
     a, _ = agents.start("board")
@@ -184,6 +190,24 @@ def test_a_job_of_an_agent_killed_mid_job_is_claimed_again_after_its_lease(agent
     assert agents.stop(b) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_an_agent_rides_out_a_database_restart(postgres_server: Any, tmp_path: Path, env: dict[str, str]) -> None:
+    agents = Agents(fresh_database(postgres_server.url), tmp_path)
+    try:
+        a, a_id = agents.start("board")
+        protocol = agents.queue.live_agents("board")[0].protocol
+        postgres_server.restart()        # the agent's claims and beats retry on the lost connections
+        [spec] = references(1)
+        job_id = agents.queue.submit("board", protocol, spec.arch_id, spec.canonical_json(), WORKLOAD)
+        wait_until(lambda: agents.queue.states([job_id])[job_id].finished, "the job after the restart")
+        job = agents.queue.states([job_id])[job_id]
+        assert job.state == DONE and job.agent_id == a_id and job.attempts == 1
+        assert agents.stop(a) == 0, agents.log(a)
+    finally:
+        agents.close()
+
+
 # ---------------------------------------------------------------------- searches
 def trials_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(run_dir / "trials.csv", newline="") as fh:
@@ -191,6 +215,7 @@ def trials_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
+@pytest.mark.slow
 def test_a_search_measures_on_a_one_thread_agent_and_waits_out_a_killed_one(agents: Agents, tmp_path: Path,
                                                                               env: dict[str, str]) -> None:
     queue, store = agents.queue, LatencyStore(agents.url)
@@ -218,6 +243,7 @@ def test_a_search_measures_on_a_one_thread_agent_and_waits_out_a_killed_one(agen
     assert [t["name"] for t in meta["targets"]] == ["cpu1"] and "1 threads" in meta["targets"][0]["devices"][0]
 
 
+@pytest.mark.slow
 def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agents: Agents, tmp_path: Path) -> None:
     store = LatencyStore(agents.url)
     agents.start("cpu1")
@@ -243,6 +269,7 @@ def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agent
     assert store.count() == 4 and len(agents.queue.jobs_of("cpu1")) == 2   # the later searches: cache hits
 
 
+@pytest.mark.slow
 def test_a_target_without_a_live_agent_is_one_line_exit_2_and_writes_nothing(tmp_path: Path,
                                                                             env: dict[str, str]) -> None:
     url = f"sqlite:///{tmp_path / 'latency.db'}"
@@ -257,3 +284,63 @@ def test_a_target_without_a_live_agent_is_one_line_exit_2_and_writes_nothing(tmp
         assert not run_dir.exists()
     proc = run_nas("agent", "--name", "local", "--latency-db", url)
     assert proc.returncode == 2 and "reserved" in proc.stderr
+
+
+# ---------------------------------------------------------------------- the queue in one process, and the contracts
+def test_a_claim_is_leased_taken_again_when_it_expires_and_failed_after_the_last_attempt(db_url: str) -> None:
+    queue = JobQueue(LatencyStore(db_url))
+    key = {"backend": "onnxruntime", "backend_version": "1", "builder": {}, "device": {"kind": "cpu"},
+           "protocol": "cpu-fast-v2", "io_dtype": "fp32"}
+    a = queue.register("n", key, {"device": "X"}, lease_s=0.2)
+    b = queue.register("n", key, {"device": "X"}, lease_s=0.2)
+    other = queue.register("n", {**key, "protocol": "cpu-full-v2"}, {"device": "X"}, lease_s=0.2)
+    [spec] = references(1)
+    job_id = queue.submit("n", "cpu-fast-v2", spec.arch_id, spec.canonical_json(), WORKLOAD)
+    assert queue.claim(other, "n", "cpu-full-v2") is None          # another protocol never takes it
+    assert queue.claim(a, "n", "cpu-fast-v2").id == job_id
+    assert queue.claim(b, "n", "cpu-fast-v2") is None              # leased: one agent at a time
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        wait_until(lambda: queue.now() > queue.states([job_id])[job_id].expires_at, "the lease to expire")
+        claimed = queue.claim(b, "n", "cpu-fast-v2")
+        assert claimed is not None and claimed.attempts == attempt and claimed.agent_id == b
+    assert queue.finish(job_id, a, None, None) is False             # no longer a's: left alone
+    wait_until(lambda: queue.now() > queue.states([job_id])[job_id].expires_at, "the last lease to expire")
+    job = queue.states([job_id])[job_id]
+    assert job.state == FAILED and "lease expired" in job.error
+    assert queue.claim(a, "n", "cpu-fast-v2") is None
+
+
+def test_an_agents_template_keys_its_rows() -> None:
+    from latency_db import get_backend
+
+    backend = get_backend("onnxruntime", threads=1)
+    [spec] = references(1)
+    workload = Workload(height=32, width=48, scale=2)
+    assert key_from_template(device_template(backend), spec.arch_id, workload) == latency_key(spec, workload, backend)
+
+
+def test_target_budgets() -> None:
+    assert target_budgets([], 4.0, "median") == (Budget(4.0), ())
+    first, targets = target_budgets([("gpu", 2.0), ("local", None)], 8.0, "p90")
+    assert first == Budget(2.0, "p90") and [t.budget.limit_ms for t in targets] == [2.0, 8.0]
+    for given, budget_ms, message in (([], None, "--budget-ms is required"), ([("a", None)], None, "has no budget"),
+                                      ([("a", 1.0), ("a", 2.0)], None, "given twice")):
+        with pytest.raises(UsageError, match=message):
+            target_budgets(given, budget_ms, "median")
+
+
+def test_trials_csv_has_a_latency_column_per_target_and_who_rejected(tmp_path: Path) -> None:
+    record = TrialRecord.of({"arch_id": "a" * 64, "latency": {"median_ms": 1.0, "p90_ms": 1.1},
+                             "targets": {"gpu": {"ms": 1.0, "over": False}, "edge": {"ms": 9.0, "over": True}}})
+    row = trial_row(0, "PRUNED", record, Budget(2.0))
+    assert row.over_budget and row.rejected_by == "edge" and row.target_ms == {"gpu": 1.0, "edge": 9.0}
+    (tmp_path / "run.json").write_text(json.dumps({"study": "s", "targets": [
+        {"name": "gpu", "budget_ms": 2.0}, {"name": "edge", "budget_ms": 5.0}]}))
+    RunDirWriter(tmp_path, ("gpu", "edge")).write_trials([row])
+    columns, _ = trials_csv(tmp_path)
+    assert columns == [*TRIALS_CSV_COLUMNS, "latency_ms@gpu", "latency_ms@edge", "rejected_by"]
+    loaded = RunDir.load(tmp_path)
+    assert loaded.trials[0].target_ms == {"gpu": 1.0, "edge": 9.0} and loaded.trials[0].rejected_by == "edge"
+    assert [t["name"] for t in loaded.targets] == ["gpu", "edge"]
+    RunDirWriter(tmp_path).write_trials([trial_row(0, "COMPLETE", TrialRecord.of({"arch_id": "b" * 64}), Budget(2.0))])
+    assert trials_csv(tmp_path)[0] == list(TRIALS_CSV_COLUMNS)   # without --target: the columns as before

@@ -44,10 +44,12 @@ class Outcome:
 
     @property
     def value(self) -> float | None:
+        """The statistic the budget applies to (None without a latency)."""
         return None if self.result is None else self.budget.value_of(self.result)
 
     @property
     def over(self) -> bool:
+        """Measured, and over this target's budget."""
         return self.error is None and not self.budget.admits_ms(self.value)
 
     def record(self) -> dict[str, Any]:
@@ -78,9 +80,11 @@ class RemoteTarget:
         self.ignored = [a for a in live if a.protocol != first.protocol]
 
     def devices(self) -> list[str]:
+        """The device names of the agents this search started with."""
         return sorted({a.device for a in self.agents})
 
     def describe(self) -> dict[str, Any]:
+        """run.json's entry for this target."""
         first = self.agents[0]
         return {"name": self.name, "kind": "agents", "budget_ms": self.budget.limit_ms,
                 "budget_stat": self.budget.stat, "devices": self.devices(), "backend": first.backend,
@@ -101,6 +105,7 @@ class RemoteTarget:
         return None
 
     def submit(self, spec: Any) -> int:
+        """Queue the candidate's measurement for this name's agents; the job's id."""
         return self.queue.submit(self.name, self.protocol, spec.arch_id, spec.canonical_json(),
                                  self.workload.to_dict())
 
@@ -119,6 +124,7 @@ class RemoteTarget:
 
 
 def _unique(items: list[Any]) -> list[Any]:
+    """The items without repeats, in order (dicts are not hashable)."""
     out: list[Any] = []
     for item in items:
         if item not in out:
