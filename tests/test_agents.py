@@ -164,6 +164,9 @@ def test_two_agents_on_one_name_share_the_jobs_and_none_is_done_twice(agents: Ag
     assert shown.returncode == 0, shown.stderr
     assert {x["agent_id"]: x["jobs_done"] for x in json.loads(shown.stdout)["agents"]} == {
         a_id: listed[a_id].jobs_done, b_id: listed[b_id].jobs_done}
+    shown = run_nas("db", "agents", "--latency-db", agents.url)
+    assert shown.returncode == 0 and "0 live agent(s), 2 registered" in shown.stdout
+    assert shown.stdout.count("farm") == 2 and shown.stdout.count("stopped") == 2
 
 
 @pytest.mark.slow
@@ -241,6 +244,23 @@ def test_a_search_measures_on_a_one_thread_agent_and_waits_out_a_killed_one(agen
     assert all(r["latency_ms@cpu1"] == r["latency_ms"] != "" and r["rejected_by"] == "" for r in rows)
     meta = json.loads((run_dir / "run.json").read_text())
     assert [t["name"] for t in meta["targets"]] == ["cpu1"] and "1 threads" in meta["targets"][0]["devices"][0]
+
+
+@pytest.mark.slow
+def test_a_search_stops_with_one_line_when_no_agent_finishes_within_the_timeout(agents: Agents,
+                                                                                 tmp_path: Path) -> None:
+    queue = agents.queue
+    agents.start("cpu1")
+    with DeviceLock("cpu"):  # the agent claims the job and waits for the device past the search's patience
+        proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--target-timeout", "1", "--latency-db", agents.url,
+                       "--run-dir", str(tmp_path / "run"), "--no-report")
+        wait_until(lambda: queue.jobs_of("cpu1")[0].state == RUNNING, "the agent to hold the job")
+        [job] = queue.jobs_of("cpu1")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stderr
+    assert last.startswith("nas search: error: trial 0: no agent finished job") and "--target-timeout 1 s" in last
+    assert job.attempts == 1                                    # still in hand: the agent finishes it later
+    wait_until(lambda: queue.states([job.id])[job.id].state == DONE, "the agent to finish the job")
 
 
 @pytest.mark.slow

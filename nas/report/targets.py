@@ -66,7 +66,12 @@ def targets_section(run: Run, fig_div: Callable[[Any, str], str]) -> str:
     """The page's section for a ``--target`` run (empty for a run on this machine alone)."""
     if not run.targets:
         return ""
+    rows = "".join(
+        f"<tr><th>{escape(t['name'])}</th><td>{fmt(number(t.get('budget_ms')), 3)} ms "
+        f"({escape(t.get('budget_stat', 'median'))})</td><td>{escape(', '.join(map(str, t.get('devices') or [])))}"
+        f"</td><td>{escape(t.get('backend', '?'))} {escape(t.get('protocol', ''))}</td></tr>" for t in run.targets)
     return ("<h2>One front per target device</h2><p class='hint'>A candidate was trained only when it fit every "
             "target's budget. Each panel plots the trained candidates against one target's latency (green: "
-            "reference nets); crosses on the floor are the candidates that target rejected.</p>"
+            "reference nets); crosses on the floor are the candidates that target rejected. The charts above use "
+            f"the first target's latency.</p><table class='kv'>{rows}</table>"
             + fig_div(targets_figure(run), "targets"))
