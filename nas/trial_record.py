@@ -28,12 +28,20 @@ TARGETS = "targets"   # --target: per target name, its latency figures and verdi
 # The latency and training figures kept in the record (the whole latency.json is kept beside them)
 LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measure_s", "unstable", "first_ms",
                   "visits")
+# Per target of a --target search: its latency (the budget's statistic: ms), figures, device and verdict
+TARGET_FIELDS = ("ms", "median_ms", "p90_ms", "cached", "device", "over", "error", "budget_ms")
 TRAIN_FIELDS = ("psnr_db", "bicubic_psnr_db", "ssim", "psnr_gain_db", "resumed_from", "moved",
                 "shift_consistency_db", "temporal_psnr_db")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number as a float, else None (the storage is shared: nothing is trusted)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def reference_attrs(name: str) -> dict[str, Any]:
@@ -83,6 +91,16 @@ class TrialRecord:
     def trained(self) -> bool:
         return bool(self.train)
 
+    @property
+    def target_ms(self) -> dict[str, float | None]:
+        """Each target's latency (the budget's statistic), in the order the targets were given."""
+        return {name: _finite(t.get("ms")) for name, t in self.targets.items()}
+
+    @property
+    def rejected_by(self) -> list[str]:
+        """The targets whose budget the candidate missed."""
+        return [name for name, t in self.targets.items() if t.get("over") is True]
+
     def belongs_to(self, run_dir: Path) -> bool:
         """True when the trial was run by the worker of ``run_dir``."""
         return self.run_dir == str(Path(run_dir).resolve())
@@ -120,9 +138,10 @@ class TrialRecorder:
         self._set(LATENCY_RECORD, latency.to_dict())
         self._set(LATENCY, {name: getattr(latency, name) for name in LATENCY_FIELDS})
 
-    def targets(self, outcomes: dict[str, dict[str, Any]]) -> None:
-        """Each target's latency figures and verdict (``--target``), in the order the targets were given."""
-        self._set(TARGETS, outcomes)
+    def targets(self, outcomes: Mapping[str, Any]) -> None:
+        """Each target's latency figures and verdict (``--target``: name -> an Outcome of nas/search/targets.py,
+        whose TARGET_FIELDS are kept), in the order the targets were given."""
+        self._set(TARGETS, {name: {k: getattr(o, k) for k in TARGET_FIELDS} for name, o in outcomes.items()})
 
     def trained(self, result: Any, cached: bool, spent_s: float) -> None:
         """A training's outcome (a TrainResult); ``spent_s`` is the time this run paid for it."""

@@ -132,7 +132,7 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
     """The trials.csv row of a finished trial, from its trial record and, when the search's verification round
     re-timed it, its verified latency (``verified``: trial number -> median_ms, p90_ms, visits)."""
     lat, tr, counts = record.latency, record.train, record.counts
-    rejected = ";".join(n for n, t in record.targets.items() if t.get("over") is True)
+    rejected = ";".join(record.rejected_by)
     again = (verified or {}).get(number_)
     final = lat if again is None else again
     change = ""
@@ -155,7 +155,7 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
         latency_cached=lat.get("cached") is True, train_cached=record.train_cached,
         macs=number(counts.get("macs")), params=number(counts.get("params")),
         bytes_moved=number(counts.get("bytes_moved")), error=record.error, worker=record.run_dir,
-        target_ms={n: number(t.get("ms")) for n, t in record.targets.items()}, rejected_by=rejected,
+        target_ms=record.target_ms, rejected_by=rejected,
     )
 
 

@@ -47,18 +47,38 @@ class Outcome:
         """The statistic the budget applies to (None without a latency)."""
         return None if self.result is None else self.budget.value_of(self.result)
 
+    ms = value  # the trial record's name for it (nas/trial_record.py TARGET_FIELDS)
+
+    @property
+    def median_ms(self) -> float | None:
+        """The median (ms)."""
+        return None if self.result is None else self.result.median_ms
+
+    @property
+    def p90_ms(self) -> float | None:
+        """The p90 (ms)."""
+        return None if self.result is None else self.result.p90_ms
+
+    @property
+    def cached(self) -> bool | None:
+        """Answered from the latency database."""
+        return None if self.result is None else self.result.cached
+
+    @property
+    def device(self) -> str | None:
+        """The device that measured it."""
+        return None if self.result is None else self.result.device
+
+    @property
+    def budget_ms(self) -> float:
+        """This target's budget (ms)."""
+        return self.budget.limit_ms
+
     @property
     def over(self) -> bool:
         """Measured, and over this target's budget."""
         return self.error is None and not self.budget.admits_ms(self.value)
 
-    def record(self) -> dict[str, Any]:
-        """What the trial record keeps of it (nas/trial_record.py)."""
-        r = self.result
-        return {"ms": self.value, "median_ms": None if r is None else r.median_ms,
-                "p90_ms": None if r is None else r.p90_ms, "cached": None if r is None else r.cached,
-                "device": None if r is None else r.device, "over": self.over, "error": self.error,
-                "budget_ms": self.budget.limit_ms}
 
 
 class RemoteTarget:
@@ -262,7 +282,7 @@ class TargetSet:
         if first.result is not None:
             writer.write_latency(spec.arch_id, first.result.to_dict())
             record.measured(first.result)
-        record.targets({name: o.record() for name, o in outcomes.items()})
+        record.targets(outcomes)
         failed = [o for o in outcomes.values() if o.error is not None]
         if failed:
             record.failed("; ".join(f"measurement failed on {o.name}: {o.error}" for o in failed))
