@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from latency_db.jobs import Job, JobQueue
+from latency_db.jobs import MEASURE, REFINE, Job, JobQueue
 from latency_db.keys import device_template, latency_key
-from latency_db.measure import measure_or_get
+from latency_db.measure import measure_or_get, refine
 from latency_db.workload import Workload
 from search_spaces import ArchSpec, SpecError
 
@@ -103,7 +103,10 @@ class LatencyAgent:
         self.say(f"job {job.id} ({job.arch_id[:12]}): " + ("done" if error is None else f"failed: {error}"))
 
     def _measure(self, job: Job) -> tuple[str | None, str | None]:
-        """(the stored row's key as JSON or None, the failure's reason or None)."""
+        """(the stored row's key as JSON or None, the failure's reason or None). A REFINE job adds a visit to the
+        row of a windowed protocol (a close call the search wants settled), as a local search's ``refine`` does."""
+        if job.kind not in (MEASURE, REFINE):
+            return None, f"unknown job kind {job.kind[:20]!r}"
         try:
             spec = ArchSpec.from_json(job.spec_json)
         except SpecError as exc:
@@ -112,7 +115,10 @@ class LatencyAgent:
             return None, f"invalid spec: it describes arch {spec.arch_id[:12]}, the job names {job.arch_id[:12]}"
         try:
             workload = Workload.from_dict(json.loads(job.workload_json))
-            result = measure_or_get(spec, workload, self.backend, self.store)
+            if job.kind == REFINE and self.backend.protocol.windows is not None:
+                result = refine(spec, workload, self.backend, self.store)
+            else:
+                result = measure_or_get(spec, workload, self.backend, self.store)
         except (ValueError, KeyError, TypeError) as exc:  # a workload that is malformed or cannot feed the spec
             return None, f"invalid workload: {exc}"
         key = latency_key(spec, workload, self.backend)

@@ -33,6 +33,7 @@ MAX_ATTEMPTS = 3            # claims of one job before it is failed (its agents 
 HEARTBEAT_ENV = "NAS_AGENT_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S = 5.0, 30.0
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+MEASURE, REFINE = "measure", "refine"   # job kinds: the row cache first; one more visit of a close call's row
 
 
 def agent_timing() -> tuple[float, float]:
@@ -101,6 +102,7 @@ class Job:
     id: int
     target: str
     protocol: str
+    kind: str
     arch_id: str
     spec_json: str
     workload_json: str
@@ -114,7 +116,8 @@ class Job:
 
     @classmethod
     def of(cls, row: Any) -> Job:
-        return cls(id=int(row["id"]), target=row["target"], protocol=row["protocol"], arch_id=row["arch_id"],
+        return cls(id=int(row["id"]), target=row["target"], protocol=row["protocol"], kind=row["kind"],
+                   arch_id=row["arch_id"],
                    spec_json=row["spec_json"], workload_json=row["workload_json"], state=row["state"],
                    agent_id=row["agent_id"], attempts=int(row["attempts"]), created_at=float(row["created_at"]),
                    expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
@@ -208,12 +211,13 @@ class JobQueue:
 
     # ------------------------------------------------------------------ jobs
     @retry_transient
-    def submit(self, target: str, protocol: str, arch_id: str, spec_json: str, workload: dict[str, Any]) -> int:
-        """Queue one measurement for the agents of ``target``; returns the job's id."""
+    def submit(self, target: str, protocol: str, arch_id: str, spec_json: str, workload: dict[str, Any],
+               kind: str = MEASURE) -> int:
+        """Queue one measurement (``kind`` MEASURE or REFINE) for the agents of ``target``; returns the job's id."""
         requested_by = f"{socket.gethostname()}:{os.getpid()}"
         with self.write() as conn:
             result = conn.execute(jobs.insert().values(
-                target=target, protocol=protocol, arch_id=arch_id, spec_json=spec_json,
+                target=target, protocol=protocol, kind=kind, arch_id=arch_id, spec_json=spec_json,
                 workload_json=json.dumps(workload, sort_keys=True), state=PENDING, agent_id=None, attempts=0,
                 created_at=db_now(conn), requested_by=requested_by[:255]))
             return int(result.inserted_primary_key[0])

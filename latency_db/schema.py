@@ -116,6 +116,7 @@ jobs = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("target", String(128), nullable=False, index=True),  # the agents' name
     Column("protocol", String(64), nullable=False),             # only an agent timing with it claims the job
+    Column("kind", String(8), nullable=False),                  # measure (cache first), or refine: one more visit
     Column("arch_id", String(80), nullable=False),
     Column("spec_json", Text, nullable=False),                  # the validated spec, never code
     Column("workload_json", Text, nullable=False),

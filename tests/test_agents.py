@@ -264,6 +264,23 @@ def test_a_search_stops_with_one_line_when_no_agent_finishes_within_the_timeout(
 
 
 @pytest.mark.slow
+def test_a_close_call_is_visited_again_on_the_agents_device(agents: Agents, tmp_path: Path) -> None:
+    agents.start("cpu1")
+    db = ["--latency-db", agents.url, "--trials", "1", "--no-report"]
+    first = run_nas(*SEARCH, "--target", "cpu1=1000", *db, "--run-dir", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    [row] = trials_csv(tmp_path / "a")[1]
+    assert row["latency_visits"] == "1"                            # far under its budget: one visit decides
+    again = run_nas(*SEARCH, "--target", f"cpu1={row['latency_ms@cpu1']}", *db, "--run-dir", str(tmp_path / "b"))
+    assert again.returncode in (0, 3), again.stderr                # at the budget's edge: it may fit or not
+    [row] = trials_csv(tmp_path / "b")[1]
+    kinds = [j.kind for j in agents.queue.jobs_of("cpu1")]
+    assert kinds[0] == "measure" and set(kinds[1:]) == {"refine"}  # the second search: cache hit, then visits
+    assert all(j.state == DONE for j in agents.queue.jobs_of("cpu1"))
+    assert int(row["latency_visits"]) == len(kinds) >= 2          # each visit of the row on the agent's device
+
+
+@pytest.mark.slow
 def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agents: Agents, tmp_path: Path) -> None:
     store = LatencyStore(agents.url)
     agents.start("cpu1")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nas.trial_record import TrialRecorder
 
 POLL_S = 0.2                       # how often a waiting search looks at its jobs
+CLOSE_CALL_ROUNDS = 3              # more visits of a close call at most (a cpu-*-v2 row settles by its third)
 SAY_AFTER_S, SAY_EVERY_S = 2.0, 15.0
 
 
@@ -124,10 +125,10 @@ class RemoteTarget:
                 return result
         return None
 
-    def submit(self, spec: Any) -> int:
-        """Queue the candidate's measurement for this name's agents; the job's id."""
+    def submit(self, spec: Any, kind: str = "measure") -> int:
+        """Queue the candidate's measurement (or, ``refine``, one more visit) for this name's agents; the job's id."""
         return self.queue.submit(self.name, self.protocol, spec.arch_id, spec.canonical_json(),
-                                 self.workload.to_dict())
+                                 self.workload.to_dict(), kind)
 
     def outcome(self, job: Job, waited_s: float) -> Outcome:
         """A finished job as this target's answer (its stored row, failures included, read back)."""
@@ -208,7 +209,7 @@ class TargetSet:
         return out
 
     # ------------------------------------------------------------------ measuring
-    def measure(self, spec: Any, number: int) -> dict[str, Outcome]:
+    def measure(self, spec: Any, number: int, tally: Tally) -> dict[str, Outcome]:
         """Every target's latency of ``spec``: remote jobs are queued first, so the agents time while this
         machine times the local target; then the search waits for them (bounded)."""
         from latency_db import measure_or_get
@@ -228,7 +229,35 @@ class TargetSet:
             local = self.guard.after_measure(spec, local, None)
             outcomes[LOCAL_TARGET] = Outcome(LOCAL_TARGET, budget, local, local.error)
         outcomes.update(self.wait(pending, number))
+        tally.close_calls += self.settle_close_calls(spec, number, outcomes)
         return {t.name: outcomes[t.name] for t in self.order}
+
+    def settle_close_calls(self, spec: Any, number: int, outcomes: dict[str, Outcome]) -> int:
+        """Visit again, on its own device, each first estimate within the noise band of its target's budget
+        until its row is settled or out of the band, as a search without targets does (nas/search/verification.py);
+        the agents' visits are queued together, so the devices work at once. Returns how many targets re-timed."""
+        from latency_db.jobs import REFINE
+        from nas.search.verification import settle_close_call
+
+        def close(o: Outcome) -> bool:
+            r = o.result
+            return r is not None and r.ok and not r.settled and r.visits > 0 and o.budget.close_call(o.value)
+
+        retimed: set[str] = set()
+        local = outcomes.get(LOCAL_TARGET)
+        for round_ in range(CLOSE_CALL_ROUNDS):
+            pending = {self.remote[name].submit(spec, REFINE): self.remote[name]
+                       for name, o in outcomes.items() if name != LOCAL_TARGET and close(o)}
+            if round_ == 0 and local is not None and close(local):  # while the agents visit theirs
+                retimed.add(LOCAL_TARGET)
+                aimed = replace(self.target, budget=local.budget)
+                result = settle_close_call(aimed, self.store, spec, local.result, self.guard.details())
+                outcomes[LOCAL_TARGET] = Outcome(LOCAL_TARGET, local.budget, result, result.error)
+            if not pending:
+                break
+            retimed.update(r.name for r in pending.values())
+            outcomes.update(self.wait(pending, number))
+        return len(retimed)
 
     def wait(self, pending: dict[int, RemoteTarget], number: int) -> dict[str, Outcome]:
         """The outcomes of these jobs, waiting at most ``timeout_s`` and saying what for when it takes a while."""
@@ -272,7 +301,7 @@ class TargetSet:
         is told FAIL when a target could not measure it, PRUNED when one or more targets rejected it)."""
         from optuna.trial import TrialState
 
-        outcomes = self.measure(spec, trial.number)
+        outcomes = self.measure(spec, trial.number, tally)
         first = outcomes[self.order[0].name]
         for o in outcomes.values():
             if o.result is not None:
