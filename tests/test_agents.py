@@ -285,10 +285,11 @@ def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agent
     store = LatencyStore(agents.url)
     agents.start("cpu1")
     db = ["--latency-db", agents.url]
-    first = run_nas(*SEARCH, "--target", "cpu1=1000", "--target", "local=1000", *db, "--run-dir", str(tmp_path / "a"))
+    first = run_nas(*SEARCH, "--target", "local=1000", "--target", "cpu1=1000", *db, "--run-dir", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     columns, rows = trials_csv(tmp_path / "a")
-    assert {"latency_ms@cpu1", "latency_ms@local"} <= set(columns)
+    assert columns[-3:] == ["latency_ms@local", "latency_ms@cpu1", "rejected_by"]
+    assert any(r["verified"] == "True" for r in rows)             # local first: the winner re-timed here
     assert all(r["latency_ms@cpu1"] and r["latency_ms@local"] and r["trained"] == "True" for r in rows)
     threads = sorted(json.loads(LatencyKey.from_json(r["key_json"]).device)["threads"] for r in store.iter_rows())
     assert threads == [1, 1, 2, 2]                                 # each candidate on both devices, once each

@@ -283,7 +283,7 @@ class Search:
             if beacon is not None:
                 beacon.done()
         progress.close()
-        if not stop.requested and self.targets is None:  # re-timing is this machine's alone
+        if not stop.requested and (self.targets is None or self.targets.first_is_local):  # re-timed here only
             rows = self.rows()
             self.verified = verify_finalists(rows, self.target, self.store, self.run_dir, self.say)
         if beacon is not None and not stop.requested:

@@ -180,6 +180,12 @@ class TargetSet:
         self.has_local = any(t.name == LOCAL_TARGET for t in self.order)
         self.waited_s = 0.0   # seconds this search spent waiting for agents (run.json's this_run.target_wait_s)
 
+    @property
+    def first_is_local(self) -> bool:
+        """The first target (trials.csv's latency_ms, the winner's latency) is this machine: the search's final
+        verification round can re-time it here."""
+        return self.order[0].name == LOCAL_TARGET
+
     def notes(self) -> list[str]:
         """What the search says at its start: each target's devices."""
         out = []
