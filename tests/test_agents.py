@@ -280,6 +280,32 @@ def test_a_close_call_is_visited_again_on_the_agents_device(agents: Agents, tmp_
     assert int(row["latency_visits"]) == len(kinds) >= 2          # each visit of the row on the agent's device
 
 
+def error_row(message: str) -> dict[str, Any]:
+    """A stored verdict that the network does not build (as measure_or_get stores a BuildError)."""
+    return {"summary": "x", "device": "X", "status": "error", "error": message, "median_ms": None, "p10_ms": None,
+            "p90_ms": None, "p99_ms": None, "mean_ms": None, "cov": None, "n_samples": 0, "samples_json": "[]",
+            "unstable": False, "attempts": 0, "build_s": None, "roofline_ms": None, "host": "h",
+            "measured_at": "2026-01-01T00:00:00+00:00", "fingerprint_json": "{}", "details_json": "{}"}
+
+
+@pytest.mark.slow
+def test_a_network_that_does_not_build_on_a_target_fails_its_trial_like_a_local_one(agents: Agents,
+                                                                                     tmp_path: Path) -> None:
+    _, agent_id = agents.start("cpu1")
+    [agent] = [a for a in agents.queue.live_agents("cpu1") if a.agent_id == agent_id]
+    store = LatencyStore(agents.url)
+    workload = Workload(height=32, width=48, scale=2, io_dtype=agent.io_dtype)
+    for spec in references(2):   # the search's first two trials: verdicts stored under the agent's device key
+        store.put(key_from_template(agent.key, spec.arch_id, workload), error_row("session build failed: no kernel"))
+    proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--latency-db", agents.url, "--run-dir", str(tmp_path / "run"),
+                   "--no-report")
+    assert proc.returncode == 3 and "no candidate could be measured" in proc.stderr, proc.stderr
+    _, rows = trials_csv(tmp_path / "run")
+    assert [(r["state"], r["error"]) for r in rows] == [
+        ("FAIL", "measurement failed on cpu1: session build failed: no kernel")] * 2
+    assert agents.queue.jobs_of("cpu1") == []                     # the stored verdict answered: no job
+
+
 @pytest.mark.slow
 def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agents: Agents, tmp_path: Path) -> None:
     store = LatencyStore(agents.url)
