@@ -91,7 +91,7 @@ class LatencyAgent:
     def _handle(self, job: Job) -> None:
         """Measure one job (cache first) and mark it done or failed with its one-line reason."""
         assert self.agent_id is not None
-        key_json, error = self._measure(job)
+        key_json, error, note = self._measure(job)
         if not self.queue.finish(job.id, self.agent_id, key_json, error):
             self.tally.lost += 1
             self.say(f"job {job.id}: its lease passed to another agent meanwhile; the row is stored all the same")
@@ -100,19 +100,21 @@ class LatencyAgent:
             self.tally.done += 1
         else:
             self.tally.failed += 1
-        self.say(f"job {job.id} ({job.arch_id[:12]}): " + ("done" if error is None else f"failed: {error}"))
+        self.say(f"job {job.id} ({job.kind} {job.arch_id[:12]}): " + (f"done, {note}" if error is None
+                                                                       else f"failed: {error}"))
 
-    def _measure(self, job: Job) -> tuple[str | None, str | None]:
-        """(the stored row's key as JSON or None, the failure's reason or None). A REFINE job adds a visit to the
-        row of a windowed protocol (a close call the search wants settled), as a local search's ``refine`` does."""
+    def _measure(self, job: Job) -> tuple[str | None, str | None, str]:
+        """(the stored row's key as JSON or None, the failure's reason or None, what was measured). A REFINE job
+        adds a visit to the row of a windowed protocol (a close call the search wants settled), as a local search's
+        ``refine`` does."""
         if job.kind not in (MEASURE, REFINE):
-            return None, f"unknown job kind {job.kind[:20]!r}"
+            return None, f"unknown job kind {job.kind[:20]!r}", ""
         try:
             spec = ArchSpec.from_json(job.spec_json)
         except SpecError as exc:
-            return None, f"invalid spec: {exc}"
+            return None, f"invalid spec: {exc}", ""
         if not spec.answers_to(job.arch_id):
-            return None, f"invalid spec: it describes arch {spec.arch_id[:12]}, the job names {job.arch_id[:12]}"
+            return None, f"invalid spec: it describes arch {spec.arch_id[:12]}, the job names {job.arch_id[:12]}", ""
         try:
             workload = Workload.from_dict(json.loads(job.workload_json))
             if job.kind == REFINE and self.backend.protocol.windows is not None:
@@ -120,7 +122,9 @@ class LatencyAgent:
             else:
                 result = measure_or_get(spec, workload, self.backend, self.store)
         except (ValueError, KeyError, TypeError) as exc:  # a workload that is malformed or cannot feed the spec
-            return None, f"invalid workload: {exc}"
+            return None, f"invalid workload: {exc}", ""
         key = latency_key(spec, workload, self.backend)
         stored = self.store.get(key) is not None   # a failure that may not recur is not stored
-        return (key.to_json() if stored else None), result.error
+        note = (f"{result.median_ms:.3f} ms median" + (f", {result.visits} visit(s)" if result.visits else "")
+                + (" (from the database)" if result.cached else "")) if result.ok else ""
+        return (key.to_json() if stored else None), result.error, note
