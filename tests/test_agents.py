@@ -211,6 +211,38 @@ def test_an_agent_rides_out_a_database_restart(postgres_server: Any, tmp_path: P
         agents.close()
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_an_agent_needs_only_the_grants_the_docs_list(postgres_url: str, tmp_path: Path, env: dict[str, str]) -> None:
+    """docs/agents.md's grants, run as written: an agent logged in with them registers, measures and finishes."""
+    import re
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    url = fresh_database(postgres_url)
+    LatencyStore(url).close()                 # the tables, made by the owner
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
+    grants = re.search(r"```sql\n(.*?)```", docs, re.DOTALL)
+    assert grants
+    role = f"agent_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for statement in grants.group(1).split(";"):
+            if statement.strip():
+                conn.execute(text(re.sub(r"\bnas_agent\b", role, statement).replace("'...'", "'x'")))
+    admin.dispose()
+    agents = Agents(url.replace("postgres@", f"{role}:x@"), tmp_path)
+    try:
+        agents.start("board")
+        owner = JobQueue(LatencyStore(url))   # a search submits with its own account
+        [job_id] = submit(owner, "board", references(1))
+        wait_until(lambda: owner.states([job_id])[job_id].finished, "the job")
+        assert owner.states([job_id])[job_id].state == DONE
+    finally:
+        agents.close()
+
+
 # ---------------------------------------------------------------------- searches
 def trials_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(run_dir / "trials.csv", newline="") as fh:
