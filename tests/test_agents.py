@@ -11,15 +11,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 from test_scaleout import fresh_database
 from tiny import run_nas
 
@@ -215,11 +218,6 @@ def test_an_agent_rides_out_a_database_restart(postgres_server: Any, tmp_path: P
 @pytest.mark.postgres
 def test_an_agent_needs_only_the_grants_the_docs_list(postgres_url: str, tmp_path: Path, env: dict[str, str]) -> None:
     """docs/agents.md's grants, run as written: an agent logged in with them registers, measures and finishes."""
-    import re
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
     url = fresh_database(postgres_url)
     LatencyStore(url).close()                 # the tables, made by the owner
     docs = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
