@@ -61,3 +61,21 @@ def latency_key(spec: Candidate, workload: Workload, backend: Backend) -> Latenc
         backend_version=fp["backend_version"], builder=canonical(backend.builder_settings(workload)),
         device=canonical(fp["key"]), protocol=backend.protocol.name,
     )
+
+
+def device_template(backend: Backend) -> dict[str, Any]:
+    """The key's fields a backend fixes (all but arch_id and workload), for an agent to publish: a search on
+    another machine looks its rows up by them. No backend's builder settings depend on the workload, so they
+    are taken at a nominal one (should one ever, a lookup misses and the agent answers from its own key)."""
+    fp = backend.fingerprint()
+    nominal = Workload(height=8, width=8, io_dtype=backend.default_io_dtype)
+    return {"backend": backend.name, "backend_version": fp["backend_version"],
+            "builder": json.loads(canonical(backend.builder_settings(nominal))), "device": fp["key"],
+            "protocol": backend.protocol.name, "io_dtype": backend.default_io_dtype}
+
+
+def key_from_template(template: dict[str, Any], arch_id: str, workload: Workload) -> LatencyKey:
+    """The latency key of ``arch_id`` under ``workload`` on the device a template describes."""
+    return LatencyKey(arch_id=arch_id, workload=workload, precision=workload.io_dtype, backend=template["backend"],
+                      backend_version=template["backend_version"], builder=canonical(template["builder"]),
+                      device=canonical(template["device"]), protocol=template["protocol"])

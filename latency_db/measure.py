@@ -282,3 +282,10 @@ def _full(row: dict[str, Any], key: LatencyKey) -> dict[str, Any]:
     w = key.workload
     return {**row, "arch_id": key.arch_id, "backend": key.backend, "backend_version": key.backend_version,
             "protocol": key.protocol, "height": w.height, "width": w.width}
+
+
+def stored_result(store: LatencyStore, key: LatencyKey, device: str, cached: bool,
+                  measure_s: float = 0.0) -> LatencyResult | None:
+    """The stored row of ``key`` as a result (measured on ``device``, e.g. by a latency agent), or None."""
+    row = store.get(key)
+    return None if row is None else _result(_full(row, key), device, cached, measure_s, 0.0)

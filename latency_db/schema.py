@@ -86,4 +86,50 @@ canary_runs = Table(
     Column("measured_at", String(40), nullable=False),
 )
 
+# Latency agents and their measurement jobs (latency_db/jobs.py, docs/agents.md): an agent on a target device
+# registers here and claims the jobs of its name; a search submits jobs and reads their rows back. Additive, like
+# arch_specs. Times are seconds since the epoch on the database server's clock, so that machines whose clocks
+# disagree still agree on leases and heartbeats.
+agents = Table(
+    "nas_agents", metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("name", String(128), nullable=False, index=True),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("device", Text, nullable=False),             # the device's short name
+    Column("key_json", Text, nullable=False),           # the latency key's fields other than arch and workload
+    Column("fingerprint_json", Text, nullable=False),
+    Column("backend", String(32), nullable=False),
+    Column("backend_version", String(64), nullable=False),
+    Column("protocol", String(64), nullable=False),
+    Column("io_dtype", String(8), nullable=False),
+    Column("lease_s", Float, nullable=False),           # a beat older than this: the agent is gone
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("jobs_done", Integer, nullable=False),
+    Column("jobs_failed", Integer, nullable=False),
+)
+
+jobs = Table(
+    "nas_jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(128), nullable=False, index=True),  # the agents' name
+    Column("protocol", String(64), nullable=False),             # only an agent timing with it claims the job
+    Column("kind", String(8), nullable=False),                  # measure (cache first), or refine: one more visit
+    Column("arch_id", String(80), nullable=False),
+    Column("spec_json", Text, nullable=False),                  # the validated spec, never code
+    Column("workload_json", Text, nullable=False),
+    Column("state", String(8), nullable=False, index=True),     # pending, running, done, failed
+    Column("agent_id", String(36)),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("claimed_at", Float),
+    Column("expires_at", Float),                                # the claim's lease
+    Column("finished_at", Float),
+    Column("key_json", Text),                                   # the latency row's key, when one was stored
+    Column("error", Text),                                      # one line, for a failed job
+    Column("requested_by", String(255)),
+)
+
 ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")

@@ -84,6 +84,38 @@ class Budget:
         return f"{self.limit_ms:g} ms ({self.stat})"
 
 
+LOCAL_TARGET = "local"  # --target local: this machine's --backend, measured here as without --target
+
+
+@dataclass(frozen=True)
+class TargetBudget:
+    """One device a search aims at (``--target NAME[=MS]``) and its budget; ``local`` is this machine."""
+
+    name: str
+    budget: Budget
+
+
+def target_budgets(targets: list[tuple[str, float | None]], budget_ms: float | None,
+                   stat: str) -> tuple[Budget, tuple[TargetBudget, ...]]:
+    """The study's budget and each target's, from ``--target NAME[=MS]`` and ``--budget-ms``: a target without
+    ``=MS`` gets ``--budget-ms``. The study's budget (trials.csv's ``latency_ms`` column, the samplers' scale) is
+    the first target's; without targets, ``--budget-ms``."""
+    names = [name for name, _ in targets]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--target {repeated[0]} is given twice: give each target once")
+    out = []
+    for name, ms in targets:
+        if ms is None and budget_ms is None:
+            raise UsageError(f"--target {name} has no budget: give it as {name}=MS or give --budget-ms")
+        out.append(TargetBudget(name, Budget(ms if ms is not None else budget_ms, stat)))
+    if not out:
+        if budget_ms is None:
+            raise UsageError("--budget-ms is required (or give every --target its budget as NAME=MS)")
+        return Budget(budget_ms, stat), ()
+    return out[0].budget, tuple(out)
+
+
 def parse_input_size(text: str, flag: str = "--input-size") -> tuple[int, int]:
     """'135x240' -> (135, 240); anything else is a usage error that shows the expected form."""
     parts = text.lower().split("x")
@@ -143,6 +175,7 @@ class Target:
     jpeg_quality: int = 90                      # --degradation video
     val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
     min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible to win
+    targets: tuple[TargetBudget, ...] = ()      # --target: the devices measured (none: this machine, --budget-ms)
 
     @classmethod
     def resolve(cls, *, budget: Budget, task: str = "sr2x", backend: str = "auto",
@@ -150,7 +183,7 @@ class Target:
                 train_steps: int | None = None, reparam: str | None = None, noise_sigma: float = 25.0,
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
-                min_shift_consistency: float | None = None) -> Target:
+                min_shift_consistency: float | None = None, targets: tuple[TargetBudget, ...] = ()) -> Target:
         from nas.training.degrade import degradation_tag
         from nas.training.train import TrainConfig
         from search_spaces import get_space
@@ -172,7 +205,8 @@ class Target:
         return cls(space=space, backend=chosen, input_size=input_size or default_input_size(chosen.is_gpu),
                    budget=budget, train_config=TrainConfig(**train_kwargs), fingerprint=chosen.fingerprint(),
                    latency_db=latency_db, data=data, val_data=val_data, degradation=degradation,
-                   jpeg_quality=jpeg_quality, val_sequence=val_sequence, min_shift_consistency=min_shift_consistency)
+                   jpeg_quality=jpeg_quality, val_sequence=val_sequence, min_shift_consistency=min_shift_consistency,
+                   targets=targets)
 
     @property
     def workload(self) -> Workload:

@@ -23,16 +23,25 @@ REFERENCE, RUN_DIR = "reference", "run_dir"
 PREDICTED_MS, PREDICTED_OVER = "predicted_ms", "predicted_over_budget"
 LATENCY, LATENCY_RECORD = "latency", "latency_record"
 TRAIN, TRAIN_CACHED, PRUNED_AT, ERROR = "train", "train_cached", "pruned_at_step", "error"
+TARGETS = "targets"   # --target: per target name, its latency figures and verdict (nas/search/targets.py)
 
 # The latency and training figures kept in the record (the whole latency.json is kept beside them)
 LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measure_s", "unstable", "first_ms",
                   "visits")
+# Per target of a --target search: its latency (the budget's statistic: ms), figures, device and verdict
+TARGET_FIELDS = ("ms", "median_ms", "p90_ms", "cached", "device", "over", "error", "budget_ms")
 TRAIN_FIELDS = ("psnr_db", "bicubic_psnr_db", "ssim", "psnr_gain_db", "resumed_from", "moved",
                 "shift_consistency_db", "temporal_psnr_db")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number as a float, else None (the storage is shared: nothing is trusted)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def reference_attrs(name: str) -> dict[str, Any]:
@@ -58,6 +67,7 @@ class TrialRecord:
     train_cached: bool = False
     pruned_at_step: Any = None                                     # checked by its readers (an int when set)
     error: str = ""
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # --target: name -> figures and verdict
 
     @classmethod
     def of(cls, attrs: Mapping[str, Any]) -> TrialRecord:
@@ -74,11 +84,22 @@ class TrialRecord:
             latency=_as_dict(attrs.get(LATENCY)), latency_record=record if isinstance(record, dict) else None,
             train=_as_dict(attrs.get(TRAIN)), train_cached=attrs.get(TRAIN_CACHED) is True,
             pruned_at_step=attrs.get(PRUNED_AT), error=str(attrs.get(ERROR, "") or ""),
+            targets={str(k): v for k, v in _as_dict(attrs.get(TARGETS)).items() if isinstance(v, dict)},
         )
 
     @property
     def trained(self) -> bool:
         return bool(self.train)
+
+    @property
+    def target_ms(self) -> dict[str, float | None]:
+        """Each target's latency (the budget's statistic), in the order the targets were given."""
+        return {name: _finite(t.get("ms")) for name, t in self.targets.items()}
+
+    @property
+    def rejected_by(self) -> list[str]:
+        """The targets whose budget the candidate missed."""
+        return [name for name, t in self.targets.items() if t.get("over") is True]
 
     def belongs_to(self, run_dir: Path) -> bool:
         """True when the trial was run by the worker of ``run_dir``."""
@@ -116,6 +137,11 @@ class TrialRecorder:
         """The latency (a LatencyResult): its figures, and the whole latency.json so any worker rebuilds it."""
         self._set(LATENCY_RECORD, latency.to_dict())
         self._set(LATENCY, {name: getattr(latency, name) for name in LATENCY_FIELDS})
+
+    def targets(self, outcomes: Mapping[str, Any]) -> None:
+        """Each target's latency figures and verdict (``--target``: name -> an Outcome of nas/search/targets.py,
+        whose TARGET_FIELDS are kept), in the order the targets were given."""
+        self._set(TARGETS, {name: {k: getattr(o, k) for k in TARGET_FIELDS} for name, o in outcomes.items()})
 
     def trained(self, result: Any, cached: bool, spent_s: float) -> None:
         """A training's outcome (a TrainResult); ``spent_s`` is the time this run paid for it."""

@@ -15,4 +15,4 @@ from search_spaces.registry import Registry
 COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command")
 
 # imported in the order ``nas --help`` lists them: each module registers itself
-from nas.commands import spaces, search, report, latency, predict, db, sweep, export, bench  # noqa: E402, F401, I001
+from nas.commands import spaces, search, report, latency, predict, db, agent, sweep, export, bench  # noqa: E402, F401, I001

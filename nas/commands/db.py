@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 @COMMANDS.register("db")
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("db", help="latency database: stats, export, import, fit, verify",
+    p = sub.add_parser("db", help="latency database: stats, export, import, fit, verify, agents",
                        description="Inspect the latency database, or move its rows to and from a CSV or "
                        "Parquet file so a team can pool measurements (import never overwrites a row).")
     actions = p.add_subparsers(dest="db_action", metavar="ACTION", required=True)
@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("file", metavar="FILE")
     imp = actions.add_parser("import", help="add the rows of FILE (.csv or .parquet) that are not stored yet")
     imp.add_argument("file", metavar="FILE")
-    for q in (stats, export, imp):
+    agents = actions.add_parser("agents", help="the latency agents: device, last heartbeat, jobs done")
+    flags.add_json(agents)
+    for q in (stats, export, imp, agents):
         flags.add_latency_db(q)
         q.set_defaults(handler=run)
     fit = actions.add_parser("fit", help="fit and save the latency predictor of this device from its rows")
@@ -86,6 +88,26 @@ def print_verification(store: LatencyStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def print_agents(store: LatencyStore, as_json: bool) -> None:
+    """``nas db agents``: every registered agent, live ones first, with its device, last beat and jobs."""
+    from dataclasses import asdict
+
+    from latency_db.jobs import JobQueue
+
+    queue = JobQueue(store)
+    now = queue.now()
+    listed = sorted(queue.list_agents(), key=lambda a: (not a.live(now), a.name, -a.started_at))
+    if as_json:
+        print(json.dumps({"latency_db": store.display_url, "agents": [
+            {**asdict(a), "live": a.live(now), "heartbeat_age_s": round(now - a.heartbeat_at, 1)} for a in listed]}))
+        return
+    print(f"{store.display_url}: {sum(a.live(now) for a in listed)} live agent(s), {len(listed)} registered")
+    for a in listed:
+        state = "live" if a.live(now) else ("stopped" if a.stopped_at is not None else "silent")
+        print(f"  {a.name:<16} {state:<7} beat {now - a.heartbeat_at:7.1f} s ago  {a.jobs_done:>5} done "
+              f"{a.jobs_failed:>4} failed  {a.backend} {a.protocol} on {a.device} ({a.host}, pid {a.pid})")
+
+
 def run(args: argparse.Namespace) -> int:
     from latency_db import StoreError
 
@@ -104,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
                     print("         legacy CPU key without ISA flags: kept, never answered to any machine")
                 elif g["isa"] is not None:
                     print(f"         flags {' '.join(g['isa']) or '(none of the dispatch flags)'}")
+        elif args.db_action == "agents":
+            print_agents(store, args.json)
         elif args.db_action == "fit":
             return fit(args, store)
         elif args.db_action == "verify":

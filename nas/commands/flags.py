@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 
+PROTOCOL_CHOICES = ("fast", "full", "fast-v1", "full-v1")
 BACKEND_CHOICES = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
 DB_HELP = ("latency database (and training cache): SQLite path/URL or postgresql://... "
            "(default $NAS_LATENCY_DB, else latency.db in the user cache dir)")
@@ -20,6 +22,22 @@ def add_latency_db(p: argparse.ArgumentParser, note: str = "") -> None:
 def add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", metavar="B",
                    help=f"one of {', '.join(BACKEND_CHOICES)} (default auto: the first available in that order)")
+
+
+def add_protocol(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="fast",
+                   help="timing protocol: fast screening (default) or the full reference protocol")
+
+
+AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def agent_name(text: str) -> str:
+    """argparse type: an agent (target) name: letters, digits, '.', '_', '-', at most 64 characters."""
+    if not AGENT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"an agent name is 1-64 letters, digits, '.', '_' or '-' (starting with a "
+                                         f"letter or digit), got {text!r}")
+    return text
 
 
 def add_input_size(p: argparse.ArgumentParser) -> None:

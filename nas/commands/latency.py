@@ -17,8 +17,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     """The flags every measuring command shares."""
     flags.add_backend(p)
     flags.add_input_size(p)
-    p.add_argument("--protocol", choices=("fast", "full", "fast-v1", "full-v1"), default="fast",
-                   help="timing protocol: fast screening (default) or the full reference protocol")
+    flags.add_protocol(p)
     flags.add_latency_db(p)
 
 

@@ -26,6 +26,16 @@ def _budget(text: str) -> float:
     return value
 
 
+def _target(text: str) -> tuple[str, float | None]:
+    """argparse type: NAME or NAME=MS."""
+    name, sep, ms = text.partition("=")
+    try:
+        flags.agent_name(name)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return name, (_budget(ms) if sep else None)
+
+
 @COMMANDS.register("search")
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.search.config import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TRIALS, PRUNERS, SAMPLERS
@@ -39,7 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "write a run dir with run.json, trials.csv, report.html and best/ (the winner as plain PyTorch code). "
         "Exit codes: 0 success, 1 runtime error, 2 usage or input error, 3 no architecture meets the budget.",
     )
-    p.add_argument("--budget-ms", type=_budget, required=True, metavar="MS", help="per-frame latency budget")
+    p.add_argument("--budget-ms", type=_budget, metavar="MS",
+                   help="per-frame latency budget (required unless every --target gives its own)")
+    p.add_argument("--target", type=_target, action="append", default=[], metavar="NAME[=MS]",
+                   help="measure on the latency agents named NAME (`nas agent --name NAME` on that device), or on "
+                   "this machine with NAME local; repeat it for several devices: a candidate must fit every "
+                   "target's budget (=MS, else --budget-ms). Default: this machine only (docs/agents.md)")
+    p.add_argument("--target-timeout", type=_budget, default=600.0, metavar="SECONDS",
+                   help="how long a search waits for a target's agents to finish one job before it stops "
+                   "(default 600)")
     flags.add_task(p)
     flags.add_backend(p)
     flags.add_input_size(p)
@@ -95,15 +113,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, then the report and the export of the winner, each a step over the run dir."""
+    from nas.errors import UsageError
     from nas.search.config import SearchConfig
     from nas.search.driver import Search
-    from nas.target import Budget, Target, parse_input_size
+    from nas.target import Target, parse_input_size, target_budgets
 
+    budget, targets = target_budgets(args.target, args.budget_ms, args.budget_stat)
+    if targets and args.predictor in ("screen", "guide"):
+        raise UsageError(f"--predictor {args.predictor} predicts one device: with --target it is off")
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
                           storage=args.storage, study=args.study, warm_start=not args.no_warm_start,
-                          predictor=args.predictor, pruner=args.pruner, timeout_s=args.timeout)
+                          predictor="off" if targets else args.predictor, pruner=args.pruner,
+                          timeout_s=args.timeout, target_timeout_s=args.target_timeout)
     target = Target.resolve(
-        budget=Budget(args.budget_ms, args.budget_stat), task=args.task, backend=args.backend,
+        budget=budget, targets=targets, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
         seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma,
         latency_db=args.latency_db,
@@ -120,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "device": target.device_name,
         "input_size": list(target.input_size),
         "budget_ms": target.budget.limit_ms,
+        **({"targets": search.meta.get("targets")} if target.targets else {}),
         "study": search.study_name,
         "run_dir": str(search.run_dir),
     }

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from nas.report.crops import winner_crops
 from nas.report.figures import pareto_figure, progress_figure, roofline_figure, stability_figure
 from nas.report.run import Run, load_run
+from nas.report.targets import targets_section
 from nas.report.text import escape, fmt, pairs, script_json, si
 from nas.rundir import as_dict, number
 
@@ -256,6 +257,7 @@ def render_html(run: Run, crops: dict[str, Any] | None = None) -> str:
 the budget were trained. Hover for the architecture, click for its layers, latency samples and training curve.
 The strip below the chart shows the candidates the latency gate rejected before any training.</p>
 {fig_div(pareto_figure(run), "pareto")}
+{targets_section(run, fig_div)}
 <h2>Details of the selected trial</h2>
 <div id="details"><p class="note">Click a point or a table row.</p></div>
 <h2>Top candidates</h2>

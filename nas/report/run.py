@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
-from nas.rundir import TRIALS_CSV_COLUMNS, RunDir
+from nas.rundir import TRIALS_CSV_COLUMNS, RunDir, target_columns
 from nas.target import Budget
 from search_spaces.spec import is_arch_id
 
@@ -50,6 +50,11 @@ class Run:
     def latency_column(self) -> str:
         """The latency statistic the budget applies to: the charts plot it against the budget line."""
         return self.budget.column if self.budget else "latency_ms"
+
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        """run.json's targets (``--target``), each with its name, budget and devices; empty for a local run."""
+        return self.dir.targets
 
     @property
     def latency_label(self) -> str:
@@ -101,12 +106,14 @@ def load_run(run_dir: Path) -> Run:
     from search_spaces import SpecError
 
     rd = RunDir.load(Path(run_dir))
-    columns = list(TRIALS_CSV_COLUMNS)
-    trials = pd.DataFrame([r.to_dict() for r in rd.trials], columns=columns)
+    names = [t["name"] for t in rd.targets]
+    columns = list(TRIALS_CSV_COLUMNS) + list(target_columns(names))
+    trials = pd.DataFrame([r.flat(names) for r in rd.trials], columns=columns)
     for col in columns:
         if col in ("over_budget", "trained", "latency_cached", "train_cached", "verified"):
             trials[col] = trials[col].astype(bool)
-        elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker", "verdict_change"):
+        elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker", "verdict_change",
+                         "rejected_by"):
             trials[col] = pd.to_numeric(trials[col], errors="coerce")
     trials["number"] = trials.number.astype(int)
     run = Run(dir=rd, trials=trials.reset_index(drop=True), problems=list(rd.problems))

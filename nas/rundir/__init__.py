@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nas.errors import UsageError
 from nas.rundir.trials import (
     REQUIRED_COLUMNS,
+    TARGET_PREFIX,
     TRIALS_CSV_COLUMNS,
     TrialRow,
     as_dict,
@@ -31,6 +32,7 @@ from nas.rundir.trials import (
     number,
     parse_row,
     summarize,
+    target_columns,
     trial_row,
 )
 from nas.target import Budget
@@ -46,9 +48,10 @@ if TYPE_CHECKING:
 RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
 
 __all__ = [  # the run dir's contract: run.json here, trials.csv rows in nas/rundir/trials.py
-    "ARCHS", "REQUIRED_COLUMNS", "RUN_JSON", "TRIALS_CSV", "TRIALS_CSV_COLUMNS", "RunDir", "RunDirWriter", "TrialRow",
+    "ARCHS", "REQUIRED_COLUMNS", "RUN_JSON", "TARGET_PREFIX", "TRIALS_CSV", "TRIALS_CSV_COLUMNS", "RunDir",
+    "RunDirWriter", "TrialRow",
     "as_dict", "best_trial", "integer", "number", "read_json_object", "run_json", "run_meta", "summarize",
-    "trial_row", "versions",
+    "target_columns", "trial_row", "versions",
 ]
 
 
@@ -113,8 +116,9 @@ def _atomic_write(path: Path, text: str) -> None:
 class RunDirWriter:
     """Writes one run dir: checked before anything is created, every file replaced atomically."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, targets: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
+        self.targets = targets   # --target names: trials.csv gets their columns (nas/rundir/trials.py)
 
     def check(self, study: str) -> None:
         """Refuse a folder that holds another study's run or something that is not a run dir."""
@@ -176,10 +180,10 @@ class RunDirWriter:
     def write_trials(self, rows: Iterable[TrialRow]) -> None:
         tmp = self.path / f"{TRIALS_CSV}.tmp"
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS)
+            writer = csv.DictWriter(fh, fieldnames=TRIALS_CSV_COLUMNS + target_columns(self.targets))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: cell(v) for k, v in row.to_dict().items()})
+                writer.writerow({k: cell(v) for k, v in row.flat(self.targets).items()})
         tmp.replace(self.path / TRIALS_CSV)
 
     def write_run_json(self, run: Mapping[str, Any]) -> None:
@@ -267,6 +271,13 @@ class RunDir:
         if isinstance(size, list) and len(size) == 2 and all(integer(v) and integer(v) > 0 for v in size):
             return int(size[0]), int(size[1])
         return None
+
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        """run.json's ``targets`` (a ``--target`` run: each target's name, budget and devices), checked."""
+        found = self.meta.get("targets")
+        return [t for t in found if isinstance(t, dict) and isinstance(t.get("name"), str)
+                and number(t.get("budget_ms")) is not None] if isinstance(found, list) else []
 
     def best(self) -> TrialRow | None:
         return best_trial(self.trials)

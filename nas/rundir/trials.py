@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,14 @@ TRIALS_CSV_COLUMNS = (
     "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error", "worker",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
+TARGET_PREFIX, REJECTED_BY = "latency_ms@", "rejected_by"   # --target runs only: one latency column per target
+
+
+def target_columns(names: Iterable[str]) -> tuple[str, ...]:
+    """The columns a run with ``--target`` adds after TRIALS_CSV_COLUMNS: each target's latency (the budget's
+    statistic), then the targets that rejected the trial."""
+    names = tuple(names)
+    return (*(TARGET_PREFIX + n for n in names), REJECTED_BY) if names else ()
 
 
 # ---------------------------------------------------------------------- checked values
@@ -89,6 +97,8 @@ class TrialRow:
     bytes_moved: float | None = None
     error: str = ""
     worker: str = ""
+    target_ms: dict[str, float | None] = field(default_factory=dict)  # --target: name -> latency (budget's statistic)
+    rejected_by: str = ""                                                # --target: the targets over their budget
 
     @property
     def feasible(self) -> bool:
@@ -102,8 +112,17 @@ class TrialRow:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def flat(self, targets: Iterable[str] = ()) -> dict[str, Any]:
+        """The trials.csv row: the fixed columns, then, for a run with ``targets``, their columns."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("target_ms", "rejected_by")}
+        names = tuple(targets)
+        if names:
+            out.update({TARGET_PREFIX + n: self.target_ms.get(n) for n in names})
+            out[REJECTED_BY] = self.rejected_by
+        return out
 
-_FLOAT_FIELDS = tuple(f.name for f in fields(TrialRow) if "float" in str(f.type))
+
+_FLOAT_FIELDS = tuple(f.name for f in fields(TrialRow) if "float" in str(f.type) and f.name != "target_ms")
 _BOOL_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "bool")
 _TEXT_FIELDS = tuple(f.name for f in fields(TrialRow) if str(f.type) == "str")
 
@@ -113,6 +132,7 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
     """The trials.csv row of a finished trial, from its trial record and, when the search's verification round
     re-timed it, its verified latency (``verified``: trial number -> median_ms, p90_ms, visits)."""
     lat, tr, counts = record.latency, record.train, record.counts
+    rejected = ";".join(record.rejected_by)
     again = (verified or {}).get(number_)
     final = lat if again is None else again
     change = ""
@@ -125,7 +145,7 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
         latency_first_ms=number(lat.get("first_ms")) or number(lat.get("median_ms")),
         latency_visits=integer(final.get("visits")), verified=again is not None, verdict_change=change,
         roofline_ms=number(lat.get("roofline_ms")),
-        over_budget=budget.over(final) or record.predicted_over_budget,  # screened by the predictor
+        over_budget=budget.over(final) or record.predicted_over_budget or bool(rejected),  # screened, or a target's
         trained=record.trained, stopped_at=integer(record.pruned_at_step),
         psnr_db=number(tr.get("psnr_db")), bicubic_psnr_db=number(tr.get("bicubic_psnr_db")),
         psnr_gain_db=number(tr.get("psnr_gain_db")), ssim=number(tr.get("ssim")),
@@ -135,6 +155,7 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
         latency_cached=lat.get("cached") is True, train_cached=record.train_cached,
         macs=number(counts.get("macs")), params=number(counts.get("params")),
         bytes_moved=number(counts.get("bytes_moved")), error=record.error, worker=record.run_dir,
+        target_ms=record.target_ms, rejected_by=rejected,
     )
 
 
@@ -181,4 +202,6 @@ def parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
         values[name] = (raw.get(name) or "").strip().lower() == "true"
     for name in _TEXT_FIELDS:
         values[name] = (raw.get(name) or "").strip()
+    values["target_ms"] = {k[len(TARGET_PREFIX):]: number((v or "").strip()) for k, v in raw.items()
+                           if isinstance(k, str) and k.startswith(TARGET_PREFIX)}
     return TrialRow(**values)

@@ -38,6 +38,7 @@ class SearchConfig:
     predictor: str | None = None                # off | screen | guide; None: screen when trusted (nas/latency_guard.py)
     pruner: str = DEFAULT_PRUNER                # one of PRUNERS: stops trainings that are behind at a rung
     timeout_s: float | None = None              # stop asking for trials after this long (the current one finishes)
+    target_timeout_s: float = 600.0             # --target: the longest wait for an agent to finish one job
 
     def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
@@ -65,6 +66,9 @@ def default_study_name(target: Target, config: SearchConfig) -> str:
     tag = degradation_tag(target.degradation, target.jpeg_quality)
     degradation = "" if tag == DEFAULT_DEGRADATION else f"-{tag}"
     h, w = target.input_size
+    if target.targets:  # --target: the devices and their budgets name the study
+        devices = "-".join(f"{t.name}{t.budget.limit_ms:g}".replace(".", "p") for t in target.targets)
+        return f"{target.space.name}{degradation}-{h}x{w}-{target.budget.stat}-{devices}ms-seed{config.seed}{sampler}"
     return (f"{target.space.name}{degradation}-{target.backend.name}-{h}x{w}-{target.budget.stat}{budget}ms-"
             f"seed{config.seed}{sampler}")
 

@@ -43,6 +43,7 @@ from nas.search.storage import (
     retried_trial_numbers,
     waiting_retries,
 )
+from nas.search.targets import TargetSet
 from nas.search.verification import settle_close_call, verification_summary, verify_finalists
 from nas.target import Budget, Target
 from nas.trial_record import TrialRecord, TrialRecorder
@@ -76,7 +77,8 @@ class Search:
         self.quiet = quiet
         self.study_name = config.study or default_study_name(target, config)
         self.run_dir = Path(config.run_dir or Path("runs") / self.study_name)
-        self.writer = RunDirWriter(self.run_dir)
+        self.writer = RunDirWriter(self.run_dir, tuple(t.name for t in target.targets))
+        self.targets: TargetSet | None = None  # --target: the devices measured, each with its budget
         self.interrupted = False
         self.summary: dict[str, Any] | None = None
         self.verified: dict[int, dict[str, Any]] = {}  # trial number -> latency re-timed before naming the winner
@@ -101,6 +103,11 @@ class Search:
         held: list[str] = []  # the guard's notes wait until every check has passed (a refused run says one line)
         self.guard = LatencyGuard(cfg.predictor, target.backend, self.store, target.workload, target.space,
                                   target.input_size, target.budget, held.append)
+        if target.targets:  # a target without a live agent is refused here, before anything is written
+            self.targets = TargetSet(target, self.store, self.guard, cfg.target_timeout_s, self.say)
+            held.extend(self.targets.notes())
+            if not self.targets.has_local:
+                self.guard.canary = None  # nothing is timed on this machine
         self.writer.create()  # only now: every check above writes nothing
         # said after the checks, so that a refused run prints its error line alone
         self.say(target.describe())
@@ -120,6 +127,8 @@ class Search:
                       warm if cfg.warm_start else {}, shared=cfg.storage is not None)
         self.meta = run_meta(target, cfg, self.study_name, self.pruning.rungs, mask_url(target.latency_db),
                              mask_url(cfg.storage), self.data.describe())
+        if self.targets is not None:
+            self.meta["targets"] = self.targets.describe()
         publish_run_meta(self.study, self.meta)
         self.writer.write_run_json(run_json(self.meta, self.run_dir, None))
 
@@ -173,6 +182,8 @@ class Search:
 
         from latency_db import measure_or_get
 
+        if self.targets is not None:
+            return self.targets.gate(spec, self.study, trial, record, self.writer, tally)
         target = self.target
         predicted = self.guard.predict(spec)
         if predicted is not None:
@@ -272,7 +283,7 @@ class Search:
             if beacon is not None:
                 beacon.done()
         progress.close()
-        if not stop.requested:
+        if not stop.requested and (self.targets is None or self.targets.first_is_local):  # re-timed here only
             rows = self.rows()
             self.verified = verify_finalists(rows, self.target, self.store, self.run_dir, self.say)
         if beacon is not None and not stop.requested:
@@ -338,7 +349,8 @@ class Search:
                          "contended_measurements": tally.contended, "close_calls_retimed": tally.close_calls,
                          "measurements_that_waited_for_quiet": tally.quiet_waits,
                          "predictor": self.guard.mode, "screened": self.guard.screened,
-                         "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary()},
+                         "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary(),
+                         **({"target_wait_s": round(self.targets.waited_s, 3)} if self.targets else {})},
             "measure_s": round(tally.measure_s, 3), "train_s": round(tally.train_s, 3),
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": best,
@@ -362,6 +374,8 @@ class Search:
     def no_feasible_message(self) -> str:
         budget, floor = self.target.budget, self.target.min_shift_consistency
         rows = self.rows()
+        if self.targets is not None and any(r.rejected_by for r in rows):
+            return self.targets.no_feasible_message(rows)
         steady = [r for r in rows if r.trained and r.shift_consistency_db is not None]
         if floor is not None and steady:
             top = max(steady, key=lambda r: r.shift_consistency_db or 0.0)

@@ -40,7 +40,7 @@ IDENTITY_WAIT_S = 30       # how long a worker of a shared study waits for its c
 
 def study_identity(target: Target, data: TaskData) -> dict[str, Any]:
     """What a study's trials depend on: mixing runs that differ here would mix incomparable numbers.
-    The degradation and the stability floor appear only when set, so that earlier studies resume."""
+    The degradation, the stability floor and the targets appear only when set, so that earlier studies resume."""
     t = target
     identity = {"task": t.space.name, "space_version": t.space.version, "backend": t.backend.name,
                 "input_size": list(t.input_size), "budget_ms": t.budget.limit_ms,
@@ -49,6 +49,8 @@ def study_identity(target: Target, data: TaskData) -> dict[str, Any]:
         identity["degradation"] = data.degradation
     if t.min_shift_consistency is not None:
         identity["min_shift_consistency"] = t.min_shift_consistency
+    if t.targets:
+        identity["targets"] = [[x.name, x.budget.limit_ms] for x in t.targets]
     return identity
 
 
@@ -229,7 +231,8 @@ def rebuild_run_dir(storage: str, study_name: str, run_dir: Path, latency_db: st
         raise UsageError(f"study '{study_name}' has no run settings ({RUN_META}): it was written by an older nas; "
                          "report on a worker's --run-dir instead")
     budget = Budget(config.get("budget_ms"), config.get("budget_stat", "median"))
-    writer = RunDirWriter(run_dir)
+    targets = meta.get("targets") if isinstance(meta.get("targets"), list) else []  # a --target run's devices
+    writer = RunDirWriter(run_dir, tuple(str(t["name"]) for t in targets if isinstance(t, dict) and "name" in t))
     writer.check(study_name)
     store = open_latency_store(latency_db)
     writer.create()
