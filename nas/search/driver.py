@@ -283,7 +283,10 @@ class Search:
             if beacon is not None:
                 beacon.done()
         progress.close()
-        if not stop.requested and (self.targets is None or self.targets.first_is_local):  # re-timed here only
+        # Re-timed here only, and only in a study of its own: workers of a shared study would each re-time the
+        # finalists and name different latencies (a shared verification round is not built yet; docs/latency.md).
+        local = self.targets is None or self.targets.first_is_local
+        if not stop.requested and local and not shared:
             rows = self.rows()
             self.verified = verify_finalists(rows, self.target, self.store, self.run_dir, self.say)
         if beacon is not None and not stop.requested:
