@@ -81,7 +81,9 @@ def test_references_and_classical_baselines(bench: dict) -> None:
     assert {n for n, e in refs.items() if e["kind"] == "modern"} == set(MODERN)
     for name in REFERENCES:
         row = next(r for r in trials_of(bench["first"]["runs"][0]) if r["reference"] == name)
-        assert refs[name]["latency_ms"] == pytest.approx(float(row["latency_ms"]), rel=1e-5)
+        # the bench reads the row after every run: a later run's close-call or verification visits may have
+        # refined it, and more visits can only lower the minimum (cpu-fast-v2), never raise it
+        assert refs[name]["latency_ms"] <= float(row["latency_ms"]) * (1 + 1e-5)
     for name in (*REFERENCES, *MODERN):
         assert set(refs[name]["per_seed"]) == {str(s) for s in SEEDS}
     for seed in map(str, SEEDS):
