@@ -161,7 +161,12 @@ def test_second_identical_bench_measures_and_trains_nothing(bench: dict) -> None
     assert second["new_latency_rows"] == 0 and second["new_trainings"] == 0
     assert all(r["n_measured"] == 0 for r in second["runs"])
     assert all(e["latency_cached"] for e in second["references"].values())
-    assert [r["best"] for r in second["runs"]] == [r["best"] for r in first["runs"]]
+    # the same winners; only their latency may drop: each search re-times its finalists before naming the winner
+    # (cpu-fast-v2 visits, issue #24), and more visits can only lower the minimum
+    for a, b in zip(first["runs"], second["runs"]):
+        assert {k: v for k, v in (b["best"] or {}).items() if k != "latency_ms"} == \
+            {k: v for k, v in (a["best"] or {}).items() if k != "latency_ms"}
+        assert (b["best"] or {}).get("latency_ms", 0) <= (a["best"] or {}).get("latency_ms", 0) * (1 + 1e-9)
     assert second["long"]["spearman"] == first["long"]["spearman"]
 
 
