@@ -1,7 +1,7 @@
 """Windowed CPU timing for one-sided noise (the ``cpu-*-v2`` protocols; docs/latency.md, "CPU timing").
 
 A CPU guest is sometimes slow for seconds at a time and never faster than when quiet; the kernel
-does not see it (no steal, no run-queue wait: reports/latency_repeat.md). So a candidate is timed in
+does not see it (no steal, no run-queue wait: docs/latency.md, "CPU timing"). So a candidate is timed in
 *visits* a few seconds apart, each a burst of short windows, and its latency is the minimum of the
 window medians: a slow spell can only add time, and one that lasts seconds rarely covers every visit.
 Two visits that agree within ``settle_tol`` settle the estimate early; otherwise a third decides. A

@@ -13,7 +13,8 @@ from latency_db.workload import Workload
 
 CPU_PROTOCOLS = {
     # v2 (default): windows in visits a few seconds apart, the minimum of window medians (latency_db/windows.py;
-    # the numbers were chosen from traces of slow spells, reports/latency_repeat.md). One visit costs about
+    # the numbers were chosen from traces of slow spells, docs/latency.md; checked: reports/latency_repeat.md).
+    # One visit costs about
     # 0.15 s of timing (a window: >= 30 ms, one run of a slow net); a row settles after two agreeing visits, or three.
     "fast": Protocol(name="cpu-fast-v2", warmup_s=0.05, min_warmup_runs=1, min_runs=1, min_s=0.15,
                      require_both=True, max_s=3.0, max_runs=10_000, cov_threshold=0.05,
