@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -119,6 +118,8 @@ def queue_run(url: str | None, n_agents: int, specs: list[Any], root: Path) -> d
 
 def search_run(url: str | None, n_agents: int, trials: int, budget_ms: float, root: Path) -> dict[str, Any]:
     """A tiny search measured by N agents: its wall time and the time it spent waiting for them."""
+    from nas.rundir import RunDir
+
     db = fresh_database(url, root)
     env = {**os.environ, "NAS_CACHE_DIR": str(root / f"cache-s{n_agents}")}
     procs = start_agents(db, n_agents, env, root)
@@ -132,7 +133,8 @@ def search_run(url: str | None, n_agents: int, trials: int, budget_ms: float, ro
         raise SystemExit(f"search failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads(proc.stdout)  # printed with --json also when nothing fits (exit 3)
     this_run = summary.get("this_run", {})
-    return {"agents": n_agents, "trials": trials, "wall_s": summary.get("wall_s"),
+    trained = sum(1 for row in RunDir.load(root / f"run-{n_agents}").trials if row.trained)
+    return {"agents": n_agents, "trials": trials, "trained": trained, "wall_s": summary.get("wall_s"),
             "target_wait_s": this_run.get("target_wait_s"), "measure_s": summary.get("measure_s"),
             "train_s": summary.get("train_s")}
 
@@ -151,17 +153,22 @@ def main() -> None:
         root = Path(tmp)
         queue_rows = [queue_run(args.url, n, specs, root) for n in counts]
         search_rows = [search_run(args.url, n, args.trials, args.budget_ms, root) for n in counts]
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+    from latency_db.fingerprint import cpu_fingerprint
+
+    cpu = cpu_fingerprint(1)["key"]
+    print(f"CPU: {cpu['cpu_model']} family {cpu['cpu_family']} model {cpu['cpu_model_number']}, "
+          f"ISA {' '.join(cpu['isa'])}, {os.cpu_count()} logical CPUs; "
           f"database: {'PostgreSQL' if args.url else 'SQLite'}\n")
     print("| agents | jobs | wall s | jobs/min | every job done once | latency rows | jobs per agent |")
     print("|---|---|---|---|---|---|---|")
     for r in queue_rows:
         print(f"| {r['agents']} | {r['jobs']} | {r['wall_s']} | {r['jobs_per_min']} | {r['done_once']} | "
               f"{r['rows']} | {', '.join(map(str, r['per_agent']))} |")
-    print("\n| agents | search trials | search wall s | waiting for agents s | training s |")
-    print("|---|---|---|---|---|")
+    print("\n| agents | search trials | trained | search wall s | waiting for agents s | training s |")
+    print("|---|---|---|---|---|---|")
     for r in search_rows:
-        print(f"| {r['agents']} | {r['trials']} | {r['wall_s']} | {r['target_wait_s']} | {r['train_s']} |")
+        print(f"| {r['agents']} | {r['trials']} | {r['trained']} | {r['wall_s']} | {r['target_wait_s']} | "
+              f"{r['train_s']} |")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from latency_db import get_backend, open_store, workload_for
 from latency_db.contention import others_cpus, snapshot
 from latency_db.fingerprint import cpu_fingerprint, physical_cores
 from latency_db.measure import measure_or_get, settle_all, visits_of
+from latency_db.stats import percentile
 from search_spaces import get_space
 
 SIZES = {(135, 240): 50, (540, 960): 20}  # random nets per size (at 540x960 a random net takes up to ~1 s a run)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         with Path(args.out).open("a") as fh:
             for h, w in sizes:  # the v1 and v2 timings of one size follow each other; a second run comes 10+ min later
-                for protocol in ("fast-v1", "fast"):
+                for protocol in args.protocols.split(","):
                     fh.write(json.dumps(time_all(protocol, h, w, args.load)) + "\n")
                     fh.flush()
     finally:
@@ -122,6 +123,33 @@ def report(args: argparse.Namespace) -> None:
         q = statistics.quantiles(ups, n=100)
         print(f"| {'1 busy core' if load else 'quiet'} | {h}x{w} | {len(ups)} | {statistics.median(ups):.3f} |"
               f" {q[89]:.3f} | {q[98]:.3f} | {ups[-1]:.3f} | {ups[0]:.3f} |")
+    replay(runs)
+
+
+ESTIMATORS = {"minimum (v2)": 0.0, "10th pct": 10.0, "20th pct": 20.0, "30th pct": 30.0, "median": 50.0}
+
+
+def replay(runs: dict[tuple[bool, str, int, int], list[dict]]) -> None:
+    """Repeat agreement of other estimators over the same stored window medians (every clean window of
+    every visit of a row), pairing the first two runs that stored windows."""
+    print()
+    print("Estimators replayed over the stored window medians (pairs of runs of the same protocol and size):")
+    print()
+    print("| load | protocol | size | runs at | nets | " + " | ".join(ESTIMATORS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(ESTIMATORS))
+    for (load, protocol, h, w), every in sorted(runs.items()):
+        stored = [d for d in every if d.get("windows") and protocol.endswith("v2")]
+        if len(stored) < 2:
+            continue
+        a, b = stored[:2]
+        names = [n for n in a["windows"] if a["windows"][n] and b["windows"].get(n)]
+        cells = []
+        for q in ESTIMATORS.values():
+            def est(d: dict, name: str, q: float = q) -> float:
+                return percentile(sorted(m for visit in d["windows"][name] for m in visit), q)
+            cells.append(share([est(b, n) / est(a, n) for n in names]))
+        print(f"| {'1 busy core' if load else 'quiet'} | {protocol} | {h}x{w} | {a['at']} / {b['at']} | {len(names)}"
+              f" | " + " | ".join(cells) + " |")
 
 
 def share(ratios: list[float]) -> str:
@@ -135,6 +163,7 @@ def main() -> None:
     p.add_argument("what", choices=["run", "report"])
     p.add_argument("--out", required=True)
     p.add_argument("--load", action="store_true", help="keep one core busy with another process during the run")
+    p.add_argument("--protocols", default="fast-v1,fast", help="protocols timed per size (default fast-v1,fast)")
     p.add_argument("--sizes", default="", help="HxW[,HxW] (default: 135x240 and 540x960)")
     args = p.parse_args()
     run(args) if args.what == "run" else report(args)
