@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learned latency predictor: screen (default, once a fitted predictor is trusted: skip "
                    "candidates predicted over the budget by more than its p99 error), guide (also steer the "
                    "evolution sampler to children predicted just under the budget), off")
+    flags.add_baseline(p)
     flags.add_json(p, "one JSON summary object")
     p.set_defaults(handler=run)
 
@@ -133,8 +134,16 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
         val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
     )
+    from nas.baseline.load import load_baselines
+
+    baselines = load_baselines(args.baseline, target)  # checked before anything is written
     search = Search(target, config, quiet=args.json)
     summary = search.run()
+    if baselines and not search.interrupted:
+        from nas.baseline.run import evaluate
+        from nas.rundir import add_baselines
+
+        add_baselines(search.run_dir, evaluate(baselines, target, search.data, search.store, search.say))
     if summary["best"] is not None and not search.interrupted:
         write_outputs(search.run_dir, report=not args.no_report, export=not args.no_export, say=search.say)
     out = {
