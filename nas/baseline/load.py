@@ -61,10 +61,10 @@ def run_graph(data: bytes, x: np.ndarray) -> np.ndarray:
 
     from latency_db.graph import fix_shape
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts, quiet = ort.SessionOptions(), ort.RunOptions()
+    opts.log_severity_level = quiet.log_severity_level = 4  # its failures reach the user as one line, not a log
     sess = ort.InferenceSession(fix_shape(data, x.shape), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return sess.run(None, {sess.get_inputs()[0].name: x}, quiet)[0]
 
 
 def load_baseline(name: str, path: str, target: Target) -> Baseline:

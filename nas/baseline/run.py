@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,3 +63,31 @@ def _workload(b: Baseline, target: Target) -> Workload:
 
     h, w = target.input_size
     return workload_for(b.graph, h, w, b.graph.io_dtype)
+
+
+def run_target(run_dir: Path, latency_db: str | None) -> Target:
+    """The target a finished run searched for, from its run.json (``nas report --baseline``): the same task,
+    backend, input size, data and short training. UsageError when this machine is not the run's device."""
+    from nas.errors import UsageError
+    from nas.rundir import RunDir, as_dict, integer, number
+    from nas.target import Budget, Target
+
+    rd = RunDir.load(run_dir)
+    c, train = rd.config, as_dict(rd.meta.get("train_config"))
+    if rd.input_size is None or not isinstance(c.get("task"), str):
+        raise UsageError(f"{run_dir}/run.json lacks the task or input size a baseline is judged at")
+    db = latency_db or c.get("latency_db")
+    if isinstance(db, str) and "***" in db:
+        raise UsageError("the run's latency database URL is masked in run.json: give --latency-db")
+    target = Target.resolve(
+        budget=rd.budget or Budget(1.0, "median"), task=c["task"], backend=str(rd.meta.get("backend", "auto")),
+        input_size=rd.input_size, loss=str(train.get("loss", "l1")), seed=integer(train.get("seed")) or 0,
+        train_steps=integer(train.get("steps")), reparam=train.get("reparam"),
+        noise_sigma=number(train.get("noise_sigma")) or 25.0, latency_db=db, data=c.get("data"),
+        val_data=c.get("val_data"), degradation=str(c.get("degradation") or "bicubic"),
+        jpeg_quality=integer(c.get("jpeg_quality")) or 90, val_sequence=bool(c.get("val_sequence")))
+    device = as_dict(rd.meta.get("device")).get("key")
+    if device is not None and device != target.fingerprint.get("key"):
+        raise UsageError(f"{run_dir} was measured on {as_dict(rd.meta.get('device')).get('device')}, not on this "
+                         f"machine ({target.device_name}): add baselines where the run's latencies were measured")
+    return target

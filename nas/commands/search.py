@@ -139,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
     baselines = load_baselines(args.baseline, target)  # checked before anything is written
     search = Search(target, config, quiet=args.json)
     summary = search.run()
+    records = []
     if baselines and not search.interrupted:
         from nas.baseline.run import evaluate
         from nas.rundir import add_baselines
 
-        add_baselines(search.run_dir, evaluate(baselines, target, search.data, search.store, search.say))
+        records = evaluate(baselines, target, search.data, search.store, search.say)
+        add_baselines(search.run_dir, records)
     if summary["best"] is not None and not search.interrupted:
         write_outputs(search.run_dir, report=not args.no_report, export=not args.no_export, say=search.say)
     out = {
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         **({"targets": search.meta.get("targets")} if target.targets else {}),
         "study": search.study_name,
         "run_dir": str(search.run_dir),
+        **({"baselines": records} if records else {}),
     }
     if args.json:
         print(json.dumps(out))
