@@ -169,3 +169,30 @@ def test_onnx_graph_counts_its_convolutions(nets: dict[str, Path]) -> None:
     assert counts.params == sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     first_conv = 32 * 48 * 16 * 3 * 5 * 5
     assert counts.macs > first_conv
+
+
+def test_bench_refuses_a_bad_baseline_before_writing(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("not a graph\n")
+    out, db = tmp_path / "bench", tmp_path / "lat.db"
+    proc = run_nas("bench", "--budgets", "50", "--seeds", "0", "--trials", "1", "--train-steps", "5",
+                   "--input-size", "32x48", "--backend", "onnxruntime", "--out", str(out), "--latency-db", str(db),
+                   "--baseline", f"mine={bad}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not a valid ONNX model" in proc.stderr
+    assert not out.exists() and not db.exists()
+
+
+def test_bench_md_tabulates_both_views_and_the_budgets_each_fits() -> None:
+    from nas.bench.baselines import baselines_md
+
+    view = {"psnr_gain_db": 0.5}
+    records = [{"name": "mine", "channels": "luma", "io_dtype": "fp16", "latency_ms": 3.0, "pretrained": view,
+                "retrained": {"psnr_gain_db": 0.25}, "retrained_long": {"psnr_gain_db": 0.75}, "retrained_note": None},
+               {"name": "odd", "channels": "rgb", "io_dtype": "fp32", "latency_ms": 9.0, "pretrained": view,
+                "retrained": None, "retrained_long": None, "retrained_note": "the operator Erf is not converted"}]
+    text = "\n".join(baselines_md(records, [2.0, 4.0, 8.0]))
+    assert "| mine | luma, fp16 | 3.000 | 4, 8 | +0.500 | +0.250 | +0.750 |" in text
+    assert "| odd | rgb, fp32 | 9.000 | none | +0.500 | - (does not convert: the operator Erf is not converted) | - |" \
+        in text
+    assert baselines_md([], [2.0]) == []
