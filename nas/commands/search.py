@@ -82,8 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                            study_help="study name (default derived from task, backend, size, budget)")
     flags.add_latency_db(p)
     p.add_argument("--data", metavar="DIR",
-                   help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
-    p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
+                   help="folder of PNG/JPEG frames, or a video file (.mp4, .mov, .mkv, ...: its frames in order) "
+                   "(default: photos bundled with scikit-image)")
+    p.add_argument("--val-data", metavar="DIR",
+                   help="validation frames, a folder or a video file (default: a fixed split of --data)")
     p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
     p.add_argument("--noise-sigma", type=float, default=25.0, help="denoise: Gaussian noise sigma on 0-255")
     p.add_argument("--degradation", default="bicubic", metavar="KIND",
