@@ -1,6 +1,6 @@
-"""What can be measured: an ArchSpec, or a bare conv stack (the sweep's probe).
+"""What can be measured: an ArchSpec, a bare conv stack (the sweep's probe), or a user's ONNX graph.
 
-Both have an ``arch_id``, build into a torch module and count their MACs and bytes, which is all
+All have an ``arch_id``, build into a torch module and count their MACs and bytes, which is all
 a backend and the roofline need.
 """
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from latency_db.fingerprint import digest
+from latency_db.graph import OnnxGraph
 from latency_db.workload import Workload
 from search_spaces import ArchSpec, Counts, count
 
@@ -51,7 +52,7 @@ class ConvProbe:
         return Counts(macs=macs, params=params, activation_bytes=act, weight_bytes=params * bytes_per_element)
 
 
-Candidate = ArchSpec | ConvProbe
+Candidate = ArchSpec | ConvProbe | OnnxGraph
 
 
 def build_module(spec: Candidate) -> nn.Module:
@@ -68,6 +69,8 @@ def counts_for(spec: Candidate, workload: Workload) -> Counts:
     if isinstance(spec, ArchSpec):
         return count(spec, workload.height, workload.width, batch=workload.batch,
                      bytes_per_element=workload.bytes_per_element)
+    if isinstance(spec, OnnxGraph):
+        return spec.count(workload)
     return spec.count(workload.height, workload.width, workload.batch, workload.bytes_per_element)
 
 
@@ -75,6 +78,8 @@ def check_workload(spec: Candidate, workload: Workload) -> None:
     """Raise ValueError when the workload cannot feed this candidate (channels, scale, tiling)."""
     if isinstance(spec, ArchSpec):
         expected_channels, expected_scale, multiple = 3, spec.scale, spec.size_multiple
+    elif isinstance(spec, OnnxGraph):
+        expected_channels, expected_scale, multiple = spec.channels, spec.scale, 1
     else:
         expected_channels, expected_scale, multiple = spec.channels, 1, 1
     if workload.channels != expected_channels:
@@ -90,4 +95,7 @@ def workload_for(spec: Candidate, height: int, width: int, io_dtype: str, batch:
     """The workload that feeds ``spec`` at ``height`` x ``width`` (channels and scale from the spec)."""
     if isinstance(spec, ArchSpec):
         return Workload(height=height, width=width, scale=spec.scale, batch=batch, channels=3, io_dtype=io_dtype)
+    if isinstance(spec, OnnxGraph):  # the graph's own channels and IO dtype
+        return Workload(height=height, width=width, scale=spec.scale, batch=batch, channels=spec.channels,
+                        io_dtype=spec.io_dtype)
     return Workload(height=height, width=width, scale=1, batch=batch, channels=spec.channels, io_dtype=io_dtype)

@@ -8,6 +8,7 @@ kernels are dispatched on, cache sizes, cores, threads); protocol version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,15 @@ class LatencyKey:
         return cls(arch_id=d["arch_id"], workload=Workload.from_dict(d["workload"]), precision=d["precision"],
                    backend=d["backend"], backend_version=d["backend_version"], builder=canonical(d["builder"]),
                    device=canonical(d["device"]), protocol=d["protocol"])
+
+
+GRAPH_ID_PREFIX = "onnx-"
+
+
+def graph_id(data: bytes) -> str:
+    """The arch_id of a user's ONNX graph (a ``--baseline``): its file's content, so a renamed copy hits the
+    same rows and an edited graph misses them."""
+    return GRAPH_ID_PREFIX + hashlib.sha256(data).hexdigest()
 
 
 def latency_key(spec: Candidate, workload: Workload, backend: Backend) -> LatencyKey:

@@ -213,8 +213,11 @@ def export_graph(spec: Candidate, workload: Workload) -> bytes:
     """ONNX bytes of the candidate at the workload's fixed shape and IO dtype (search_spaces' exporter;
     the input channel count comes from the workload so conv probes export too). An fp16 workload gives
     a true fp16 graph (weights, inputs, outputs), as TensorRT 11's strong typing needs."""
+    from latency_db.graph import OnnxGraph
     from search_spaces.onnx_export import graph_bytes
 
+    if isinstance(spec, OnnxGraph):  # a user's graph is timed as it is, at the workload's shape
+        return spec.fixed(workload.shape)
     key = (spec.arch_id, workload)
     if key in _GRAPHS:  # a later visit of the same candidate (windowed protocols): no second export
         _GRAPHS.move_to_end(key)

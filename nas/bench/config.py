@@ -37,6 +37,7 @@ class BenchConfig:
     input_size: tuple[int, int] | None = None
     out: str = "bench"
     latency_db: str | None = None
+    baselines: tuple[tuple[str, str], ...] = ()  # --baseline NAME=model.onnx: the user's own networks
 
     def validate(self) -> None:
         """Reject bad values with one line naming the flag, before anything is written."""

@@ -87,6 +87,9 @@ def render_md(r: dict[str, Any]) -> str:
                 f"{db_text(b['psnr_gain_db'])} | {ms_text(b['latency_ms'])} | {b['ssim']:.4f} | "
                 f"{(b['reference'] + ': ') if b['reference'] else ''}{_cell(b['summary'])} |"))
         lines.append("")
+    from nas.bench.baselines import baselines_md
+
+    lines += baselines_md(r.get("baselines", []), list(c["budgets"]))
     lg = r["long"]
     rho = "not defined (fewer than 3 nets or a constant side)" if lg["spearman"] is None else f"{lg['spearman']:+.3f}"
     lines += [f"## Short ({lg['short_steps']} steps) vs long ({lg['long_steps']} steps) training", "",

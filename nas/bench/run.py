@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas.baseline.load import load_baselines
+from nas.bench.baselines import bench_baselines
 from nas.errors import UsageError
 from nas.rundir import RunDir
 from nas.search.config import SearchConfig
@@ -170,6 +172,7 @@ class Bench:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         load_before, t0 = loadavg(), time.perf_counter()
         runs: list[dict[str, Any]] = []
+        baselines = load_baselines(list(cfg.baselines), self.target(cfg.budgets[0], cfg.seeds[0]))  # before writing
         plan = [(b, sampler, s) for b in cfg.budgets for s in cfg.seeds for sampler in cfg.samplers]
         counts_before = self._db_counts()
         for i, (budget, sampler, seed) in enumerate(plan, 1):
@@ -192,6 +195,7 @@ class Bench:
         references = self._references(first)
         t_long = time.perf_counter()
         long = self._long_training(first, runs)
+        mine = bench_baselines(baselines, first, self._long_steps(first), self.say)
         target = first.target
         phase_s = {"searches": t_refs - t0, "references": t_long - t_refs, "long": time.perf_counter() - t_long}
         counts_after = self._db_counts()
@@ -211,6 +215,7 @@ class Bench:
             "runs": runs,
             "budgets": [self._budget_table(b, runs, references) for b in cfg.budgets],
             "long": long,
+            **({"baselines": mine} if mine else {}),
         }
         result["targets"] = targets(result)
         self._write(result)

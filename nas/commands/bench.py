@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add_input_size(p)
     p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default bench)")
     flags.add_latency_db(p, note="; shared by every search")
+    flags.add_baseline(p)
     flags.add_json(p, "bench.json's object")
     p.set_defaults(handler=run)
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task,
         backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
-        latency_db=args.latency_db,
+        latency_db=args.latency_db, baselines=tuple(args.baseline),
     )
     bench = Bench(config, quiet=args.json)
     result = bench.run()

@@ -64,3 +64,13 @@ def add_shared_study(p: argparse.ArgumentParser, storage_help: str, study_help: 
     """--storage and --study: a study shared through an Optuna storage."""
     p.add_argument("--storage", metavar="URL", help=storage_help)
     p.add_argument("--study", metavar="NAME", help=study_help)
+
+
+def add_baseline(p: argparse.ArgumentParser) -> None:
+    """--baseline NAME=model.onnx, repeatable: the user's own network beside the search's (nas/baseline/)."""
+    from nas.baseline.load import baseline_arg
+
+    p.add_argument("--baseline", type=baseline_arg, action="append", default=[], metavar="NAME=MODEL.onnx",
+                   help="your own network as a baseline (repeatable): an ONNX graph, RGB or luma (Y) in and out, "
+                   "fp32 or fp16; timed with the search's protocol and shown as you have it and retrained with the "
+                   "search's short training (docs/cli.md)")

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", action="store_true",
                    help="also write RUN_DIR/pareto.png (needs kaleido and Chrome/Chromium; "
                    "without them a warning is printed and only the HTML is written)")
+    flags.add_baseline(p)
     p.set_defaults(handler=run)
 
 
@@ -53,5 +54,25 @@ def resolve_run_dir(args: argparse.Namespace, default: Path | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from nas.report import write_report
 
-    print(write_report(resolve_run_dir(args, None), png=args.png))
+    run_dir = resolve_run_dir(args, None)
+    if args.baseline:
+        add_run_baselines(run_dir, args.baseline, args.latency_db)
+    print(write_report(run_dir, png=args.png))
     return 0
+
+
+def add_run_baselines(run_dir: Path, items: list[tuple[str, str]], latency_db: str | None) -> None:
+    """Time and judge ``--baseline`` graphs as the run's search would have, into its run.json."""
+    import sys
+
+    from nas.baseline.load import load_baselines
+    from nas.baseline.run import evaluate, run_target
+    from nas.rundir import add_baselines
+
+    target = run_target(run_dir, latency_db)
+    baselines = load_baselines(items, target)  # checked before anything is written
+
+    def say(message: str) -> None:
+        print(f"nas report: {message}", file=sys.stderr, flush=True)
+
+    add_baselines(run_dir, evaluate(baselines, target, target.load_data(), target.open_store(), say))

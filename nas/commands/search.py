@@ -82,8 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                            study_help="study name (default derived from task, backend, size, budget)")
     flags.add_latency_db(p)
     p.add_argument("--data", metavar="DIR",
-                   help="folder of PNG/JPEG frames (default: photos bundled with scikit-image)")
-    p.add_argument("--val-data", metavar="DIR", help="validation frames (default: a fixed split of --data)")
+                   help="folder of PNG/JPEG frames, or a video file (.mp4, .mov, .mkv, ...: its frames in order) "
+                   "(default: photos bundled with scikit-image)")
+    p.add_argument("--val-data", metavar="DIR",
+                   help="validation frames, a folder or a video file (default: a fixed split of --data)")
     p.add_argument("--loss", default="l1", help="l1 (default), charbonnier, or sums like l1+hfen:0.1")
     p.add_argument("--noise-sigma", type=float, default=25.0, help="denoise: Gaussian noise sigma on 0-255")
     p.add_argument("--degradation", default="bicubic", metavar="KIND",
@@ -107,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learned latency predictor: screen (default, once a fitted predictor is trusted: skip "
                    "candidates predicted over the budget by more than its p99 error), guide (also steer the "
                    "evolution sampler to children predicted just under the budget), off")
+    flags.add_baseline(p)
     flags.add_json(p, "one JSON summary object")
     p.set_defaults(handler=run)
 
@@ -133,8 +136,18 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
         val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
     )
+    from nas.baseline.load import load_baselines
+
+    baselines = load_baselines(args.baseline, target)  # checked before anything is written
     search = Search(target, config, quiet=args.json)
     summary = search.run()
+    records = []
+    if baselines and not search.interrupted:
+        from nas.baseline.run import evaluate
+        from nas.rundir import add_baselines
+
+        records = evaluate(baselines, target, search.data, search.store, search.say)
+        add_baselines(search.run_dir, records)
     if summary["best"] is not None and not search.interrupted:
         write_outputs(search.run_dir, report=not args.no_report, export=not args.no_export, say=search.say)
     out = {
@@ -146,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         **({"targets": search.meta.get("targets")} if target.targets else {}),
         "study": search.study_name,
         "run_dir": str(search.run_dir),
+        **({"baselines": records} if records else {}),
     }
     if args.json:
         print(json.dumps(out))

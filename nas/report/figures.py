@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
+from nas.report.baselines import add_baseline_traces, baseline_points
 from nas.report.run import Run
 from nas.report.text import escape, fmt, si
 from nas.rundir import number
@@ -114,7 +115,8 @@ def pareto_figure(run: Run) -> go.Figure:
     over_refs = untrained[untrained.over_budget & (untrained.reference != "")]
     failed = untrained[~untrained.over_budget]
     budget = run.budget_ms
-    xs = t[col].tolist() + ([budget] if budget else [])
+    base_x, base_y = baseline_points(run)  # the user's own networks (--baseline)
+    xs = t[col].tolist() + ([budget] if budget else []) + base_x
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.03)
@@ -139,6 +141,7 @@ def pareto_figure(run: Run) -> go.Figure:
         fig.add_trace(go.Scatter(name="winner", mode="markers", marker={
             "symbol": "star", "size": 20, "color": YELLOW, "line": {"color": "black", "width": 1.5}},
             **_points(run, wrow, wrow.psnr_gain_db.tolist())), 1, 1)
+    add_baseline_traces(fig, run)
     fig.add_trace(go.Scatter(name=f"over budget, not trained ({len(over)})", mode="markers",
                              marker={"symbol": "x-thin", "size": 10, "color": GREY,
                                      "line": {"color": GREY, "width": 2}},
@@ -160,7 +163,7 @@ def pareto_figure(run: Run) -> go.Figure:
         fig.add_annotation(xref="x", yref="paper", x=bx, y=1, yanchor="bottom", showarrow=False,
                            text=f"budget {fmt(budget, 3)} ms", font={"color": VERMILION})
     x_range = _axis_range(xs, log_x) if xs else None
-    gains = [*trained.psnr_gain_db.tolist(), 0.0]
+    gains = [*trained.psnr_gain_db.tolist(), 0.0, *base_y]
     y_range = _axis_range(gains, False, head=0.3)  # headroom above for the reference labels
     _label_references(fig, refs, over_refs, col, log_x, x_range, y_range)
     fig.update_xaxes(type="log" if log_x else "linear", range=x_range, row=1, col=1)

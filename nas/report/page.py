@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from search_spaces import ArchSpec
 
+from nas.report.baselines import baselines_section
 from nas.report.crops import winner_crops
 from nas.report.figures import pareto_figure, progress_figure, roofline_figure, stability_figure
 from nas.report.run import Run, load_run
@@ -265,6 +266,7 @@ The strip below the chart shows the candidates the latency gate rejected before 
 run through the same pipeline on the same device, in [brackets]), then the references that did not make it.
 Click a row for details.</p>
 {_top_table(run)}
+{baselines_section(run)}
 <h2>Validation crops: bicubic, winner, ground truth</h2>
 {_crops_html(crops)}
 <h2>Temporal stability against latency</h2>

@@ -49,7 +49,7 @@ RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
 
 __all__ = [  # the run dir's contract: run.json here, trials.csv rows in nas/rundir/trials.py
     "ARCHS", "REQUIRED_COLUMNS", "RUN_JSON", "TARGET_PREFIX", "TRIALS_CSV", "TRIALS_CSV_COLUMNS", "RunDir",
-    "RunDirWriter", "TrialRow",
+    "RunDirWriter", "TrialRow", "add_baselines",
     "as_dict", "best_trial", "integer", "number", "read_json_object", "run_json", "run_meta", "summarize",
     "target_columns", "trial_row", "versions",
 ]
@@ -190,6 +190,16 @@ class RunDirWriter:
         _atomic_write(self.path / RUN_JSON, json.dumps(dict(run), indent=2) + "\n")
 
 
+def add_baselines(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """run.json's ``baselines`` (``--baseline``: the user's own graphs, docs/run_dir.md), a record of the same
+    name replaced."""
+    path = Path(run_dir) / RUN_JSON
+    meta = read_json_object(path)
+    names = {r["name"] for r in records}
+    kept = [b for b in meta.get("baselines") or [] if isinstance(b, dict) and b.get("name") not in names]
+    _atomic_write(path, json.dumps({**meta, "baselines": kept + records}, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------------- reading
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from a file; anything else is a one-line UsageError naming the file."""
@@ -278,6 +288,21 @@ class RunDir:
         found = self.meta.get("targets")
         return [t for t in found if isinstance(t, dict) and isinstance(t.get("name"), str)
                 and number(t.get("budget_ms")) is not None] if isinstance(found, list) else []
+
+    @property
+    def baselines(self) -> list[dict[str, Any]]:
+        """run.json's ``baselines`` (the user's own graphs), checked: each with a name and, where known, numbers."""
+        found = self.meta.get("baselines")
+        out = []
+        for b in found if isinstance(found, list) else []:
+            if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+                continue
+            views = {v: as_dict(b.get(v)) for v in ("pretrained", "retrained")}
+            out.append({"name": b["name"], "arch_id": str(b.get("arch_id", "")), "channels": str(b.get("channels", "")),
+                        "latency_ms": number(b.get("latency_ms")), "latency_p90_ms": number(b.get("latency_p90_ms")),
+                        "retrained_note": b.get("retrained_note") if isinstance(b.get("retrained_note"), str) else None,
+                        **{f"{v}_gain_db": number(d.get("psnr_gain_db")) for v, d in views.items()}})
+        return out
 
     def best(self) -> TrialRow | None:
         return best_trial(self.trials)

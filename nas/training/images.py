@@ -5,6 +5,8 @@ Sources:
     validation = chelsea, coffee; training = astronaut, motorcycle left + right (one stereo pair,
     kept on the same side of the split), immunohistochemistry, hubble_deep_field, retina, rocket.
     The grey images are skipped.
+  * ``data=clip.mp4`` (or .mov, .mkv, .webm, .avi, .m4v): the clip's frames in playing order, split and
+    spread like a folder's files (nas/training/video.py); so is ``val_data=clip.mp4``.
   * ``data=DIR``: the PNG/JPEG files in DIR (not recursive), sorted by name. Without ``val_data``
     the last 10 % by name (at least 1, at most 16) validate and the rest train: a contiguous tail,
     so that neighbouring video frames do not end up on both sides. ``val_data=DIR`` gives a
@@ -27,6 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from nas.errors import UsageError
+from nas.training.video import VideoFrame, is_video, list_frames, read_frames
 
 DEFAULT_TRAIN = ("astronaut", "motorcycle_left", "motorcycle_right", "immunohistochemistry",
                  "hubble_deep_field", "retina", "rocket")
@@ -86,7 +89,7 @@ def _read_image(path: Path, flag: str) -> Image8:
     return Image8(path.name, to_tensor(arr))
 
 
-Item = tuple[Path, Path | None]  # (image or target file, its paired input file or None)
+Item = tuple[Path, Path | None] | VideoFrame  # (image or target file, its paired input or None), or a clip's frame
 
 
 def _images_in(root: Path) -> list[Path]:
@@ -128,6 +131,8 @@ def _list_items(folder: str | Path, flag: str) -> list[Item]:
     root = Path(folder).expanduser()
     if not root.exists():
         raise UsageError(f"{flag} {root}: folder does not exist: pass a folder of PNG/JPEG frames")
+    if is_video(root):
+        return list(list_frames(root, flag))
     if not root.is_dir():
         raise UsageError(f"{flag} {root}: not a folder: pass a folder of PNG/JPEG frames")
     if is_paired(root):
@@ -146,7 +151,13 @@ def _evenly(items: list[Item], n: int) -> list[Item]:
     return [items[i * len(items) // n] for i in range(n)]
 
 
-def _read_item(item: Item, flag: str) -> Image8:
+def _read_items(items: list[Item], flag: str) -> list[Image8]:
+    """The images of ``items`` in their order (a clip's chosen frames decoded in one pass)."""
+    frames = read_frames([it for it in items if isinstance(it, VideoFrame)], flag)
+    return [frames[it] if isinstance(it, VideoFrame) else _read_item(it, flag) for it in items]
+
+
+def _read_item(item: tuple[Path, Path | None], flag: str) -> Image8:
     """The image (or the target with its paired input) of one item."""
     target, inp = item
     im = _read_image(target, flag)
@@ -178,13 +189,11 @@ def load_folders(data: str | Path | None, val_data: str | Path | None,
             train_items, val_items = items[:-n_val], items[-n_val:]
         else:
             train_items, val_items = items, _pick_val(_list_items(val_data, "--val-data"), val_sequence)
-        train = [_read_item(it, "--data") for it in _evenly(train_items, MAX_TRAIN_FILES)]
-        val_flag = "--data" if val_data is None else "--val-data"
-        val = [_read_item(it, val_flag) for it in val_items]
+        train = _read_items(_evenly(train_items, MAX_TRAIN_FILES), "--data")
+        val = _read_items(val_items, "--data" if val_data is None else "--val-data")
         return train, val
     train, _ = load_default()
-    val_items = _pick_val(_list_items(val_data, "--val-data"), val_sequence)
-    return train, [_read_item(it, "--val-data") for it in val_items]
+    return train, _read_items(_pick_val(_list_items(val_data, "--val-data"), val_sequence), "--val-data")
 
 
 def pair_scale(images: list[Image8], flag: str) -> int | None:

@@ -1,0 +1,134 @@
+"""A baseline's quality on the search's validation data with the search's metric: as the user has it
+(ONNX Runtime, the pretrained weights) and retrained from scratch with the search's short training."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from nas.training.data import PatchSampler, TaskData, val_pairs
+from nas.training.metrics import parse_loss, psnr, ssim, temporal_psnr
+from nas.training.train import baseline, lr_factor, param_groups
+
+if TYPE_CHECKING:
+    from nas.baseline.load import Baseline
+    from nas.training.train import TrainConfig
+
+Frame = Callable[[torch.Tensor], torch.Tensor]
+KB, KR = 0.114, 0.299  # BT.601 (JPEG's full-range YCbCr), as the metrics' luma
+
+
+def to_ycbcr(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,3,H,W) RGB in [0,1] -> luma (N,1,H,W) and chroma (N,2,H,W) centred on 0.5."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    y = KR * r + (1 - KR - KB) * g + KB * b
+    return y, torch.cat([(b - y) / (2 * (1 - KB)) + 0.5, (r - y) / (2 * (1 - KR)) + 0.5], dim=1)
+
+
+def to_rgb(y: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    cb, cr = chroma[:, 0:1] - 0.5, chroma[:, 1:2] - 0.5
+    r, b = y + 2 * (1 - KR) * cr, y + 2 * (1 - KB) * cb
+    g = (y - KR * r - KB * b) / (1 - KR - KB)
+    return torch.cat([r, g, b], dim=1)
+
+
+def on_luma(net: Frame, rgb: torch.Tensor, kind: str, scale: int) -> torch.Tensor:
+    """A luma network applied to an RGB frame: Y through the net, chroma by the task's classical base."""
+    y, chroma = to_ycbcr(rgb)
+    return to_rgb(net(y), baseline(chroma, kind, scale))
+
+
+class LumaNet(nn.Module):
+    """A luma (Y in, Y out) module as an RGB one, so it trains and validates like any candidate."""
+
+    def __init__(self, core: nn.Module, kind: str, scale: int) -> None:
+        super().__init__()
+        self.core, self.kind, self.scale = core, kind, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return on_luma(self.core, x, self.kind, self.scale)
+
+
+@torch.no_grad()
+def judge(net: Frame, pairs: list[tuple[torch.Tensor, torch.Tensor]], kind: str, scale: int,
+          sequence: bool) -> dict[str, float | None]:
+    """PSNR, the classical base's PSNR, the gain, SSIM (and flicker on a clip) as the search's validation has them."""
+    border = scale if kind == "sr" else 0
+    p_net, p_base, s_net, outs = [], [], [], []
+    for inp, tgt in pairs:
+        out = net(inp).float().clamp(0, 1)
+        p_net.append(float(psnr(out, tgt, border)[0]))
+        p_base.append(float(psnr(baseline(inp, kind, scale), tgt, border)[0]))
+        s_net.append(float(ssim(out, tgt, border)[0]))
+        outs.append(out)
+    n = len(pairs)
+    flicker = temporal_psnr(outs, [t for _, t in pairs], border) if sequence else None
+    return {"psnr_db": sum(p_net) / n, "bicubic_psnr_db": sum(p_base) / n,
+            "psnr_gain_db": (sum(p_net) - sum(p_base)) / n, "ssim": sum(s_net) / n,
+            "temporal_psnr_db": flicker}
+
+
+def pretrained(b: Baseline, data: TaskData, config: TrainConfig) -> dict[str, Any]:
+    """The graph as the user has it, run by ONNX Runtime on each validation crop."""
+    import numpy as np
+
+    from nas.baseline.load import run_graph
+
+    dtype = np.float16 if b.graph.io_dtype == "fp16" else np.float32
+
+    def core(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run_graph(b.graph.data, x.numpy().astype(dtype)).astype(np.float32))
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        return on_luma(core, x, data.kind, data.scale) if b.graph.channels == 1 else core(x)
+
+    return judge(net, val_pairs(data, config.noise_sigma), data.kind, data.scale, data.val_sequence)
+
+
+def reset(module: nn.Module) -> None:
+    """Fresh weights for every layer that can draw them (PyTorch's own initialization of that layer)."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def retrained(b: Baseline, data: TaskData, config: TrainConfig, device: str = "cpu") -> dict[str, Any]:
+    """The converted graph, re-initialized and trained with the search's short training (plain: no
+    re-parameterized blocks, which only the search's own convs take), then judged like the pretrained view."""
+    from search_spaces.onnx_import import to_module
+
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    loss_fn = parse_loss(config.loss)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        core = to_module(b.graph.data)
+        reset(core)
+        net: nn.Module = LumaNet(core, data.kind, data.scale) if b.graph.channels == 1 else core
+        net = net.to(dev).train()
+        sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
+                               noise_sigma=config.noise_sigma)
+        opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
+        diverged = False
+        for _ in range(config.steps):
+            inp, tgt = sampler.batch(config.batch_size)
+            loss = loss_fn(net(inp.to(dev)), tgt.to(dev))
+            if not math.isfinite(loss.item()):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        net.eval()
+        pairs = [(i.to(dev), t.to(dev)) for i, t in val_pairs(data, config.noise_sigma)]
+        result = judge(net, pairs, data.kind, data.scale, data.val_sequence)
+    return {**result, "steps": config.steps, "train_s": time.perf_counter() - t0, "diverged": diverged,
+            "reparam": "none"}

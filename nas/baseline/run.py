@@ -1,0 +1,93 @@
+"""Measuring and judging the baselines of a search (or of a finished run, for ``nas report``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from latency_db.store import LatencyStore
+    from latency_db.workload import Workload
+    from nas.baseline.load import Baseline
+    from nas.target import Target
+    from nas.training.data import TaskData
+
+
+def latency_of(b: Baseline, target: Target, store: LatencyStore) -> dict[str, Any]:
+    """The graph's latency on the target's backend, with the search's protocol, cache first (keyed by content).
+    Windowed CPU protocols visit the row until it settles, as the search's verified trials are."""
+    from latency_db.measure import settle_all
+
+    workload = _workload(b, target)
+    result = settle_all([(b.graph, workload)], target.backend, store)[0]
+    return {"median_ms": result.median_ms, "p90_ms": result.p90_ms, "cov": result.cov, "visits": result.visits,
+            "cached": result.cached, "error": result.error, "backend": result.backend,
+            "protocol": result.protocol, "workload": workload.to_dict()}
+
+
+def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: LatencyStore,
+             say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """run.json's ``baselines``: each graph's latency, its quality as the user has it, and retrained."""
+    from latency_db.candidates import counts_for
+    from nas.baseline.quality import pretrained, retrained
+
+    records = []
+    for b in baselines:
+        say(f"baseline {b.name}: measuring {b.path} ({b.kind}, {b.graph.io_dtype}, x{b.graph.scale})")
+        latency = latency_of(b, target, store)
+        counts = counts_for(b.graph, _workload(b, target))
+        mine = pretrained(b, data, target.train_config)
+        again = None
+        if b.converts:
+            say(f"baseline {b.name}: retraining from scratch, {target.train_config.steps} steps")
+            again = retrained(b, data, target.train_config, target.device)
+        else:
+            say(f"baseline {b.name}: does not convert to PyTorch ({b.note}): shown as the user has it only")
+        records.append({
+            "name": b.name, "file": str(b.path), "arch_id": b.graph.arch_id, "channels": b.kind,
+            "io_dtype": b.graph.io_dtype, "scale": b.graph.scale,
+            "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency": latency,
+            "macs": counts.macs, "params": counts.params,
+            "pretrained": mine, "retrained": again, "retrained_note": b.note,
+        })
+        shown = "n/a" if latency["median_ms"] is None else f"{latency['median_ms']:.3f} ms"
+        again_txt = "not retrained" if again is None else f"retrained {again['psnr_gain_db']:+.2f} dB"
+        say(f"baseline {b.name}: {shown}, as given {mine['psnr_gain_db']:+.2f} dB, {again_txt}")
+    return records
+
+
+def _workload(b: Baseline, target: Target) -> Workload:
+    """The graph's input at the search's size, in its own channels and IO dtype."""
+    from latency_db.candidates import workload_for
+
+    h, w = target.input_size
+    return workload_for(b.graph, h, w, b.graph.io_dtype)
+
+
+def run_target(run_dir: Path, latency_db: str | None) -> Target:
+    """The target a finished run searched for, from its run.json (``nas report --baseline``): the same task,
+    backend, input size, data and short training. UsageError when this machine is not the run's device."""
+    from nas.errors import UsageError
+    from nas.rundir import RunDir, as_dict, integer, number
+    from nas.target import Budget, Target
+
+    rd = RunDir.load(run_dir)
+    c, train = rd.config, as_dict(rd.meta.get("train_config"))
+    if rd.input_size is None or not isinstance(c.get("task"), str):
+        raise UsageError(f"{run_dir}/run.json lacks the task or input size a baseline is judged at")
+    db = latency_db or c.get("latency_db")
+    if isinstance(db, str) and "***" in db:
+        raise UsageError("the run's latency database URL is masked in run.json: give --latency-db")
+    target = Target.resolve(
+        budget=rd.budget or Budget(1.0, "median"), task=c["task"], backend=str(rd.meta.get("backend", "auto")),
+        input_size=rd.input_size, loss=str(train.get("loss", "l1")), seed=integer(train.get("seed")) or 0,
+        train_steps=integer(train.get("steps")), reparam=train.get("reparam"),
+        noise_sigma=number(train.get("noise_sigma")) or 25.0, latency_db=db, data=c.get("data"),
+        val_data=c.get("val_data"), degradation=str(c.get("degradation") or "bicubic"),
+        jpeg_quality=integer(c.get("jpeg_quality")) or 90, val_sequence=bool(c.get("val_sequence")))
+    device = as_dict(rd.meta.get("device")).get("key")
+    if device is not None and device != target.fingerprint.get("key"):
+        raise UsageError(f"{run_dir} was measured on {as_dict(rd.meta.get('device')).get('device')}, not on this "
+                         f"machine ({target.device_name}): add baselines where the run's latencies were measured")
+    return target
