@@ -66,4 +66,5 @@ def at_precision(backend: Backend, workload: Workload, precision: str) -> tuple[
     check_offered(backend.name, (precision,))
     set_to = copy.copy(backend)
     set_to.quantized = precision == "int8"
+    set_to.default_io_dtype = io_dtype_of(precision)  # what the callers that build workloads from a backend read
     return set_to, replace(workload, io_dtype=io_dtype_of(precision))

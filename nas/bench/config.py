@@ -37,6 +37,7 @@ class BenchConfig:
     input_size: tuple[int, int] | None = None
     out: str = "bench"
     latency_db: str | None = None
+    precision: str | None = None       # --precision of every search (None: the backend's own)
 
     def validate(self) -> None:
         """Reject bad values with one line naming the flag, before anything is written."""

@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 600)")
     flags.add_task(p)
     flags.add_backend(p)
+    flags.add_precision(p)
     flags.add_input_size(p)
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma,
         latency_db=args.latency_db,
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
-        val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
+        val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency, precision=args.precision,
     )
     search = Search(target, config, quiet=args.json)
     summary = search.run()

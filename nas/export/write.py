@@ -204,9 +204,9 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
     if not is_arch_id(row.arch_id):
         raise UsageError(f"{run.path}/trials.csv: trial {row.number} has a malformed arch_id")
     spec = run.spec(row.arch_id)
-    state = run.weights(row.arch_id)
-    train = run.record(row.arch_id, "train.json") or {}
-    latency = run.record(row.arch_id, "latency.json") or {}
+    state = run.weights(row.arch_id, row.precision)
+    train = run.record(row.arch_id, "train.json", row.precision) or {}
+    latency = run.record(row.arch_id, "latency.json", row.precision) or {}
     train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.meta.get(
         "train_config")
     info = {
