@@ -162,3 +162,36 @@ def test_qat_improves_a_net_that_post_training_quantization_hurts() -> None:
     assert result.qat_gain_db > result.ptq_gain_db + 0.005
     assert result.gain_db == pytest.approx(result.qat_gain_db, abs=1e-9)
     assert qdq_ops(result.graph)["QuantizeLinear"] > 0
+
+
+@pytest.mark.slow
+def test_int8_export_ships_the_qdq_graph_and_train_py_ends_quantization_aware(tmp_path: Path) -> None:
+    """An int8 winner's export holds model_int8.onnx beside the float graphs; its train.py (PyTorch alone, no nas)
+    trains quantization-aware at the end and writes a QDQ graph that runs in ONNX Runtime."""
+    from test_export import run_clean, write_pngs
+
+    from nas.export import export_spec
+
+    spec = ss.ArchSpec.from_dict(ARCH)
+    torch.manual_seed(0)
+    net = ss.build(spec)
+    rng = np.random.default_rng(0)
+    graph = quantize_graph(graph_bytes(net, (1, 3, 32, 32)), [rng.random((1, 3, 32, 32), dtype=np.float32)])
+    out = export_spec(spec, net.state_dict(), tmp_path / "export",
+                      {"input_size": [32, 32], "precision": "int8"}, int8_graph=graph)
+    assert (out / "model_int8.onnx").read_bytes() == graph and (out / "model_fp32.onnx").is_file()
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["precision"] == "int8" and "model_int8.onnx" in manifest["files"]
+    readme = (out / "README.md").read_text()
+    assert "## int8" in readme and "trtexec --onnx=model_int8.onnx" in readme and "onnxruntime" in readme
+    assert 'PRECISION = "int8"' in (out / "train.py").read_text()
+    data = write_pngs(tmp_path / "frames", 3, side=48)
+    proc = run_clean(out / "train.py", "--data", str(data), "--steps", "4", "--qat-steps", "3", "--patch", "16",
+                     "--batch-size", "2", "--device", "cpu", "--out", "run", "--onnx-size", "32x32", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "QAT step 3/3" in proc.stdout
+    qdq = (tmp_path / "run" / "model_int8.onnx").read_bytes()
+    assert qdq_ops(qdq)["QuantizeLinear"] > 0
+    y = ort.InferenceSession(qdq, providers=["CPUExecutionProvider"]).run(
+        None, {"input": rng.random((1, 3, 48, 64), dtype=np.float32)})[0]
+    assert y.shape == (1, 3, 96, 128) and np.isfinite(y).all()

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from latency_db.backends.base import Backend, BuildError, Protocol, Session
+from latency_db.backends.base import Backend, BuildError, Protocol, Session, export_graph
 from latency_db.backends.cuda_timing import GPU_PROTOCOLS, cuda_event_timing
 from latency_db.candidates import Candidate
 from latency_db.fingerprint import digest, gpu_fingerprint
@@ -155,7 +155,8 @@ class TensorRTBackend(Backend):
 
     def _open(self, spec: Candidate, workload: Workload) -> Session:
         trt = _trt()
-        graph = self.graph(spec, workload)
+        # the float graph, or (int8) its QDQ form: explicit quantization, no precision flag (strongly typed)
+        graph = self.graph(spec, workload) if self.quantized else export_graph(spec, workload)
         builder, logger = _builder()
         logger.errors.clear()
         network = builder.create_network(self._network_flags(trt))
