@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.target import Target, parse_input_size, target_budgets
 
     budget, targets = target_budgets(args.target, args.budget_ms, args.budget_stat)
+    if targets and args.precision is not None:
+        raise UsageError("--precision with --target is not supported yet: agents time their backend's own precision")
     if targets and args.predictor in ("screen", "guide"):
         raise UsageError(f"--predictor {args.predictor} predicts one device: with --target it is off")
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
