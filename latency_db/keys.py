@@ -65,10 +65,17 @@ def graph_id(data: bytes) -> str:
 
 
 def latency_key(spec: Candidate, workload: Workload, backend: Backend) -> LatencyKey:
+    """The key of ``spec`` timed under ``workload`` on ``backend``; an int8 (quantized) backend adds its
+    quantization recipe to the builder settings (fp32 and fp16 keys are as they always were)."""
     fp = backend.fingerprint()
+    builder = backend.builder_settings(workload)
+    if backend.quantized:
+        from search_spaces.onnx_quant import quant_settings
+
+        builder = {**builder, "quantization": quant_settings(backend.quant_scheme)}
     return LatencyKey(
         arch_id=spec.arch_id, workload=workload, precision=backend.precision(workload), backend=backend.name,
-        backend_version=fp["backend_version"], builder=canonical(backend.builder_settings(workload)),
+        backend_version=fp["backend_version"], builder=canonical(builder),
         device=canonical(fp["key"]), protocol=backend.protocol.name,
     )
 

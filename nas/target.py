@@ -176,6 +176,7 @@ class Target:
     val_sequence: bool = False                  # the validation frames are a clip: flicker is measured
     min_shift_consistency: float | None = None  # dB; a trained candidate below it is not eligible to win
     targets: tuple[TargetBudget, ...] = ()      # --target: the devices measured (none: this machine, --budget-ms)
+    precisions: tuple[str, ...] = ()            # --precision (none: the backend's own; two or more: searched)
 
     @classmethod
     def resolve(cls, *, budget: Budget, task: str = "sr2x", backend: str = "auto",
@@ -183,7 +184,8 @@ class Target:
                 train_steps: int | None = None, reparam: str | None = None, noise_sigma: float = 25.0,
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
-                min_shift_consistency: float | None = None, targets: tuple[TargetBudget, ...] = ()) -> Target:
+                min_shift_consistency: float | None = None, targets: tuple[TargetBudget, ...] = (),
+                precision: str | None = None) -> Target:
         from nas.training.degrade import degradation_tag
         from nas.training.train import TrainConfig
         from search_spaces import get_space
@@ -195,6 +197,12 @@ class Target:
         degradation_tag(degradation, jpeg_quality)  # a one-line UsageError for a bad name or quality
         space = get_space(task)
         chosen = resolve_backend(backend)
+        precisions: tuple[str, ...] = ()
+        if precision is not None:  # one line, exit 2, for a bad value or one the backend lacks
+            from latency_db.precision import check_offered, parse_precisions
+
+            precisions = parse_precisions(precision)
+            check_offered(chosen.name, precisions)
         train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed}
         if train_steps is not None:
             train_kwargs["steps"] = train_steps
@@ -206,7 +214,7 @@ class Target:
                    budget=budget, train_config=TrainConfig(**train_kwargs), fingerprint=chosen.fingerprint(),
                    latency_db=latency_db, data=data, val_data=val_data, degradation=degradation,
                    jpeg_quality=jpeg_quality, val_sequence=val_sequence, min_shift_consistency=min_shift_consistency,
-                   targets=targets)
+                   targets=targets, precisions=precisions)
 
     @property
     def workload(self) -> Workload:

@@ -23,6 +23,7 @@ REFERENCE, RUN_DIR = "reference", "run_dir"
 PREDICTED_MS, PREDICTED_OVER = "predicted_ms", "predicted_over_budget"
 LATENCY, LATENCY_RECORD = "latency", "latency_record"
 TRAIN, TRAIN_CACHED, PRUNED_AT, ERROR = "train", "train_cached", "pruned_at_step", "error"
+PRECISION, INT8 = "precision", "int8"  # --precision: the trial's precision (absent: the backend's own); int8 figures
 TARGETS = "targets"   # --target: per target name, its latency figures and verdict (nas/search/targets.py)
 
 # The latency and training figures kept in the record (the whole latency.json is kept beside them)
@@ -30,6 +31,7 @@ LATENCY_FIELDS = ("median_ms", "p90_ms", "cov", "roofline_ms", "cached", "measur
                   "visits")
 # Per target of a --target search: its latency (the budget's statistic: ms), figures, device and verdict
 TARGET_FIELDS = ("ms", "median_ms", "p90_ms", "cached", "device", "over", "error", "budget_ms")
+INT8_FIELDS = ("float_gain_db", "ptq_gain_db", "qat_gain_db", "qat_steps", "method", "int8_s")
 TRAIN_FIELDS = ("psnr_db", "bicubic_psnr_db", "ssim", "psnr_gain_db", "resumed_from", "moved",
                 "shift_consistency_db", "temporal_psnr_db")
 
@@ -68,6 +70,8 @@ class TrialRecord:
     pruned_at_step: Any = None                                     # checked by its readers (an int when set)
     error: str = ""
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # --target: name -> figures and verdict
+    precision: str = ""                                            # --precision (empty: the backend's own)
+    int8: dict[str, Any] = field(default_factory=dict)             # INT8_FIELDS of an int8 trial
 
     @classmethod
     def of(cls, attrs: Mapping[str, Any]) -> TrialRecord:
@@ -85,6 +89,7 @@ class TrialRecord:
             train=_as_dict(attrs.get(TRAIN)), train_cached=attrs.get(TRAIN_CACHED) is True,
             pruned_at_step=attrs.get(PRUNED_AT), error=str(attrs.get(ERROR, "") or ""),
             targets={str(k): v for k, v in _as_dict(attrs.get(TARGETS)).items() if isinstance(v, dict)},
+            precision=str(attrs.get(PRECISION, "") or ""), int8=_as_dict(attrs.get(INT8)),
         )
 
     @property
@@ -147,6 +152,15 @@ class TrialRecorder:
         """A training's outcome (a TrainResult); ``spent_s`` is the time this run paid for it."""
         self._set(TRAIN_CACHED, cached)
         self._set(TRAIN, {**{name: getattr(result, name) for name in TRAIN_FIELDS}, "train_s": spent_s})
+
+    def precision(self, precision: str) -> None:
+        """The precision the trial is measured and scored in (only written when --precision was given)."""
+        self._set(PRECISION, precision)
+
+    def quantized(self, int8: Any) -> None:
+        """The int8 figures (an Int8Result of nas/training/quantize.py): float, PTQ and QAT gains, the method."""
+        d = int8.to_dict()
+        self._set(INT8, {k: d[k] for k in INT8_FIELDS})
 
     def stopped_at(self, step: int) -> None:
         """The pruner stopped the training at this rung."""

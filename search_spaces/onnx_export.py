@@ -18,11 +18,13 @@ ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def graph_bytes(model: nn.Module, shape: tuple[int, ...], *, fp16: bool = False, check: bool = True) -> bytes:
+def graph_bytes(model: nn.Module, shape: tuple[int, ...], *, fp16: bool = False, check: bool = True,
+                dynamic: bool = False) -> bytes:
     """The ONNX graph of ``model`` for an input of ``shape`` (N, C, H, W): the one exporter.
 
     The model is deep-copied, so the caller's weights and dtype are untouched. fp16 gives a true
-    fp16 graph (weights, inputs and outputs). ``check`` runs ``onnx.checker`` on the result.
+    fp16 graph (weights, inputs and outputs). ``check`` runs ``onnx.checker`` on the result. ``dynamic``
+    leaves height and width free (for validating one graph on frames of several sizes; never timed).
     """
     net = copy.deepcopy(model).eval()
     dtype = torch.float16 if fp16 else torch.float32
@@ -36,6 +38,8 @@ def graph_bytes(model: nn.Module, shape: tuple[int, ...], *, fp16: bool = False,
         torch.onnx.export(
             net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {2: "height", 3: "width"}, OUTPUT_NAME: {2: "out_height", 3: "out_width"}}
+            if dynamic else None,
         )
     data = buffer.getvalue()
     if check:

@@ -126,6 +126,8 @@ class Backend(ABC):
     is_gpu: ClassVar[bool]
     default_io_dtype: ClassVar[str]
     protocols: ClassVar[dict[str, Protocol]]
+    quant_scheme: ClassVar[str] = "ort"   # the int8 QDQ recipe this backend's kernels take (search_spaces/onnx_quant)
+    quantized: bool = False               # times the int8 QDQ graph (set by latency_db.precision.at_precision)
 
     def __init__(self, protocol: str = "fast") -> None:
         if protocol not in self.protocols:
@@ -164,8 +166,12 @@ class Backend(ABC):
         return self._fingerprint
 
     def precision(self, workload: Workload) -> str:
-        """Compute precision: the graph is strongly typed, so it is the IO dtype."""
-        return workload.io_dtype
+        """Compute precision: int8 for the quantized graph, else (the graph is strongly typed) the IO dtype."""
+        return "int8" if self.quantized else workload.io_dtype
+
+    def graph(self, spec: Candidate, workload: Workload) -> bytes:
+        """The ONNX graph this backend times: the exported one, or its int8 QDQ form when ``quantized``."""
+        return quantized_graph(spec, workload, self.quant_scheme) if self.quantized else export_graph(spec, workload)
 
     def lock_name(self) -> str:
         """Name of the device lock file: one per physical device, shared by its backends."""
@@ -226,6 +232,32 @@ def export_graph(spec: Candidate, workload: Workload) -> bytes:
         graph = graph_bytes(build_module(spec), workload.shape, fp16=workload.io_dtype == "fp16", check=False)
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise BuildError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    _GRAPHS[key] = graph
+    while len(_GRAPHS) > GRAPH_CACHE:
+        _GRAPHS.popitem(last=False)
+    return graph
+
+
+CALIBRATION_INPUTS = 4  # random frames calibrate a graph that is only timed: its scales do not change its speed
+
+
+def quantized_graph(spec: Candidate, workload: Workload, scheme: str) -> bytes:
+    """The int8 QDQ graph of the candidate for timing (search_spaces/onnx_quant.py), calibrated on seeded random
+    frames (the training's int8 graph is calibrated on training patches; the kernels are the same)."""
+    import numpy as np
+
+    from search_spaces.onnx_quant import QuantizeError, quantize_graph
+
+    key = (spec.arch_id + "/int8-" + scheme, workload)
+    if key in _GRAPHS:
+        _GRAPHS.move_to_end(key)
+        return _GRAPHS[key]
+    rng = np.random.default_rng(0)
+    frames = [rng.random(workload.shape, dtype=np.float32) for _ in range(CALIBRATION_INPUTS)]
+    try:
+        graph = quantize_graph(export_graph(spec, replace(workload, io_dtype="fp32")), frames, scheme)
+    except QuantizeError as exc:
+        raise BuildError(str(exc)) from exc
     _GRAPHS[key] = graph
     while len(_GRAPHS) > GRAPH_CACHE:
         _GRAPHS.popitem(last=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from latency_db.backends.base import Backend, BuildError, HostSession, Protocol, Session, export_graph
+from latency_db.backends.base import Backend, BuildError, HostSession, Protocol, Session
 from latency_db.candidates import Candidate
 from latency_db.fingerprint import cpu_fingerprint, library_version, physical_cores
 from latency_db.windows import WindowPlan
@@ -74,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
         import numpy as np
         import onnxruntime as ort
 
-        graph = export_graph(spec, workload)
+        graph = self.graph(spec, workload)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1

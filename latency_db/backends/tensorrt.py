@@ -112,6 +112,7 @@ class TensorRTBackend(Backend):
     is_gpu = True
     default_io_dtype = "fp16"
     protocols = GPU_PROTOCOLS
+    quant_scheme = "trt"  # explicit quantization: symmetric int8 activations (zero points of 0), built strongly typed
 
     def __init__(self, protocol: str = "fast", opt_level: int | None = None, workspace_mib: int = 4096) -> None:
         super().__init__(protocol)
@@ -154,7 +155,8 @@ class TensorRTBackend(Backend):
 
     def _open(self, spec: Candidate, workload: Workload) -> Session:
         trt = _trt()
-        graph = export_graph(spec, workload)
+        # the float graph, or (int8) its QDQ form: explicit quantization, no precision flag (strongly typed)
+        graph = self.graph(spec, workload) if self.quantized else export_graph(spec, workload)
         builder, logger = _builder()
         logger.errors.clear()
         network = builder.create_network(self._network_flags(trt))

@@ -38,6 +38,7 @@ class BenchConfig:
     out: str = "bench"
     latency_db: str | None = None
     baselines: tuple[tuple[str, str], ...] = ()  # --baseline NAME=model.onnx: the user's own networks
+    precision: str | None = None       # --precision of every search (None: the backend's own)
 
     def validate(self) -> None:
         """Reject bad values with one line naming the flag, before anything is written."""

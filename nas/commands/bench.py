@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"steps of the long training of winners and references (default {LONG_FACTOR}x the short)")
     flags.add_task(p, choices=SR_TASKS, what="super-resolution task")
     flags.add_backend(p)
+    flags.add_precision(p)
     flags.add_input_size(p)
     p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default bench)")
     flags.add_latency_db(p, note="; shared by every search")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
         train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task,
-        backend=args.backend,
+        backend=args.backend, precision=args.precision,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
         latency_db=args.latency_db, baselines=tuple(args.baseline),
     )

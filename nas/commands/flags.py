@@ -40,6 +40,14 @@ def agent_name(text: str) -> str:
     return text
 
 
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """--precision: fp32, fp16, int8, or a comma list that makes precision a searched choice."""
+    p.add_argument("--precision", metavar="P", help="fp32, fp16, int8 (a QDQ graph: per-channel int8 weights), or a "
+                   "comma list such as fp32,int8: one more choice per candidate (default: the backend's own, fp32 on "
+                   "CPUs, fp16 on GPUs). onnxruntime offers fp32 and int8; tensorrt fp32, fp16 and int8; torch-cuda "
+                   "fp32 and fp16; torch-cpu fp32")
+
+
 def add_input_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", metavar="HxW",
                    help="low-resolution input frame (default 540x960 on GPU backends, 135x240 on CPU ones)")

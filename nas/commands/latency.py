@@ -21,6 +21,17 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     flags.add_latency_db(p)
 
 
+def precisions_from_args(args: argparse.Namespace, backend: Backend) -> tuple[str, ...]:
+    """--precision checked against the backend (one line, exit 2); the backend's own precision when not given."""
+    from latency_db.precision import check_offered, default_precision, parse_precisions
+
+    if getattr(args, "precision", None) is None:
+        return (default_precision(backend),)
+    precisions = parse_precisions(args.precision)
+    check_offered(backend.name, precisions)
+    return precisions
+
+
 def open_db(url: str | None) -> LatencyStore:
     """Open the latency store; a bad URL or file is the user's to fix (exit 2)."""
     from latency_db import StoreError, open_store
@@ -59,34 +70,49 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "measured before, else measured now and stored.")
     p.add_argument("arch_json", metavar="ARCH_JSON", help="an arch.json file (as written in a run dir)")
     add_device_args(p)
+    flags.add_precision(p)
     flags.add_json(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from latency_db import measure_or_get, workload_for
+    from latency_db import workload_for
     from search_spaces import load_spec
 
     spec = load_spec(args.arch_json)
     backend = backend_from_args(args)
+    precisions = precisions_from_args(args, backend)
     h, w = input_size_from_args(args, backend)
     workload = workload_for(spec, h, w, backend.default_io_dtype)
     store = open_db(args.latency_db)
     try:
+        codes = [run_one(args, spec, backend, workload, precision, store) for precision in precisions]
+    finally:
+        store.close()
+    return max(codes)
+
+
+def run_one(args: argparse.Namespace, spec: Any, backend: Backend, workload: Any, precision: str,
+            store: LatencyStore) -> int:
+    """Measure (or look up) ``spec`` at one precision and print it; the exit code."""
+    from latency_db import measure_or_get
+    from latency_db.precision import at_precision
+
+    backend, workload = at_precision(backend, workload, precision)
+    h, w = workload.height, workload.width
+    try:
         result = measure_or_get(spec, workload, backend, store)
     except ValueError as exc:  # the input size does not tile this spec
         raise UsageError(str(exc)) from None
-    finally:
-        store.close()
     out: dict[str, Any] = {"arch_id": result.arch_id, "latency_ms": result.median_ms, "p90_ms": result.p90_ms,
                            "cached": result.cached, "backend": result.backend, "device": result.device,
-                           "summary": spec.summary(), "workload": workload.to_dict(),
+                           "summary": spec.summary(), "workload": workload.to_dict(), "precision": precision,
                            "latency_db": store.display_url, **result.to_dict()}
     if args.json:
         print(json.dumps(out))
         return EXIT_RUNTIME if result.error else 0
     print(f"{spec.summary()}\n  arch_id {result.arch_id}")
-    where = f"{result.backend} {result.backend_version} on {result.device}, {h}x{w} {workload.io_dtype}"
+    where = f"{result.backend} {result.backend_version} on {result.device}, {h}x{w} {precision}"
     if result.error:
         print(f"  FAILED ({'cached failure' if result.cached else 'measured now'}) on {where}: {result.error}")
         return EXIT_RUNTIME

@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 600)")
     flags.add_task(p)
     flags.add_backend(p)
+    flags.add_precision(p)
     flags.add_input_size(p)
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trials this run dir contributes to the study (default {DEFAULT_TRIALS}); "
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.target import Target, parse_input_size, target_budgets
 
     budget, targets = target_budgets(args.target, args.budget_ms, args.budget_stat)
+    if targets and args.precision is not None:
+        raise UsageError("--precision with --target is not supported yet: agents time their backend's own precision")
     if targets and args.predictor in ("screen", "guide"):
         raise UsageError(f"--predictor {args.predictor} predicts one device: with --target it is off")
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma,
         latency_db=args.latency_db,
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
-        val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency,
+        val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency, precision=args.precision,
     )
     from nas.baseline.load import load_baselines
 

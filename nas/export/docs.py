@@ -37,6 +37,8 @@ def train_source(spec: ArchSpec, info: ExportInfo) -> str:
         f"ADD_NOISE = {bool(t['add_noise'])}  # denoising: unpaired inputs get Gaussian noise of NOISE_SIGMA\n"
         f'DEGRADATION = "{t["degradation"]}"  # how an unpaired image becomes an input, as in the search\n'
         f"JPEG_QUALITY = {int(t['jpeg_quality'])}  # DEGRADATION video\n"
+        f'PRECISION = "{info.precision}"  # int8: the training ends quantization-aware and writes the QDQ graph '
+        "model_int8.onnx\n"
     )
     return head + begin + settings + end + tail
 
@@ -129,4 +131,32 @@ trtexec --loadEngine=model.engine --useCudaGraph --noDataTransfers --useSpinWait
 Read the `GPU Compute Time` line: its median and p90 compare with the numbers above when the
 device, the input size (1x3x{h}x{w}) and the precision are the same. Do not build or train on the
 GPU while timing on it, and keep the clocks as they are.
+""" + (int8_doc(info) if info.precision == "int8" else "")
+
+
+def int8_doc(info: ExportInfo) -> str:
+    """The README's int8 section: the QDQ graph the search scored, QAT in train.py, TensorRT and ONNX Runtime."""
+    h, w = info.input_size
+    return f"""
+## int8
+
+The search measured and scored this network in int8: `model_int8.onnx` is its QDQ graph
+(QuantizeLinear/DequantizeLinear around every conv: per-channel symmetric weights in 7 bits, uint8
+activations calibrated on training patches; fp32 input and output, 1x3x{h}x{w} and any other size).
+The latency and the gain above are this graph's, as ONNX Runtime runs it on the CPU.
+`model_fp32.onnx` and `model.onnx` are the float graphs of the same weights.
+
+`python train.py ...` (above) ends with quantization-aware training: the last `--qat-steps` steps
+(default a fifth of `--steps`) train the plain net with fake-quantized weights and activations
+(straight-through gradients, PyTorch only), and it writes `model_int8.onnx` (`--qat-steps 0`: float only).
+
+```bash
+# ONNX Runtime (CPU): the QDQ graph runs on its int8 kernels with the default graph optimizations
+python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('model_int8.onnx'); \\
+print(s.run(None, {{'input': np.random.rand(1, 3, {h}, {w}).astype(np.float32)}})[0].shape)"
+# TensorRT: explicit quantization (the Q/DQ nodes) in a strongly typed network; no --int8 flag.
+# TensorRT takes only symmetric activations (zero point 0): re-export for it with
+# `python train.py ... --qat-steps N --trt-int8` (int8 symmetric activations), then
+trtexec --onnx=model_int8.onnx --saveEngine=model_int8.engine --stronglyTyped
+```
 """

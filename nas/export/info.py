@@ -16,6 +16,7 @@ EXPORT_FORMAT = 1
 MANIFEST = "export.json"
 EXPORT_FILES = ("model.py", "train.py", "reparam.py", "arch.json", "model.safetensors", "model.pt", "model.onnx",
                 "model_fp32.onnx", "README.md", MANIFEST)
+INT8_FILE = "model_int8.onnx"  # an int8 winner's QDQ graph, as the search scored it (in addition to EXPORT_FILES)
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._-]")
 
 
@@ -65,6 +66,7 @@ class ExportInfo:
     loss: str = "l1"
     loss_note: str = ""
     train: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"   # the precision the search measured and scored it in (int8: QAT in train.py)
 
     @classmethod
     def from_dict(cls, spec: ArchSpec, info: dict[str, Any]) -> ExportInfo:
@@ -108,6 +110,7 @@ class ExportInfo:
             device=safe_text(info.get("device", "unknown")), backend=safe_text(info.get("backend", "unknown"), 40),
             trial=trial if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0 else None,
             loss=loss or "l1", loss_note=note, train=train,
+            precision=info["precision"] if info.get("precision") in ("fp32", "fp16", "int8") else "fp32",
         )
 
 

@@ -18,6 +18,7 @@ from nas.export.docs import readme_source, train_source
 from nas.export.info import (
     EXPORT_FILES,
     EXPORT_FORMAT,
+    INT8_FILE,
     MANIFEST,
     ExportInfo,
 )
@@ -62,13 +63,14 @@ def _manifest_matches(path: Path, arch_id: str | None) -> bool:
         names = sorted(p.name for p in path.iterdir())
     except (OSError, ValueError):
         return False
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT or names != sorted(EXPORT_FILES):
+    shipped = [n for n in names if n != INT8_FILE]
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT or shipped != sorted(EXPORT_FILES):
         return False
     if arch_id is not None and manifest.get("arch_id") != arch_id:
         return False
     hashes = manifest.get("files")
     return isinstance(hashes, dict) and all(
-        hashes.get(name) == _sha256(path / name) for name in EXPORT_FILES if name != MANIFEST
+        hashes.get(name) == _sha256(path / name) for name in names if name != MANIFEST
     )
 
 
@@ -97,14 +99,15 @@ def _sha256(path: Path) -> str:
 
 
 def export_spec(spec: ArchSpec, state_dict: dict[str, torch.Tensor], out_dir: Path, info: dict[str, Any],
-                *, replace: bool = False) -> Path:
+                *, replace: bool = False, int8_graph: bytes | None = None) -> Path:
     """Write the export of ``spec`` with ``state_dict`` (SearchedNet's keys) to ``out_dir``.
 
     ``info``: arch_id, input_size [H, W], latency_ms, latency_p90_ms, psnr_db, psnr_gain_db,
     budget_ms, device, backend, trial, train_config (a dict; its loss, steps, patch_size, batch_size,
     lr, warmup_steps, noise_sigma, rotate, reparam set train.py's defaults). ``out_dir`` must be missing or
     empty, or hold an untouched previous export of the same arch (of any arch with ``replace``):
-    then it is replaced. Raises UsageError (nothing written) for bad weights, info or target.
+    then it is replaced. ``int8_graph``: an int8 winner's QDQ graph, shipped as model_int8.onnx. Raises
+    UsageError (nothing written) for bad weights, info or target.
     """
     if not isinstance(spec, ArchSpec):
         raise UsageError("export_spec needs an ArchSpec")
@@ -115,6 +118,8 @@ def export_spec(spec: ArchSpec, state_dict: dict[str, torch.Tensor], out_dir: Pa
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        if int8_graph is not None:
+            (tmp / INT8_FILE).write_bytes(int8_graph)
         _write(spec, weights, details, tmp)
         _chmod_like_umask(tmp)
         _check_target(out_dir, spec.arch_id, replace)  # again: another process may have written there
@@ -154,7 +159,9 @@ def _write(spec: ArchSpec, weights: dict[str, torch.Tensor], info: ExportInfo, f
         "input_size": list(info.input_size), "latency_ms": info.latency_ms, "latency_p90_ms": info.latency_p90_ms,
         "psnr_db": info.psnr_db, "psnr_gain_db": info.psnr_gain_db, "budget_ms": info.budget_ms,
         "device": info.device, "backend": info.backend, "loss": info.loss, "train": info.train,
-        "files": {name: _sha256(folder / name) for name in EXPORT_FILES if name != MANIFEST},
+        "precision": info.precision,
+        "files": {name: _sha256(folder / name) for name in (*EXPORT_FILES, INT8_FILE)
+                  if name != MANIFEST and (folder / name).is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
@@ -204,9 +211,9 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
     if not is_arch_id(row.arch_id):
         raise UsageError(f"{run.path}/trials.csv: trial {row.number} has a malformed arch_id")
     spec = run.spec(row.arch_id)
-    state = run.weights(row.arch_id)
-    train = run.record(row.arch_id, "train.json") or {}
-    latency = run.record(row.arch_id, "latency.json") or {}
+    state = run.weights(row.arch_id, row.precision)
+    train = run.record(row.arch_id, "train.json", row.precision) or {}
+    latency = run.record(row.arch_id, "latency.json", row.precision) or {}
     train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.meta.get(
         "train_config")
     info = {
@@ -222,6 +229,10 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
         "backend": run.meta.get("backend", "unknown"),
         "train_config": train_config if isinstance(train_config, dict) else {"loss": run.config.get("loss")},
         "degradation": run.config.get("degradation"), "jpeg_quality": run.config.get("jpeg_quality"),
-        "task": run.config.get("task"),
+        "task": run.config.get("task"), "precision": row.precision or None,
     }
-    return export_spec(spec, state, Path(out_dir), info, replace=replace)
+    int8 = run.precision_dir(row.arch_id, "int8") / INT8_FILE if row.precision == "int8" else None
+    if int8 is not None and not int8.is_file():
+        raise UsageError(f"{int8} is missing: the int8 trial's QDQ graph was not written")
+    return export_spec(spec, state, Path(out_dir), info, replace=replace,
+                       int8_graph=None if int8 is None else int8.read_bytes())

@@ -54,9 +54,25 @@ def _hover(run: Run, row: Any) -> str:
                      f"flicker (temporal PSNR) {fmt(row.temporal_psnr_db, 1)} dB")
     elif row.over_budget:
         lines.append("over budget: not trained")
+    precision = getattr(row, "precision", "") or ""
+    if precision:
+        lines.append(f"precision {escape(precision)}" + (
+            f": float net {fmt(row.float_gain_db, 3)} dB, post-training int8 {fmt(row.ptq_gain_db, 3)} dB, "
+            f"quantization-aware {fmt(row.qat_gain_db, 3)} dB" if precision == "int8" else ""))
     if row.error:
         lines.append("error: " + escape(row.error[:200]))
     return "<br>".join(lines)
+
+
+def precision_fronts(trained: pd.DataFrame, col: str) -> list[tuple[str, pd.DataFrame]]:
+    """Each precision's own Pareto front, for a run that searched several (none otherwise)."""
+    if "precision" not in trained:
+        return []
+    names = sorted({p for p in trained.precision.fillna("") if p})
+    if len(names) < 2:
+        return []
+    return [(p, sub.iloc[pareto_front(list(zip(sub[col], sub.psnr_gain_db)))])
+            for p in names for sub in [trained[trained.precision == p]]]
 
 
 def _points(run: Run, rows: pd.DataFrame, y: list[Any]) -> dict[str, Any]:
@@ -123,6 +139,15 @@ def pareto_figure(run: Run) -> go.Figure:
     front = trained.iloc[pareto_front(list(zip(trained[col], trained.psnr_gain_db)))]
     fig.add_trace(go.Scatter(name="Pareto front", mode="lines", line={"color": VERMILION, "width": 2, "shape": "hv"},
                              x=front[col].tolist(), y=front.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
+    for (name, sub), dash in zip(precision_fronts(trained, col), ("dot", "dash", "dashdot")):
+        fig.add_trace(go.Scatter(name=f"Pareto front, {name} only", mode="lines",
+                                 line={"color": VERMILION, "width": 1.5, "shape": "hv", "dash": dash},
+                                 x=sub[col].tolist(), y=sub.psnr_gain_db.tolist(), hoverinfo="skip"), 1, 1)
+    if "precision" in trained and (trained.precision == "int8").any():
+        int8 = trained[trained.precision == "int8"]
+        fig.add_trace(go.Scatter(name=f"int8 (scored as ONNX Runtime runs the QDQ graph) ({len(int8)})",
+                                 mode="markers", marker={"symbol": "square-open", "size": 14, "color": "black"},
+                                 **_points(run, int8, int8.psnr_gain_db.tolist())), 1, 1)
     fig.add_trace(go.Scatter(name=f"trained candidates ({len(cands)})", mode="markers",
                              marker={"color": BLUE, "size": 9, "opacity": 0.8, "line": {"color": "white", "width": 1}},
                              **_points(run, cands, cands.psnr_gain_db.tolist())), 1, 1)

@@ -113,7 +113,7 @@ def load_run(run_dir: Path) -> Run:
         if col in ("over_budget", "trained", "latency_cached", "train_cached", "verified"):
             trials[col] = trials[col].astype(bool)
         elif col not in ("number", "state", "arch_id", "reference", "summary", "error", "worker", "verdict_change",
-                         "rejected_by"):
+                         "rejected_by", "precision"):
             trials[col] = pd.to_numeric(trials[col], errors="coerce")
     trials["number"] = trials.number.astype(int)
     run = Run(dir=rd, trials=trials.reset_index(drop=True), problems=list(rd.problems))

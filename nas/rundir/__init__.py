@@ -86,6 +86,7 @@ def run_meta(target: Target, config: SearchConfig, study: str, rungs: tuple[int,
         "warm_start": config.warm_start, "degradation": t.degradation, "jpeg_quality": t.jpeg_quality,
         "val_sequence": t.val_sequence, "min_shift_consistency": t.min_shift_consistency,
         "predictor": config.predictor, "pruner": config.pruner, "rungs": list(rungs), "timeout_s": config.timeout_s,
+        "precision": list(t.precisions) or [t.backend.default_io_dtype],
     }
     return {
         "nas_version": __version__, "study": study, "config": settings,
@@ -153,23 +154,34 @@ class RunDirWriter:
         except OSError as exc:
             raise UsageError(f"cannot write run dir {self.path}: {exc.strerror or exc}") from None
 
-    def arch_dir(self, arch_id: str) -> Path:
-        folder = self.path / ARCHS / arch_id
+    def arch_dir(self, arch_id: str, precision: str = "") -> Path:
+        """archs/<arch_id>/, or archs/<arch_id>/<precision>/ for a precision given by --precision: the rows of one
+        net in two precisions never overwrite each other."""
+        folder = self.path / ARCHS / arch_id / precision if precision else self.path / ARCHS / arch_id
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def write_arch(self, spec: ArchSpec) -> None:
         _atomic_write(self.arch_dir(spec.arch_id) / "arch.json", spec.to_json() + "\n")
 
-    def write_latency(self, arch_id: str, latency: Mapping[str, Any]) -> None:
-        _atomic_write(self.arch_dir(arch_id) / "latency.json", json.dumps(dict(latency), indent=1) + "\n")
+    def write_latency(self, arch_id: str, latency: Mapping[str, Any], precision: str = "") -> None:
+        _atomic_write(self.arch_dir(arch_id, precision) / "latency.json", json.dumps(dict(latency), indent=1) + "\n")
 
-    def write_training(self, arch_id: str, result: Any, train_config: Mapping[str, Any], config_hash: str) -> None:
+    def write_int8(self, arch_id: str, int8: Any) -> None:
+        """An int8 trial's QDQ graph (model_int8.onnx) and its figures (int8.json) beside its weights."""
+        folder = self.arch_dir(arch_id, "int8")
+        tmp = folder / "model_int8.onnx.tmp"
+        tmp.write_bytes(int8.graph)
+        tmp.replace(folder / "model_int8.onnx")
+        _atomic_write(folder / "int8.json", json.dumps(int8.to_dict(), indent=1) + "\n")
+
+    def write_training(self, arch_id: str, result: Any, train_config: Mapping[str, Any], config_hash: str,
+                       precision: str = "") -> None:
         """weights.safetensors and train.json of a trained candidate (a TrainResult, the TrainConfig as a
         dict and its hash: the training-cache key)."""
         from safetensors.torch import save_file
 
-        folder = self.arch_dir(arch_id)
+        folder = self.arch_dir(arch_id, precision)
         tmp = folder / "weights.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in result.state_dict.items()}, str(tmp))
         tmp.replace(folder / "weights.safetensors")
@@ -328,12 +340,19 @@ class RunDir:
                             "the run dir was edited")
         return spec
 
-    def record(self, arch_id: str, name: str) -> dict[str, Any] | None:
-        """archs/<arch_id>/<name> (latency.json or train.json) as a dict; None when absent."""
-        path = self.arch_dir(arch_id) / name
+    def precision_dir(self, arch_id: str, precision: str = "") -> Path:
+        """Where a trial's files are: archs/<arch_id>/, or its precision's folder for a precision other than the
+        backend's own (``RunDirWriter.arch_dir``)."""
+        if precision and precision not in ("fp32", "fp16", "int8"):
+            raise UsageError(f"{self.path / TRIALS_CSV}: precision {precision[:20]!r} is not one of fp32, fp16, int8")
+        return self.arch_dir(arch_id) / precision if precision else self.arch_dir(arch_id)
+
+    def record(self, arch_id: str, name: str, precision: str = "") -> dict[str, Any] | None:
+        """archs/<arch_id>/[<precision>/]<name> (latency.json, train.json, int8.json) as a dict; None when absent."""
+        path = self.precision_dir(arch_id, precision) / name
         return read_json_object(path) if path.is_file() else None
 
-    def weights(self, arch_id: str) -> dict[str, torch.Tensor]:
+    def weights(self, arch_id: str, precision: str = "") -> dict[str, torch.Tensor]:
         """The trained weights of ``arch_id`` (safetensors: never unpickled), under the module names of its
         canonical spec (``restaged``: weights saved before issue #25 may name a conv of the head as the tail's)."""
         from safetensors import SafetensorError
@@ -341,7 +360,7 @@ class RunDir:
 
         from search_spaces.network import restaged
 
-        path = self.arch_dir(arch_id) / "weights.safetensors"
+        path = self.precision_dir(arch_id, precision) / "weights.safetensors"
         if not path.is_file():
             raise UsageError(f"{path} is missing: that trial has no trained weights")
         try:

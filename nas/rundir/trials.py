@@ -22,6 +22,7 @@ TRIALS_CSV_COLUMNS = (
     "latency_first_ms", "latency_visits", "verified", "verdict_change", "roofline_ms", "over_budget", "trained",
     "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim", "shift_consistency_db", "temporal_psnr_db",
     "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error", "worker",
+    "precision", "float_gain_db", "ptq_gain_db", "qat_gain_db",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
 TARGET_PREFIX, REJECTED_BY = "latency_ms@", "rejected_by"   # --target runs only: one latency column per target
@@ -97,6 +98,10 @@ class TrialRow:
     bytes_moved: float | None = None
     error: str = ""
     worker: str = ""
+    precision: str = ""                      # --precision: the trial's precision (empty: the backend's own)
+    float_gain_db: float | None = None       # int8 trials: the float net's gain, PTQ's and QAT's (psnr_gain_db: the
+    ptq_gain_db: float | None = None         # int8 net's, as ONNX Runtime runs it)
+    qat_gain_db: float | None = None
     target_ms: dict[str, float | None] = field(default_factory=dict)  # --target: name -> latency (budget's statistic)
     rejected_by: str = ""                                                # --target: the targets over their budget
 
@@ -155,7 +160,9 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
         latency_cached=lat.get("cached") is True, train_cached=record.train_cached,
         macs=number(counts.get("macs")), params=number(counts.get("params")),
         bytes_moved=number(counts.get("bytes_moved")), error=record.error, worker=record.run_dir,
-        target_ms=record.target_ms, rejected_by=rejected,
+        target_ms=record.target_ms, rejected_by=rejected, precision=record.precision,
+        float_gain_db=number(record.int8.get("float_gain_db")), ptq_gain_db=number(record.int8.get("ptq_gain_db")),
+        qat_gain_db=number(record.int8.get("qat_gain_db")),
     )
 
 
@@ -182,6 +189,7 @@ def summarize(rows: list[TrialRow]) -> dict[str, Any]:
         "n_train_cache_hits": sum(1 for r in rows if r.train_cached),
         "best": None if best is None else {
             "trial": best.number, "arch_id": best.arch_id, "summary": best.summary, "reference": best.reference,
+            "precision": best.precision,
             "latency_ms": best.latency_ms, "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
             "shift_consistency_db": best.shift_consistency_db, "temporal_psnr_db": best.temporal_psnr_db,
         },

@@ -24,6 +24,7 @@ from nas.errors import NasError
 from nas.rundir import RunDirWriter, TrialRow, run_json, run_meta, summarize, trial_row
 from nas.search.config import PRUNERS, SAMPLERS, SearchConfig, default_study_name
 from nas.search.latency_guard import LatencyGuard
+from nas.search.precision import PrecisionPlan, int8_quality
 from nas.search.progress import Progress, StopFlag, Tally
 from nas.search.shared_study import (
     WorkerBeacon,
@@ -119,7 +120,9 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.pruning = PRUNERS.get(cfg.pruner)(target.train_config.steps)
         space = target.space
-        complete = partial(space.complete, input_size=target.input_size)  # a child's network, for the evolution
+        self.plan = PrecisionPlan(target)
+        # a child's network, for the evolution (its precision too, when searched)
+        complete = self.plan.complete(partial(space.complete, input_size=target.input_size))
         sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide(), complete)
         self.study, created = create_or_load_study(self.study_name, storage, sampler, self.pruning.pruner)
         warm = {name: space.params_of(spec) for name, spec in space.fitting_references(target.input_size)[0].items()}
@@ -154,10 +157,13 @@ class Search:
         """One candidate, as a list of steps; a step that settles the trial (tells Optuna) returns None."""
         record = TrialRecorder(trial)
         spec = self._propose(trial, record)
-        latency_ms = self._measure(spec, trial, record, tally)
+        precision = self.plan.choose(trial)
+        if self.plan.given:
+            record.precision(precision)
+        latency_ms = self._measure(spec, trial, record, tally, precision)
         if latency_ms is None:
             return
-        result = self._train(spec, trial, record, tally)
+        result = self._train(spec, trial, record, tally, precision)
         if result is None:
             return
         self._judge(trial, record, result, latency_ms, tally)
@@ -175,7 +181,7 @@ class Search:
         self.writer.write_arch(spec)
         return spec
 
-    def _measure(self, spec: Any, trial: Any, record: TrialRecorder, tally: Tally) -> float | None:
+    def _measure(self, spec: Any, trial: Any, record: TrialRecorder, tally: Tally, precision: str) -> float | None:
         """The latency that counts (cache first), through the gate; None when the trial is settled here
         (screened out by the predictor, failed to measure, or over the budget)."""
         from optuna.trial import TrialState
@@ -184,8 +190,8 @@ class Search:
 
         if self.targets is not None:
             return self.targets.gate(spec, self.study, trial, record, self.writer, tally)
-        target = self.target
-        predicted = self.guard.predict(spec)
+        target = self.plan.targets[precision]
+        predicted = self.guard.predict(spec) if target is self.target else None  # the predictor knows one precision
         if predicted is not None:
             record.predicted(predicted)
         if self.guard.screens_out(spec, predicted):  # never measured nor trained
@@ -203,7 +209,7 @@ class Search:
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
         self._note_contention(latency, trial.number, tally)
-        self.writer.write_latency(spec.arch_id, latency.to_dict())
+        self.writer.write_latency(spec.arch_id, latency.to_dict(), self.plan.folder(precision))
         record.measured(latency)
         if latency.error is not None:
             record.failed(f"measurement failed: {latency.error}")
@@ -212,8 +218,9 @@ class Search:
         value = target.budget.value_of(latency)
         return value if latency_gate(self.study, trial, value, target.budget) else None
 
-    def _train(self, spec: Any, trial: Any, record: TrialRecorder, tally: Tally) -> Any:
-        """The short training (cache first; the pruner may stop it at a rung, which settles the trial)."""
+    def _train(self, spec: Any, trial: Any, record: TrialRecorder, tally: Tally, precision: str) -> Any:
+        """The short training (cache first; the pruner may stop it at a rung, which settles the trial); an int8
+        trial is then scored as its int8 net (post-training quantized, quantization-aware fine-tuned if needed)."""
         from optuna.trial import TrialState
 
         target = self.target
@@ -232,7 +239,15 @@ class Search:
         tally.train_hits += int(cached)
         tally.resumed += int(result.resumed_from is not None)
         tally.train_s += spent_s
-        self.writer.write_training(spec.arch_id, result, target.train_config.to_dict(), target.train_config.hash())
+        if precision == "int8" and result.stopped_at is None and result.moved:
+            result, int8, int8_cached = int8_quality(spec, result, self.data, self.plan.targets[precision],
+                                                     self.store.shared_engine)
+            spent_s += 0.0 if int8_cached else int8.int8_s
+            tally.train_s += 0.0 if int8_cached else int8.int8_s
+            record.quantized(int8)
+            self.writer.write_int8(spec.arch_id, int8)
+        self.writer.write_training(spec.arch_id, result, target.train_config.to_dict(), target.train_config.hash(),
+                                   self.plan.folder(precision))
         record.trained(result, cached, spent_s)
         if result.stopped_at is not None:  # behind at a rung: PRUNED with its last gain, never a failure
             record.stopped_at(result.stopped_at)
@@ -288,7 +303,9 @@ class Search:
         local = self.targets is None or self.targets.first_is_local
         if not stop.requested and local and not shared:
             rows = self.rows()
-            self.verified = verify_finalists(rows, self.target, self.store, self.run_dir, self.say)
+            for precision, target in self.plan.targets.items():  # each precision's finalists on its own rows
+                mine = [r for r in rows if r.precision in (precision, "")]
+                self.verified.update(verify_finalists(mine, target, self.store, self.run_dir, self.say))
         if beacon is not None and not stop.requested:
             gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
             if gone:

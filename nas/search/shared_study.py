@@ -51,6 +51,8 @@ def study_identity(target: Target, data: TaskData) -> dict[str, Any]:
         identity["min_shift_consistency"] = t.min_shift_consistency
     if t.targets:
         identity["targets"] = [[x.name, x.budget.limit_ms] for x in t.targets]
+    if t.precisions:
+        identity["precision"] = list(t.precisions)
     return identity
 
 

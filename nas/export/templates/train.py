@@ -58,6 +58,7 @@ REPARAM = "none"  # each conv trains as this re-parameterized block (reparam.py)
 ADD_NOISE = False  # denoising: an unpaired image's input is the image with Gaussian noise of NOISE_SIGMA
 DEGRADATION = "bicubic"  # how an unpaired image becomes an input: bicubic, render, render-jitter or video
 JPEG_QUALITY = 90  # DEGRADATION video
+PRECISION = "fp32"  # int8: the training ends quantization-aware and writes the QDQ graph model_int8.onnx
 # --- end of settings ---
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -374,6 +375,84 @@ def export_onnx(model: torch.nn.Module, path: Path, size: tuple[int, int], fp16:
                           input_names=["input"], output_names=["output"], do_constant_folding=True)
 
 
+# ------------------------------------------------------------------------------------------ int8
+WEIGHT_LEVELS = 63  # per-channel symmetric weights in 7 bits, as the search's int8 graph (ONNX Runtime on AVX2)
+
+
+def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric fake quantization of a conv weight (straight-through gradient)."""
+    scale = (w.detach().abs().amax(dim=(1, 2, 3)) / WEIGHT_LEVELS).clamp_min(1e-8).float()
+    zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
+    return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -128, 127)  # |w| / scale <= 63
+
+
+def fake_quant_input(x: torch.Tensor, lo: float, hi: float, symmetric: bool) -> torch.Tensor:
+    """An activation fake-quantized over [lo, hi]: uint8 (ONNX Runtime) or int8 with zero point 0 (TensorRT)."""
+    if symmetric:
+        scale = max(max(abs(lo), abs(hi)) / 127.0, 1e-8)
+        return torch.fake_quantize_per_tensor_affine(x, scale, 0, -128, 127)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, 1e-8)
+    return torch.fake_quantize_per_tensor_affine(x, scale, int(min(255, max(0, round(-lo / scale)))), 0, 255)
+
+
+def fake_quantize(model: torch.nn.Module, calibration: torch.Tensor, symmetric: bool) -> None:
+    """Make every conv of the (collapsed) model quantize its input, over the range seen on ``calibration``, and its
+    weights: quantization-aware training, and a graph that torch.onnx exports with QuantizeLinear/DequantizeLinear."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    ranges: dict[int, list[float]] = {}
+
+    def observe(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        r = ranges.setdefault(id(module), [math.inf, -math.inf])
+        r[0], r[1] = min(r[0], float(args[0].min())), max(r[1], float(args[0].max()))
+
+    hooks = [c.register_forward_pre_hook(observe) for c in convs]
+    with torch.no_grad():
+        model(calibration)
+    for h in hooks:
+        h.remove()
+
+    def forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = ranges[id(self)]
+        return self._conv_forward(fake_quant_input(x, lo, hi, symmetric), fake_quant_weight(self.weight), self.bias)
+
+    for c in convs:
+        c.forward = forward.__get__(c)
+
+
+def train_qat(model: torch.nn.Module, train: TrainSet, args: argparse.Namespace, device: torch.device,
+              gen: torch.Generator) -> torch.nn.Module:
+    """The last phase of an int8 training: ``--qat-steps`` steps of the collapsed net, fake-quantized, at a tenth of
+    the learning rate decaying to zero. Returns the fake-quantized net (export it to get the QDQ graph)."""
+    model = collapse(model).to(device).train()
+    calibration, _ = train.batch(32, args.patch, args.noise_sigma, False, gen)
+    fake_quantize(model, calibration.to(device), args.trt_int8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr * 0.1)
+    loss_fn = make_loss(args.loss)
+    for step in range(args.qat_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * 0.1 * 0.5 * (1 + math.cos(math.pi * step / args.qat_steps))
+        x, y = train.batch(args.batch_size, args.patch, args.noise_sigma, args.rotate, gen)
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % args.log_every == 0 or step + 1 == args.qat_steps:
+            print(f"train.py: QAT step {step + 1}/{args.qat_steps} loss {float(loss.detach()):.5f}")
+    return model
+
+
+def export_int8(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> None:
+    """The QDQ graph of a fake-quantized net: torch.onnx writes each fake quantization as QuantizeLinear and
+    DequantizeLinear (fp32 input and output; height and width free)."""
+    net = model.to("cpu").eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(1, 3, *size),), str(path), dynamo=False, opset_version=18,
+                          input_names=["input"], output_names=["output"], do_constant_folding=True,
+                          dynamic_axes={"input": {2: "height", 3: "width"}, "output": {2: "oh", 3: "ow"}})
+
+
 # ------------------------------------------------------------------------------------------ training
 def param_groups(model: torch.nn.Module, fan_in_ref: int) -> list[dict]:
     """Adam groups, each with an ``lr_scale``: sqrt(fan_in_ref / F) for conv weights of fan-in F > fan_in_ref.
@@ -453,6 +532,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--onnx-size", default=f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}", help="ONNX input HxW")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--qat-steps", type=int, default=None,
+                   help="quantization-aware steps after --steps, ending with model_int8.onnx (default: a fifth of "
+                   "--steps when the search chose int8, else 0)")
+    p.add_argument("--trt-int8", action="store_true",
+                   help="int8 activations with zero point 0 in model_int8.onnx, as TensorRT needs (default: uint8, "
+                   "ONNX Runtime)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "patch", "val_every", "ckpt_every", "log_every", "stop_at"):
@@ -465,6 +550,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not (math.isfinite(args.noise_sigma) and args.noise_sigma >= 0):
         fail("--noise-sigma must be a number >= 0")
     parse_loss(args.loss)
+    if args.qat_steps is None:
+        args.qat_steps = args.steps // 5 if PRECISION == "int8" else 0
+    if args.qat_steps < 0:
+        fail("--qat-steps must be an integer >= 0")
     return args
 
 
@@ -550,6 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     if step < args.steps:
         print(f"train.py: stopped at step {step} of {args.steps}: continue with --resume")
         return 0
+    int8 = None
+    if args.qat_steps:
+        int8 = train_qat(model, train, args, device, gen)
+        val_db, base_db = validate(int8, val, device)
+        print(f"train.py: after QAT (fake-quantized): validation PSNR {val_db:.3f} dB "
+              f"({val_db - base_db:+.3f} dB over the baseline)")
+        model = build_model().to(device)  # the float net of the QAT weights, for the float graphs
+        model.load_state_dict(int8.state_dict())
     weights = save_weights(model, args.out / "model")
     print(f"train.py: final weights in {weights}")
     if not args.no_onnx:
@@ -561,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"train.py: ONNX graphs for 1x3x{onnx_size[0]}x{onnx_size[1]} in {args.out}: "
                   "model.onnx (fp16, for TensorRT) and model_fp32.onnx")
+        if int8 is not None:
+            export_int8(int8, args.out / "model_int8.onnx", onnx_size)
+            print(f"train.py: the int8 QDQ graph in {args.out / 'model_int8.onnx'}")
     return 0
 
 

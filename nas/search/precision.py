@@ -1,0 +1,88 @@
+"""--precision in a search: each candidate's precision (a searched choice when several are given), the Target that
+measures it, and its int8 quality (nas/training/quantize.py, through the int8 cache).
+
+Without --precision nothing changes: one precision (the backend's own), no trial parameter, files where they always
+were. With it, every trial records its precision; a list adds the Optuna parameter ``precision``, so the samplers
+choose it like any other choice (the evolution sampler mutates it; its repeat check tells a net's precisions apart).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable
+from dataclasses import replace
+from typing import Any
+
+from nas.target import Target
+
+PARAM = "precision"  # the Optuna parameter of a search over several precisions
+Complete = Callable[[dict[str, Any], random.Random], tuple[Hashable, dict[str, Any]]]
+
+
+def precision_target(target: Target, precision: str) -> Target:
+    """``target`` with its backend set to time ``precision`` (the workload's IO dtype follows the backend)."""
+    from latency_db.precision import at_precision
+
+    backend, _ = at_precision(target.backend, target.workload, precision)
+    return replace(target, backend=backend)
+
+
+class PrecisionPlan:
+    """The precisions of a search and a Target for each."""
+
+    def __init__(self, target: Target) -> None:
+        from latency_db.precision import default_precision
+
+        self.given = bool(target.precisions)
+        self.precisions = target.precisions or (default_precision(target.backend),)
+        self.targets = {p: precision_target(target, p) if self.given else target for p in self.precisions}
+
+    @property
+    def searched(self) -> bool:
+        return len(self.precisions) > 1
+
+    def choose(self, trial: Any) -> str:
+        """The trial's precision: the one given, or the sampler's choice among several."""
+        if not self.searched:
+            return self.precisions[0]
+        return str(trial.suggest_categorical(PARAM, list(self.precisions)))
+
+    def folder(self, precision: str) -> str:
+        """The trial's subfolder of archs/<arch_id>/ (RunDirWriter.arch_dir): its precision when --precision was
+        given, so that one net's rows in two precisions never overwrite each other."""
+        return precision if self.given else ""
+
+    def complete(self, complete: Complete) -> Complete:
+        """The evolution sampler's ``complete`` with the precision kept in the parameters and in the network's
+        identity (an fp32 and an int8 trial of one net are different candidates)."""
+        if not self.searched:
+            return complete
+
+        def with_precision(params: dict[str, Any], rng: random.Random) -> tuple[Hashable, dict[str, Any]]:
+            precision = params.get(PARAM) or rng.choice(self.precisions)
+            network, drawn = complete({k: v for k, v in params.items() if k != PARAM}, rng)
+            return (network, precision), {**drawn, PARAM: precision}
+
+        return with_precision
+
+
+def int8_quality(spec: Any, result: Any, data: Any, target: Target, engine: Any) -> tuple[Any, Any, bool]:
+    """The int8 result of a trained net (cache first): (the TrainResult scored as the int8 net, the Int8Result,
+    whether it came from the cache). The TrainResult keeps the float training's curves and stability metrics."""
+    from nas.training.int8_cache import Int8Cache
+    from nas.training.quantize import int8_key, quantize_trained
+
+    cache = Int8Cache(engine)
+    key = (spec.arch_id, int8_key(target.train_config), data.data_id)
+    int8 = cache.get(*key)
+    cached = int8 is not None
+    if int8 is None:
+        from latency_db import device_lock
+
+        with device_lock(target.backend):  # no latency is timed meanwhile
+            int8 = quantize_trained(spec, result.state_dict, result.psnr_gain_db, data, target.train_config,
+                                    target.device)
+        cache.put(*key, int8)
+    scored = replace(result, psnr_db=int8.psnr_db, bicubic_psnr_db=int8.bicubic_psnr_db, psnr_gain_db=int8.gain_db,
+                     ssim=int8.ssim, state_dict=int8.state_dict)
+    return scored, int8, cached
