@@ -198,7 +198,7 @@ def test_second_identical_bench_measures_and_trains_nothing(bench: dict) -> None
                                   ["--seeds", "0,0"], ["--long-steps", "0"], ["--task", "denoise"],
                                   ["--samplers", "evolution"], ["--samplers", "random,evolution"],
                                   ["--samplers", "annealing,random"], ["--samplers", "tpe,random,tpe"],
-                                  ["--reparam", "acb"]])
+                                  ["--reparam", "acb"], ["--finalists", "-1"], ["--final-steps", "0"]])
 def test_bad_input_is_one_line_exit_2(args: list[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_nas("bench", *args, "--out", str(out), "--latency-db", f"sqlite:///{tmp_path / 'l.db'}")

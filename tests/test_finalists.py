@@ -122,3 +122,35 @@ def test_a_finalist_training_is_an_ordinary_cached_training(tiny_search: dict) -
     assert info["train_config_hash"] == config.hash()
     cached = TrainCache(tiny_search["latency_db"]).get(best.arch_id, config.hash(), run.meta["data"]["data_id"])
     assert cached is not None and cached.psnr_gain_db == pytest.approx(best.final_psnr_gain_db, abs=1e-5)
+
+
+def test_a_finalists_weights_are_what_the_run_dir_hands_out(tmp_path: Path) -> None:
+    """final_weights.safetensors beside the short training's: RunDir.weights and .training give the longer one."""
+    import torch
+
+    from nas.rundir import RunDirWriter
+    from nas.training.train import TrainResult
+    from search_spaces import build, get_space
+
+    spec = get_space("sr2x").references()["tiny"]
+    state = build(spec).state_dict()
+
+    def result(fill: float, gain: float) -> TrainResult:
+        return TrainResult(psnr_db=30.0 + gain, bicubic_psnr_db=30.0, psnr_gain_db=gain, ssim=0.9, loss_curve=[],
+                           val_curve=[], train_s=1.0, moved=True,
+                           state_dict={k: torch.full_like(v, fill) for k, v in state.items()})
+
+    writer = RunDirWriter(tmp_path / "run")
+    writer.check("s")
+    writer.create()
+    writer.write_arch(spec)
+    writer.write_training(spec.arch_id, result(0.0, 0.5), {"steps": 150}, "h1")
+    row = TrialRow(number=0, state="COMPLETE", arch_id=spec.arch_id, latency_ms=0.1, trained=True, psnr_gain_db=0.5)
+    writer.write_trials([row])
+    writer.write_run_json({"study": "s", "config": {"budget_ms": 1.0}, "summary": None})
+    run = RunDir.load(tmp_path / "run")
+    assert all(float(v.abs().max()) == 0.0 for v in run.weights(spec.arch_id).values())
+    writer.write_training(spec.arch_id, result(1.0, 0.8), {"steps": 600}, "h2", final=True)
+    assert all(float(v.min()) == 1.0 for v in run.weights(spec.arch_id).values())
+    assert run.training(spec.arch_id)["train_config"] == {"steps": 600}
+    assert run.record(spec.arch_id, "train.json")["train_config"] == {"steps": 150}

@@ -30,9 +30,8 @@ from search_spaces import ArchSpec, SearchedNet, build
 
 TRAIN_PROTOCOL = 3  # bump when the training loop changes meaning: it is part of the cache key
 LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
-# NCHW: channels-last memory ran 1.01-1.13x the steps per second on this AVX2 CPU but moved the gains by up to
-# 0.02 dB (the tolerance), so trainings stay as cached (bit for bit); benchmarks/train_speed.py measures both
-# (reports/training_speed.md)
+# NCHW: channels-last memory ran 1.01-1.13x the steps per second on an AVX2 CPU but moved a gain by 0.165 dB (ESPCN;
+# the tolerance is 0.02), so trainings stay as cached, bit for bit (reports/training_speed.md)
 TRAIN_LAYOUT = torch.contiguous_format
 
 
