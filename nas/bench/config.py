@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
-from nas.search.config import DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
+from nas.search.config import DEFAULT_FINALISTS, DEFAULT_SAMPLER, DEFAULT_TRIALS, SAMPLERS
 
 DEFAULT_BUDGETS = (2.0, 4.0, 8.0)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -32,6 +32,8 @@ class BenchConfig:
     train_steps: int | None = None     # None: TrainConfig's default
     reparam: str | None = None         # None: TrainConfig's default; searches and references train alike
     long_steps: int | None = None      # None: LONG_FACTOR x the short steps
+    finalists: int = DEFAULT_FINALISTS  # each search's finalists, trained --final-steps (default: the long steps)
+    final_steps: int | None = None
     task: str = "sr2x"
     backend: str = "auto"
     input_size: tuple[int, int] | None = None
@@ -53,7 +55,10 @@ class BenchConfig:
                              f"got {','.join(self.samplers)}")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {self.trials}")
-        for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps)):
+        if self.finalists < 0:
+            raise UsageError(f"--finalists must be 0 (off) or more, got {self.finalists}")
+        for flag, steps in (("--train-steps", self.train_steps), ("--long-steps", self.long_steps),
+                            ("--final-steps", self.final_steps)):
             if steps is not None and steps < 1:
                 raise UsageError(f"{flag} must be at least 1, got {steps}")
         from nas.training.reparam import KINDS as REPARAM_KINDS  # here: nas --help imports no torch

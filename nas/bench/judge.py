@@ -34,9 +34,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's three targets per budget, judged seed by seed (each seed trains every net the same way).
 
     Winner vs reference: the search's best (the first sampler's) must beat the best fitting reference's
-    gain at the same seed, on every seed. Search vs random: mean over seeds of each sampler's best, where a
-    seed that found nothing under the budget counts at the best fitting reference's gain (what a user
-    would ship instead); per-seed wins, ties and losses beside it. Gate: no over-budget trial of any
+    gain at the same seed, on every seed; judged again after the long training of both at each seed (``long``'s
+    ``judged``), since short training favours nets that learn fast. Search vs random: mean over seeds of each
+    sampler's best, where a seed that found nothing under the budget counts at the best fitting reference's gain
+    (what a user would ship instead); per-seed wins, ties and losses beside it. Gate: no over-budget trial of any
     sampler was trained.
     """
     seeds = result["config"]["seeds"]
@@ -56,9 +57,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         search_mean = statistics.fmean(a for a, _ in paired) if paired else None
         rnd_mean = statistics.fmean(b for _, b in paired) if paired else None
         mine, rnd, every = table["samplers"][searcher], table["samplers"]["random"], table["samplers"].values()
+        judged = [j for j in result["long"].get("judged", []) if j["budget_ms"] == budget]
+        beating_long = sum(1 for j in judged if j["winner_long_gain_db"] is not None
+                           and (j["reference_long_gain_db"] is None
+                                or j["winner_long_gain_db"] > j["reference_long_gain_db"]))
         out.append({
             "budget_ms": budget, "seeds": len(seeds), "sampler": searcher,
             "winner_beats_reference": beating == len(seeds), "seeds_beating_reference": beating,
+            "winner_beats_reference_long": beating_long == len(seeds), "seeds_beating_reference_long": beating_long,
+            "long_steps": result["long"]["long_steps"],
             "seeds_found": {name: s["seeds_with_result"] for name, s in table["samplers"].items()},
             "winner_gain_db": mine["gain"]["mean"], "random_gain_db": rnd["gain"]["mean"],
             "reference": None if ref is None else ref["name"],

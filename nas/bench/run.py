@@ -132,8 +132,11 @@ class Bench:
         from nas.report import write_report
 
         # every candidate measured: a predictor screening some samplers' trials would make them unequal
+        # the finalists train as long as the bench's long training by default: those trainings are then the same
         config = SearchConfig(trials=self.config.trials, seed=seed, sampler=sampler,
-                              run_dir=str(self.run_dir(budget, sampler, seed)), predictor="off")
+                              run_dir=str(self.run_dir(budget, sampler, seed)), predictor="off",
+                              finalists=self.config.finalists,
+                              final_steps=self.config.final_steps or self.config.long_steps)
         search = Search(self.target(budget, seed), config, quiet=self.quiet)
         summary = search.run()
         if search.interrupted:
@@ -163,6 +166,7 @@ class Bench:
                 "trial": best["trial"], "arch_id": best["arch_id"], "summary": best["summary"],
                 "reference": best["reference"], "latency_ms": best["latency_ms"],
                 "psnr_gain_db": best["psnr_gain_db"], "ssim": best_row.ssim if best_row else None,
+                "final_steps": best["final_steps"], "final_psnr_gain_db": best["final_psnr_gain_db"],
                 "psnr_db": best_row.psnr_db if best_row else None,
             },
         }
@@ -197,6 +201,8 @@ class Bench:
         t_long = time.perf_counter()
         long = self._long_training(first, runs)
         mine = bench_baselines(baselines, first, self._long_steps(first), self.say)
+        budgets = [self._budget_table(b, runs, references) for b in cfg.budgets]
+        long["judged"] = self._long_judged(first, runs, budgets, references)
         target = first.target
         phase_s = {"searches": t_refs - t0, "references": t_long - t_refs, "long": time.perf_counter() - t_long}
         counts_after = self._db_counts()
@@ -214,7 +220,7 @@ class Bench:
             "new_trainings": counts_after[1] - counts_before[1],
             "references": references, "references_left_out": target.space.fitting_references(target.input_size)[1],
             "runs": runs,
-            "budgets": [self._budget_table(b, runs, references) for b in cfg.budgets],
+            "budgets": budgets,
             "long": long,
             **({"baselines": mine} if mine else {}),
         }
@@ -355,6 +361,35 @@ class Bench:
                          f"at seed {first_seed}; bicubic and bilinear are left out (nothing to train)",
                 "nets": rows, "n_pairs": len(pairs),
                 "spearman": spearman([a for a, _ in pairs], [b for _, b in pairs])}
+
+    def _long_judged(self, search: Search, runs: list[dict[str, Any]], budgets: list[dict[str, Any]],
+                     references: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per budget and seed, the search's winner and the best fitting reference after the long training at that
+        seed (a finalist's or the long table's training answers from the cache); a classical one trains nothing."""
+        from search_spaces import ArchSpec
+
+        target, long_steps, out = search.target, self._long_steps(search), []
+        refs = target.space.fitting_references(target.input_size)[0]
+        for table in budgets:
+            ref = (table["best_reference"] or {}).get("name")
+            for run in runs:
+                if run["budget_ms"] != table["budget_ms"] or run["sampler"] != self.config.samplers[0]:
+                    continue
+                config = replace(self._config_for(run["seed"]), steps=long_steps)
+                gains: dict[str, float | None] = {"winner": None, "reference": None}
+                if run["best"] is not None:
+                    spec = ArchSpec.from_json((Path(run["run_dir"]) / "archs" / run["best"]["arch_id"] /
+                                               "arch.json").read_text())
+                    gains["winner"] = search.train_cache.train(spec, search.data, config, target.backend,
+                                                               target.device)[0].psnr_gain_db
+                if ref in refs:
+                    gains["reference"] = search.train_cache.train(refs[ref], search.data, config, target.backend,
+                                                                  target.device)[0].psnr_gain_db
+                elif ref is not None:  # bicubic or bilinear: nothing to train
+                    gains["reference"] = references[ref]["per_seed"][str(run["seed"])]["psnr_gain_db"]
+                out.append({"budget_ms": table["budget_ms"], "seed": run["seed"], "reference": ref,
+                            "winner_long_gain_db": gains["winner"], "reference_long_gain_db": gains["reference"]})
+        return out
 
     # ------------------------------------------------------------------ outputs
     def _write(self, result: dict[str, Any]) -> None:

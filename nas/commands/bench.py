@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add_training(p, steps_default="the search's")
     p.add_argument("--long-steps", type=int,
                    help=f"steps of the long training of winners and references (default {LONG_FACTOR}x the short)")
+    flags.add_finalists(p)
     flags.add_task(p, choices=SR_TASKS, what="super-resolution task")
     flags.add_backend(p)
     flags.add_precision(p)
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
         train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task,
+        finalists=args.finalists, final_steps=args.final_steps,
         backend=args.backend, precision=args.precision,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,
         latency_db=args.latency_db, baselines=tuple(args.baseline),
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{t['budget_ms']:g} ms: winner {db_text(t['winner_gain_db'])} dB, best reference "
                   f"{t['reference'] or '-'} {db_text(t['reference_gain_db'])} dB, "
                   f"random {db_text(t['random_gain_db'])} "
-                  f"dB; {t['over_budget_trials']} over budget, {t['over_budget_train_s']:g} s of their training")
+                  f"dB; {t['over_budget_trials']} over budget, {t['over_budget_train_s']:g} s of their training; "
+                  f"after the long training the winner beats it on {t['seeds_beating_reference_long']}/{t['seeds']} "
+                  "seeds")
         rho = result["long"]["spearman"]
         print(f"Spearman short vs long gain over {result['long']['n_pairs']} nets: "
               f"{'-' if rho is None else f'{rho:+.3f}'}")

@@ -68,6 +68,19 @@ def add_training(p: argparse.ArgumentParser, steps_default: str) -> None:
                    "none, linear (SESR) or ecb (ECBSR) (default ecb, reports/reparam.md)")
 
 
+def add_finalists(p: argparse.ArgumentParser) -> None:
+    """--finalists and --final-steps: how many of the best short-trained candidates are trained longer, how long."""
+    from nas.search.config import DEFAULT_FINALISTS, FINAL_FACTOR
+
+    p.add_argument("--finalists", type=int, default=DEFAULT_FINALISTS, metavar="K",
+                   help=f"after the search, train the best K candidates within the (verified) budget --final-steps "
+                   f"steps and name the best after that training the winner (default {DEFAULT_FINALISTS}; 0: off, "
+                   "the best after the short training wins)")
+    p.add_argument("--final-steps", type=int, metavar="N",
+                   help=f"training steps of the finalists (default {FINAL_FACTOR}x --train-steps; from scratch, "
+                   "cached like any training)")
+
+
 def add_shared_study(p: argparse.ArgumentParser, storage_help: str, study_help: str) -> None:
     """--storage and --study: a study shared through an Optuna storage."""
     p.add_argument("--storage", metavar="URL", help=storage_help)

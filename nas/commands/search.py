@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop asking for new trials after this many seconds of searching (the trial in progress "
                    "finishes; report and export follow as usual; rerunning the same command goes on)")
     flags.add_training(p, steps_default="the training config's")
+    flags.add_finalists(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the sampler and training (default 0)")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=DEFAULT_SAMPLER,
                    help="Optuna sampler, seeded by --seed: evolution (default: edits the best trials, growing "
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(trials=args.trials, seed=args.seed, sampler=args.sampler, run_dir=args.run_dir,
                           storage=args.storage, study=args.study, warm_start=not args.no_warm_start,
                           predictor="off" if targets else args.predictor, pruner=args.pruner,
-                          timeout_s=args.timeout, target_timeout_s=args.target_timeout)
+                          timeout_s=args.timeout, target_timeout_s=args.target_timeout,
+                          finalists=args.finalists, final_steps=args.final_steps)
     target = Target.resolve(
         budget=budget, targets=targets, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
@@ -176,8 +178,11 @@ def run(args: argparse.Namespace) -> int:
         best = summary["best"]
         print(f"best: trial {best['trial']} {best['summary']}")
         print(f"      {best['latency_ms']:.3f} ms ({target.budget.stat} budget {target.budget.limit_ms:g} ms), "
-              f"{best['psnr_gain_db']:+.2f} dB over bicubic; {summary['n_trials']} trials, "
-              f"{summary['n_trained']} trained, {summary['n_over_budget']} over budget (never trained)")
+              f"{best['psnr_gain_db']:+.2f} dB over bicubic after {target.train_config.steps} steps"
+              + (f", {best['final_psnr_gain_db']:+.2f} dB after {best['final_steps']} (the best of "
+                 f"{summary['finalists']['n']} finalists)" if best["final_psnr_gain_db"] is not None else "")
+              + f"; {summary['n_trials']} trials, {summary['n_trained']} trained, {summary['n_over_budget']} over "
+              "budget (never trained)")
         if best["shift_consistency_db"] is not None:
             print(f"      shift consistency {best['shift_consistency_db']:.1f} dB"
                   + (f", temporal PSNR {best['temporal_psnr_db']:.1f} dB" if best["temporal_psnr_db"] is not None

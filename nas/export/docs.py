@@ -63,13 +63,13 @@ def readme_source(spec: ArchSpec, info: ExportInfo) -> str:
     architecture {spec.summary()}
 
 The latency is the untrained network's (speed does not depend on the weights), measured by the search
-on the device above. The quality gain is after the search's short training ({short}, loss `{info.loss}`):
-a full training (below) should gain more.
+on the device above. The quality gain is after the search's training ({short}, loss `{info.loss}`; a finalist's
+longer training when it won as one): a full training (below) should gain more.
 
 ## Files
 
 - `model.py`: the network as one plain `nn.Module` (needs only PyTorch), `build_model()`, `load_weights()`
-- `model.safetensors`, `model.pt`: the short-trained weights (the `.pt` loads with `weights_only=True`)
+- `model.safetensors`, `model.pt`: the search's trained weights (the `.pt` loads with `weights_only=True`)
 - `arch.json`: the architecture spec the search measured (`nas latency arch.json` re-measures it)
 - `model.onnx`: fp16 graph (fp16 weights, input and output) for a 1x3x{h}x{w} input, ready for TensorRT
 - `model_fp32.onnx`: the same graph in fp32 (ONNX Runtime, checks)

@@ -136,7 +136,7 @@ def numbers_doc(spec: ArchSpec, info: ExportInfo) -> list[str]:
         f"arch_id      {spec.arch_id}",
         f"latency      {lat} for a 1x3x{h}x{w} input",
         f"measured on  {info.device} ({info.backend})",
-        f"quality      {gain} PSNR over {base} after the search's short training",
+        f"quality      {gain} PSNR over {base} after the search's training",
         f"size         {counts.params:,} parameters, {counts.macs / 1e9:.3f} GMAC per {h}x{w} frame",
     ]
 

@@ -212,7 +212,7 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
         raise UsageError(f"{run.path}/trials.csv: trial {row.number} has a malformed arch_id")
     spec = run.spec(row.arch_id)
     state = run.weights(row.arch_id, row.precision)
-    train = run.record(row.arch_id, "train.json", row.precision) or {}
+    train = run.training(row.arch_id, row.precision) or {}  # the record of the weights exported: a finalist's
     latency = run.record(row.arch_id, "latency.json", row.precision) or {}
     train_config = train.get("train_config") if isinstance(train.get("train_config"), dict) else run.meta.get(
         "train_config")
@@ -222,8 +222,10 @@ def export_run(run_dir: Path, out_dir: Path, trial: int | None = None, *, replac
         "input_size": list(run.input_size) if run.input_size else None,
         "latency_ms": row.latency_ms if row.latency_ms is not None else number(latency.get("median_ms")),
         "latency_p90_ms": row.latency_p90_ms if row.latency_p90_ms is not None else number(latency.get("p90_ms")),
-        "psnr_db": row.psnr_db if row.psnr_db is not None else number(train.get("psnr_db")),
-        "psnr_gain_db": row.psnr_gain_db if row.psnr_gain_db is not None else number(train.get("psnr_gain_db")),
+        "psnr_db": number(train.get("psnr_db")) if row.final_psnr_gain_db is not None or row.psnr_db is None
+        else row.psnr_db,
+        "psnr_gain_db": row.final_psnr_gain_db if row.final_psnr_gain_db is not None
+        else row.psnr_gain_db if row.psnr_gain_db is not None else number(train.get("psnr_gain_db")),
         "budget_ms": run.config.get("budget_ms"),
         "device": _device_name(run.meta.get("device")) or "unknown",
         "backend": run.meta.get("backend", "unknown"),

@@ -50,13 +50,16 @@ def winner_crops(run: Run) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
+    from nas.rundir import FINAL_FILES, TRAIN_FILES
     from search_spaces import build
 
     win = run.winner()
     if win is None:
         return {"error": "no trained candidate, so no winner to show"}
     spec = run.specs.get(win.arch_id)
-    weights = run.path / "archs" / win.arch_id / "weights.safetensors"
+    folder = run.path / "archs" / win.arch_id
+    weights = folder / FINAL_FILES[0]  # a finalist's longer training, else the short one's
+    weights = weights if weights.is_file() else folder / TRAIN_FILES[0]
     if spec is None or not weights.is_file():
         return {"error": f"trial {win.number}: arch.json or weights.safetensors missing from the run dir"}
     if spec.space != "sr":

@@ -126,7 +126,9 @@ def _header(run: Run) -> str:
              f"({run.meta.get('backend', cfg.get('backend', '?'))})")
     if win is not None:
         ref = f" (reference {win.reference})" if win.reference else ""
-        verdict = (f"Winner: trial {win.number}{ref}, {win.psnr_gain_db:+.2f} dB over bicubic at "
+        final = "" if number(getattr(win, "final_psnr_gain_db", None)) is None else \
+            f" ({win.final_psnr_gain_db:+.2f} dB after the finalists' {int(win.final_steps)}-step training)"
+        verdict = (f"Winner: trial {win.number}{ref}, {win.psnr_gain_db:+.2f} dB over bicubic{final} at "
                    f"{fmt(win.latency_ms, 3)} ms median ({fmt(win.latency_p90_ms, 3)} ms p90), "
                    f"{si(win.macs, 'MAC')}, {si(win.params, 'params')}. {run.summary_of(win)}")
     else:
@@ -162,10 +164,15 @@ def _top_table(run: Run) -> str:
     top = run.candidates().sort_values(["psnr_gain_db", "latency_ms"], ascending=[False, True]).head(TOP_N)
     refs = t[(t.reference != "") & ~t.number.isin(top.number)]
     win = run.winner()
-    head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>PSNR (dB)</th><th>SSIM</th>"
+    head = ("<tr><th>rank</th><th>trial</th><th>gain (dB)</th><th>finalist's gain (dB, steps)</th>"
+            "<th>PSNR (dB)</th><th>SSIM</th>"
             "<th>shift consistency (dB)</th><th>temporal PSNR (dB)</th>"
             "<th>latency median (ms)</th><th>p90 (ms)</th><th>first estimate (ms)</th><th>MACs</th><th>params</th>"
             "<th>architecture</th><th>arch id</th></tr>")
+
+    def final_cell(r: Any) -> str:
+        gain, steps = getattr(r, "final_psnr_gain_db", None), getattr(r, "final_steps", None)
+        return "" if number(steps) is None else f"{fmt(gain, 3)} ({int(steps)})"
 
     def verified_mark(r: Any) -> str:
         return " (verified)" if getattr(r, "verified", False) else ""
@@ -173,7 +180,8 @@ def _top_table(run: Run) -> str:
     def row(rank: str, r: Any) -> str:
         cls = " class='winner'" if win is not None and r.number == win.number else ""
         return (f"<tr{cls} data-trial='{int(r.number)}'><td>{escape(rank)}</td><td>{int(r.number)}</td>"
-                f"<td>{fmt(r.psnr_gain_db, 3)}</td><td>{fmt(r.psnr_db)}</td><td>{fmt(r.ssim, 4)}</td>"
+                f"<td>{fmt(r.psnr_gain_db, 3)}</td><td>{final_cell(r)}</td>"
+                f"<td>{fmt(r.psnr_db)}</td><td>{fmt(r.ssim, 4)}</td>"
                 f"<td>{fmt(r.shift_consistency_db, 1)}</td><td>{fmt(r.temporal_psnr_db, 1)}</td>"
                 f"<td>{fmt(r.latency_ms, 3)}</td><td>{fmt(r.latency_p90_ms, 3)}</td>"
                 f"<td>{fmt(getattr(r, 'latency_first_ms', None), 3)}{verified_mark(r)}</td>"

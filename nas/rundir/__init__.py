@@ -27,6 +27,7 @@ from nas.rundir.trials import (
     TrialRow,
     as_dict,
     best_trial,
+    by_gain,
     cell,
     integer,
     number,
@@ -46,11 +47,13 @@ if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
 RUN_JSON, TRIALS_CSV, ARCHS = "run.json", "trials.csv", "archs"
+TRAIN_FILES = ("weights.safetensors", "train.json")              # a trained candidate's weights and record
+FINAL_FILES = ("final_weights.safetensors", "final.json")        # a finalist's longer training's
 
 __all__ = [  # the run dir's contract: run.json here, trials.csv rows in nas/rundir/trials.py
-    "ARCHS", "REQUIRED_COLUMNS", "RUN_JSON", "TARGET_PREFIX", "TRIALS_CSV", "TRIALS_CSV_COLUMNS", "RunDir",
-    "RunDirWriter", "TrialRow", "add_baselines",
-    "as_dict", "best_trial", "integer", "number", "read_json_object", "run_json", "run_meta", "summarize",
+    "ARCHS", "FINAL_FILES", "REQUIRED_COLUMNS", "RUN_JSON", "TARGET_PREFIX", "TRAIN_FILES", "TRIALS_CSV",
+    "TRIALS_CSV_COLUMNS", "RunDir", "RunDirWriter", "TrialRow", "add_baselines",
+    "as_dict", "best_trial", "by_gain", "integer", "number", "read_json_object", "run_json", "run_meta", "summarize",
     "target_columns", "trial_row", "versions",
 ]
 
@@ -87,6 +90,7 @@ def run_meta(target: Target, config: SearchConfig, study: str, rungs: tuple[int,
         "val_sequence": t.val_sequence, "min_shift_consistency": t.min_shift_consistency,
         "predictor": config.predictor, "pruner": config.pruner, "rungs": list(rungs), "timeout_s": config.timeout_s,
         "precision": list(t.precisions) or [t.backend.default_io_dtype],
+        "finalists": config.finalists, "final_steps": config.final_steps_for(t.train_config.steps),
     }
     return {
         "nas_version": __version__, "study": study, "config": settings,
@@ -176,18 +180,20 @@ class RunDirWriter:
         _atomic_write(folder / "int8.json", json.dumps(int8.to_dict(), indent=1) + "\n")
 
     def write_training(self, arch_id: str, result: Any, train_config: Mapping[str, Any], config_hash: str,
-                       precision: str = "") -> None:
+                       precision: str = "", final: bool = False) -> None:
         """weights.safetensors and train.json of a trained candidate (a TrainResult, the TrainConfig as a
-        dict and its hash: the training-cache key)."""
+        dict and its hash: the training-cache key); ``final``: a finalist's longer training, as
+        final_weights.safetensors and final.json beside them."""
         from safetensors.torch import save_file
 
         folder = self.arch_dir(arch_id, precision)
-        tmp = folder / "weights.safetensors.tmp"
+        weights, record = FINAL_FILES if final else TRAIN_FILES
+        tmp = folder / f"{weights}.tmp"
         save_file({k: v.contiguous() for k, v in result.state_dict.items()}, str(tmp))
-        tmp.replace(folder / "weights.safetensors")
+        tmp.replace(folder / weights)
         info = {k: v for k, v in result.to_dict().items() if k != "state_dict"}
         info |= {"train_config": dict(train_config), "train_config_hash": config_hash}
-        _atomic_write(folder / "train.json", json.dumps(info, indent=1) + "\n")
+        _atomic_write(folder / record, json.dumps(info, indent=1) + "\n")
 
     def write_trials(self, rows: Iterable[TrialRow]) -> None:
         tmp = self.path / f"{TRIALS_CSV}.tmp"
@@ -352,15 +358,22 @@ class RunDir:
         path = self.precision_dir(arch_id, precision) / name
         return read_json_object(path) if path.is_file() else None
 
+    def training(self, arch_id: str, precision: str = "") -> dict[str, Any] | None:
+        """The record of the training whose weights ``weights`` gives: a finalist's final.json, else train.json."""
+        return self.record(arch_id, FINAL_FILES[1], precision) or self.record(arch_id, TRAIN_FILES[1], precision)
+
     def weights(self, arch_id: str, precision: str = "") -> dict[str, torch.Tensor]:
-        """The trained weights of ``arch_id`` (safetensors: never unpickled), under the module names of its
-        canonical spec (``restaged``: weights saved before issue #25 may name a conv of the head as the tail's)."""
+        """The trained weights of ``arch_id`` (safetensors: never unpickled), the finalists' longer training's when
+        it had one, under the module names of its canonical spec (``restaged``: weights saved before issue #25 may
+        name a conv of the head as the tail's)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from search_spaces.network import restaged
 
-        path = self.precision_dir(arch_id, precision) / "weights.safetensors"
+        folder = self.precision_dir(arch_id, precision)
+        path = folder / FINAL_FILES[0]
+        path = path if path.is_file() else folder / TRAIN_FILES[0]
         if not path.is_file():
             raise UsageError(f"{path} is missing: that trial has no trained weights")
         try:

@@ -21,8 +21,8 @@ TRIALS_CSV_COLUMNS = (
     "number", "state", "arch_id", "reference", "summary", "latency_ms", "latency_p90_ms", "latency_cov",
     "latency_first_ms", "latency_visits", "verified", "verdict_change", "roofline_ms", "over_budget", "trained",
     "stopped_at", "psnr_db", "bicubic_psnr_db", "psnr_gain_db", "ssim", "shift_consistency_db", "temporal_psnr_db",
-    "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params", "bytes_moved", "error", "worker",
-    "precision", "float_gain_db", "ptq_gain_db", "qat_gain_db",
+    "final_steps", "final_psnr_gain_db", "measure_s", "train_s", "latency_cached", "train_cached", "macs", "params",
+    "bytes_moved", "error", "worker", "precision", "float_gain_db", "ptq_gain_db", "qat_gain_db",
 )
 REQUIRED_COLUMNS = ("number", "arch_id", "latency_ms", "over_budget", "trained", "psnr_gain_db")
 TARGET_PREFIX, REJECTED_BY = "latency_ms@", "rejected_by"   # --target runs only: one latency column per target
@@ -89,6 +89,8 @@ class TrialRow:
     ssim: float | None = None
     shift_consistency_db: float | None = None
     temporal_psnr_db: float | None = None
+    final_steps: int | None = None          # a finalist's longer training (nas/search/finalists.py): its steps
+    final_psnr_gain_db: float | None = None  # and its gain; None: not a finalist (or its longer training failed)
     measure_s: float | None = None
     train_s: float | None = None
     latency_cached: bool = False
@@ -166,14 +168,23 @@ def trial_row(number_: int, state: str, record: TrialRecord, budget: Budget,
     )
 
 
+def by_gain(rows: Iterable[TrialRow], final: bool = False) -> list[TrialRow]:
+    """Rows best first: by short-training gain (``final``: by the finalists' gain), ties to the lower latency,
+    then the earlier trial."""
+    def gain(r: TrialRow) -> float:
+        return (r.final_psnr_gain_db if final else r.psnr_gain_db) or 0.0
+
+    return sorted(rows, key=lambda r: (-gain(r), r.latency_ms if r.latency_ms is not None else math.inf, r.number))
+
+
 def best_trial(rows: Iterable[TrialRow]) -> TrialRow | None:
     """The winner: the feasible trial with the highest gain; ties go to the lower latency, then the
-    earlier trial. None when no trial is feasible."""
+    earlier trial. When finalists were trained longer, the winner is the finalist with the highest gain after
+    that training. None when no trial is feasible."""
     feasible = [r for r in rows if r.feasible]
-    if not feasible:
-        return None
-    return min(feasible, key=lambda r: (-(r.psnr_gain_db or 0.0), r.latency_ms if r.latency_ms is not None
-                                        else math.inf, r.number))
+    finals = [r for r in feasible if r.final_psnr_gain_db is not None]
+    ranked = by_gain(finals, final=True) if finals else by_gain(feasible)
+    return ranked[0] if ranked else None
 
 
 def summarize(rows: list[TrialRow]) -> dict[str, Any]:
@@ -192,6 +203,7 @@ def summarize(rows: list[TrialRow]) -> dict[str, Any]:
             "precision": best.precision,
             "latency_ms": best.latency_ms, "latency_p90_ms": best.latency_p90_ms, "psnr_gain_db": best.psnr_gain_db,
             "shift_consistency_db": best.shift_consistency_db, "temporal_psnr_db": best.temporal_psnr_db,
+            "final_steps": best.final_steps, "final_psnr_gain_db": best.final_psnr_gain_db,
         },
     }
 
@@ -204,6 +216,7 @@ def parse_row(raw: Mapping[str, str], line: int, where: Path) -> TrialRow:
     values["number"] = n
     values["stopped_at"] = integer((raw.get("stopped_at") or "").strip())
     values["latency_visits"] = integer((raw.get("latency_visits") or "").strip())
+    values["final_steps"] = integer((raw.get("final_steps") or "").strip())
     for name in _FLOAT_FIELDS:
         values[name] = number((raw.get(name) or "").strip())
     for name in _BOOL_FIELDS:

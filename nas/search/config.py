@@ -22,6 +22,11 @@ DEFAULT_SAMPLER = "evolution"   # budget-aware regularized evolution (nas/sample
 DEFAULT_TRIALS = 50  # at 4 ms on 2 CPU cores: 2-3 minutes (reports/search_default.md)
 # chosen by the equal-wall-time benchmark: pruning won nothing beyond noise (reports/pruning.md)
 DEFAULT_PRUNER = "none"
+# the finalists (nas/search/finalists.py): how many of the best short-trained candidates are trained longer, and
+# how much longer (chosen by measurement, reports/finalists.md); FINAL_FACTOR matches nas bench's long training so
+# that the bench's long trainings of the winners are the search's own, from the training cache
+DEFAULT_FINALISTS = 3
+FINAL_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class SearchConfig:
     pruner: str = DEFAULT_PRUNER                # one of PRUNERS: stops trainings that are behind at a rung
     timeout_s: float | None = None              # stop asking for trials after this long (the current one finishes)
     target_timeout_s: float = 600.0             # --target: the longest wait for an agent to finish one job
+    finalists: int = DEFAULT_FINALISTS          # --finalists: the best K trained in budget are trained longer (0: off)
+    final_steps: int | None = None              # --final-steps; None: FINAL_FACTOR x the short training's steps
 
     def __post_init__(self) -> None:
         """Reject bad values with one line naming the flag (raised before anything is written)."""
@@ -54,6 +61,14 @@ class SearchConfig:
             raise UsageError(f"--predictor must be one of {', '.join(PREDICTOR_MODES)}, got {self.predictor!r}")
         if self.predictor == "guide" and self.sampler != "evolution":
             raise UsageError(f"--predictor guide steers the evolution sampler; --sampler is {self.sampler!r}")
+        if self.finalists < 0:
+            raise UsageError(f"--finalists must be 0 (off) or more, got {self.finalists}")
+        if self.final_steps is not None and self.final_steps < 1:
+            raise UsageError(f"--final-steps must be at least 1, got {self.final_steps}")
+
+    def final_steps_for(self, train_steps: int) -> int:
+        """The finalists' training steps: --final-steps, else FINAL_FACTOR x the short training's."""
+        return self.final_steps if self.final_steps is not None else FINAL_FACTOR * train_steps
 
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
-from nas.rundir import RunDirWriter, TrialRow, run_json, run_meta, summarize, trial_row
+from nas.rundir import RunDirWriter, TrialRow, best_trial, run_json, run_meta, summarize, trial_row
 from nas.search.config import PRUNERS, SAMPLERS, SearchConfig, default_study_name
+from nas.search.finalists import finalists_summary, train_finalists, with_finals
 from nas.search.latency_guard import LatencyGuard
 from nas.search.precision import PrecisionPlan, int8_quality
 from nas.search.progress import Progress, StopFlag, Tally
@@ -83,6 +84,7 @@ class Search:
         self.interrupted = False
         self.summary: dict[str, Any] | None = None
         self.verified: dict[int, dict[str, Any]] = {}  # trial number -> latency re-timed before naming the winner
+        self.finals: dict[int, dict[str, Any]] = {}  # trial number -> a finalist's longer training (finalists.py)
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -305,7 +307,10 @@ class Search:
             rows = self.rows()
             for precision, target in self.plan.targets.items():  # each precision's finalists on its own rows
                 mine = [r for r in rows if r.precision in (precision, "")]
-                self.verified.update(verify_finalists(mine, target, self.store, self.run_dir, self.say))
+                self.verified.update(verify_finalists(mine, target, self.store, self.run_dir, self.say, cfg.finalists))
+        if not stop.requested and not shared and cfg.finalists and "int8" not in self.plan.targets:  # docs/cli.md
+            self.finals = train_finalists(self.rows(), cfg, self.target, self.data, self.train_cache, self.writer,
+                                          self.say)
         if beacon is not None and not stop.requested:
             gone = wait_for_workers(self.study, beacon.key, interval, grace, self.say)
             if gone:
@@ -375,6 +380,7 @@ class Search:
             "lock_wait_s": round(tally.lock_wait_s, 3), "wall_s": round(time.perf_counter() - tally.started, 3),
             "best": best,
             "verification": verification_summary(rows, self.verified),
+            "finalists": finalists_summary(self.finals, best_trial(rows)),
         }
 
     def _finish(self, tally: Tally, interrupted: bool) -> dict[str, Any]:
@@ -385,7 +391,9 @@ class Search:
             self.say(f"warning: the weights of trial(s) {', '.join(map(str, done.missing_weights))} (trained by "
                      "other workers) are not in this worker's training cache: give every worker the same "
                      "--latency-db (PostgreSQL) so that each run dir can report on and export the whole study")
-        rows = done.rows
+        rows = with_finals(done.rows, self.finals)
+        if self.finals:
+            self.writer.write_trials(rows)
         summary = self._summary(rows, tally)
         self.writer.write_run_json(run_json(self.meta, self.run_dir, summary, interrupted))
         self.summary = summary

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nas.rundir import TrialRow
-from nas.target import Target
+from nas.target import Budget, Target
 
 NEAR_REFERENCE = 0.15   # references within this (relative) of the budget are re-timed with the finalists
 VERIFY_ROUNDS = 2       # interleaved visits each re-timed net gets in the verification round
@@ -28,14 +28,16 @@ def settle_close_call(target: Target, store: Any, spec: Any, latency: Any, detai
     return latency
 
 
-def finalists(rows: list[TrialRow], target: Target) -> list[TrialRow]:
-    """The trials whose verdict could change the winner: the feasible ones in order of gain down to the first
-    that fits outside the noise band (at most MAX_FINALISTS), and every reference within NEAR_REFERENCE."""
-    budget = target.budget
+def finalists(rows: list[TrialRow], budget: Budget, keep: int = 1) -> list[TrialRow]:
+    """The trials whose verdict could change the winner: the feasible ones in order of gain down to the ``keep``-th
+    that fits outside the noise band (at most MAX_FINALISTS + keep - 1; ``keep``: the trials trained longer before
+    the winner is named, nas/search/finalists.py), and every reference within NEAR_REFERENCE."""
     chosen: list[TrialRow] = []
+    clear = 0
     for row in sorted((r for r in rows if r.feasible), key=lambda r: -(r.psnr_gain_db or 0.0)):
         chosen.append(row)
-        if len(chosen) >= MAX_FINALISTS or not budget.close_call(budget.value(row.latency_ms, row.latency_p90_ms)):
+        clear += not budget.close_call(budget.value(row.latency_ms, row.latency_p90_ms))
+        if len(chosen) >= MAX_FINALISTS + max(keep, 1) - 1 or clear >= max(keep, 1):
             break
     seen = {r.arch_id for r in chosen}
     for row in rows:
@@ -48,7 +50,7 @@ def finalists(rows: list[TrialRow], target: Target) -> list[TrialRow]:
 
 
 def verify_finalists(rows: list[TrialRow], target: Target, store: Any, run_dir: Any,
-                     say: Callable[[str], None]) -> dict[int, dict[str, Any]]:
+                     say: Callable[[str], None], keep: int = 1) -> dict[int, dict[str, Any]]:
     """Re-time the finalists in VERIFY_ROUNDS interleaved rounds (one visit each per round, so each net's visits
     are spread over the round); returns, per trial number, the verified latency figures (empty off the CPU)."""
     from latency_db.measure import refine
@@ -56,7 +58,7 @@ def verify_finalists(rows: list[TrialRow], target: Target, store: Any, run_dir: 
 
     if target.backend.protocol.windows is None:
         return {}
-    chosen = finalists(rows, target)
+    chosen = finalists(rows, target.budget, keep)
     specs = {}
     for row in chosen:
         path = run_dir / "archs" / row.arch_id / "arch.json"
