@@ -3,7 +3,9 @@
 ``LatencyAgent.run`` registers the agent (its name, device, backend and the latency key's fields it times
 under), then claims the name's jobs one at a time (latency_db/jobs.py) and measures each with
 ``measure_or_get``, the code path of a local measurement: the row is keyed by this machine's device key and
-stored in the shared latency database, so it also answers later local searches on this device. A thread beats
+stored in the shared latency database, so it also answers later local searches on this device. A ``graph`` job
+(a search's ``--baseline``) names an ONNX graph by the sha256 of its stored bytes: they are fetched and checked
+as data (latency_db/graph_store.py) before this machine's backend builds them. A thread beats
 the agent's heartbeat and renews the lease of the job in hand. Only outbound database connections are made.
 """
 
@@ -140,10 +142,14 @@ class LatencyAgent:
             graph = graph_of_job(self.store, job.arch_id, job.spec_json, workload)
         except GraphError as exc:
             return None, f"invalid graph: {exc}", ""
-        return self._answer(graph, workload, settle_all([(graph, workload)], self.backend, self.store)[0])
+        try:
+            result = settle_all([(graph, workload)], self.backend, self.store)[0]
+        except (ValueError, KeyError, TypeError) as exc:  # a workload the graph cannot take
+            return None, f"invalid workload: {exc}", ""
+        return self._answer(graph, workload, result)
 
-    def _answer(self, candidate: Candidate, workload: Workload, result: LatencyResult) -> tuple[str | None, str | None,
-                                                                                               str]:
+    def _answer(self, candidate: Candidate, workload: Workload,
+                result: LatencyResult) -> tuple[str | None, str | None, str]:
         """The job's answer from its measurement: the stored row's key (None when nothing was stored), the error."""
         key = latency_key(candidate, workload, self.backend)
         stored = self.store.get(key) is not None   # a failure that may not recur is not stored
