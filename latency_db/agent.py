@@ -3,7 +3,9 @@
 ``LatencyAgent.run`` registers the agent (its name, device, backend and the latency key's fields it times
 under), then claims the name's jobs one at a time (latency_db/jobs.py) and measures each with
 ``measure_or_get``, the code path of a local measurement: the row is keyed by this machine's device key and
-stored in the shared latency database, so it also answers later local searches on this device. A thread beats
+stored in the shared latency database, so it also answers later local searches on this device. A ``graph`` job
+(a search's ``--baseline``) names an ONNX graph by the sha256 of its stored bytes: they are fetched and checked
+as data (latency_db/graph_store.py) before this machine's backend builds them. A thread beats
 the agent's heartbeat and renews the lease of the job in hand. Only outbound database connections are made.
 """
 
@@ -17,14 +19,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from latency_db.jobs import MEASURE, REFINE, Job, JobQueue
+from latency_db.graph_store import GraphError, graph_of_job
+from latency_db.jobs import GRAPH, MEASURE, REFINE, Job, JobQueue
 from latency_db.keys import device_template, latency_key
-from latency_db.measure import measure_or_get, refine
+from latency_db.measure import LatencyResult, measure_or_get, refine, settle_all
 from latency_db.workload import Workload
 from search_spaces import ArchSpec, SpecError
 
 if TYPE_CHECKING:
     from latency_db.backends import Backend
+    from latency_db.candidates import Candidate
     from latency_db.store import LatencyStore
 
 
@@ -107,8 +111,10 @@ class LatencyAgent:
         """(the stored row's key as JSON or None, the failure's reason or None, what was measured). A REFINE job
         adds a visit to the row of a windowed protocol (a close call the search wants settled), as a local search's
         ``refine`` does."""
-        if job.kind not in (MEASURE, REFINE):
+        if job.kind not in (MEASURE, REFINE, GRAPH):
             return None, f"unknown job kind {job.kind[:20]!r}", ""
+        if job.kind == GRAPH:
+            return self._measure_graph(job)
         try:
             spec = ArchSpec.from_json(job.spec_json)
         except SpecError as exc:
@@ -123,7 +129,29 @@ class LatencyAgent:
                 result = measure_or_get(spec, workload, self.backend, self.store)
         except (ValueError, KeyError, TypeError) as exc:  # a workload that is malformed or cannot feed the spec
             return None, f"invalid workload: {exc}", ""
-        key = latency_key(spec, workload, self.backend)
+        return self._answer(spec, workload, result)
+
+    def _measure_graph(self, job: Job) -> tuple[str | None, str | None, str]:
+        """A user's ONNX graph (``--baseline``), fetched by its hash and checked as data, built by this agent's
+        backend and visited until its row settles, as a local baseline is (nas/baseline/run.py)."""
+        try:
+            workload = Workload.from_dict(json.loads(job.workload_json))
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, f"invalid workload: {exc}", ""
+        try:
+            graph = graph_of_job(self.store, job.arch_id, job.spec_json, workload)
+        except GraphError as exc:
+            return None, f"invalid graph: {exc}", ""
+        try:
+            result = settle_all([(graph, workload)], self.backend, self.store)[0]
+        except (ValueError, KeyError, TypeError) as exc:  # a workload the graph cannot take
+            return None, f"invalid workload: {exc}", ""
+        return self._answer(graph, workload, result)
+
+    def _answer(self, candidate: Candidate, workload: Workload,
+                result: LatencyResult) -> tuple[str | None, str | None, str]:
+        """The job's answer from its measurement: the stored row's key (None when nothing was stored), the error."""
+        key = latency_key(candidate, workload, self.backend)
         stored = self.store.get(key) is not None   # a failure that may not recur is not stored
         note = (f"{result.median_ms:.3f} ms median" + (f", {result.visits} visit(s)" if result.visits else "")
                 + (" (from the database)" if result.cached else "")) if result.ok else ""

@@ -34,6 +34,7 @@ HEARTBEAT_ENV = "NAS_AGENT_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S = 5.0, 30.0
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 MEASURE, REFINE = "measure", "refine"   # job kinds: the row cache first; one more visit of a close call's row
+GRAPH = "graph"   # a user's ONNX graph, named by the sha256 of its stored bytes (latency_db/graph_store.py)
 
 
 def agent_timing() -> tuple[float, float]:
@@ -213,7 +214,8 @@ class JobQueue:
     @retry_transient
     def submit(self, target: str, protocol: str, arch_id: str, spec_json: str, workload: dict[str, Any],
                kind: str = MEASURE) -> int:
-        """Queue one measurement (``kind`` MEASURE or REFINE) for the agents of ``target``; returns the job's id."""
+        """Queue one measurement (``kind`` MEASURE, REFINE, or GRAPH with a graph job's spec) for the agents of
+        ``target``; returns the job's id."""
         requested_by = f"{socket.gethostname()}:{os.getpid()}"
         with self.write() as conn:
             result = conn.execute(jobs.insert().values(

@@ -6,7 +6,7 @@ of an existing table needs one, and a database of another version is never modif
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
 
 SCHEMA_VERSION = 1
 
@@ -116,9 +116,9 @@ jobs = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("target", String(128), nullable=False, index=True),  # the agents' name
     Column("protocol", String(64), nullable=False),             # only an agent timing with it claims the job
-    Column("kind", String(8), nullable=False),                  # measure (cache first), or refine: one more visit
+    Column("kind", String(8), nullable=False),                  # measure (cache first), refine (one more visit), graph
     Column("arch_id", String(80), nullable=False),
-    Column("spec_json", Text, nullable=False),                  # the validated spec, never code
+    Column("spec_json", Text, nullable=False),                  # the validated spec, or a graph's hash: never code
     Column("workload_json", Text, nullable=False),
     Column("state", String(8), nullable=False, index=True),     # pending, running, done, failed
     Column("agent_id", String(36)),
@@ -130,6 +130,16 @@ jobs = Table(
     Column("key_json", Text),                                   # the latency row's key, when one was stored
     Column("error", Text),                                      # one line, for a failed job
     Column("requested_by", String(255)),
+)
+
+# The user's ONNX graphs (``--baseline``) that agents measure (latency_db/graph_store.py): the file's bytes once,
+# keyed by their sha256; a graph job names the hash. Additive, like arch_specs.
+graphs = Table(
+    "nas_graphs", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),         # the ONNX protobuf as the user gave it: data, never code
+    Column("size", Integer, nullable=False),
+    Column("stored_at", String(40), nullable=False),
 )
 
 ROW_COLUMNS = tuple(c.name for c in latency.columns if c.name != "id")

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from baseline_nets import LumaShuffle, onnx_bytes
 from sqlalchemy import create_engine, text
 from test_scaleout import fresh_database
 from tiny import run_nas
 
 from latency_db import LatencyKey, LatencyStore, Workload
-from latency_db.jobs import DONE, FAILED, MAX_ATTEMPTS, RUNNING, JobQueue
+from latency_db.graph import OnnxGraph
+from latency_db.graph_store import graph_job_spec, put_graph
+from latency_db.jobs import DONE, FAILED, GRAPH, MAX_ATTEMPTS, RUNNING, JobQueue
 from latency_db.keys import device_template, key_from_template, latency_key
 from latency_db.lock import DeviceLock
 from nas.errors import UsageError
@@ -235,8 +238,13 @@ def test_an_agent_needs_only_the_grants_the_docs_list(postgres_url: str, tmp_pat
         agents.start("board")
         owner = JobQueue(LatencyStore(url))   # a search submits with its own account
         [job_id] = submit(owner, "board", references(1))
-        wait_until(lambda: owner.states([job_id])[job_id].finished, "the job")
-        assert owner.states([job_id])[job_id].state == DONE
+        graph = OnnxGraph(data=onnx_bytes(LumaShuffle(), 1), channels=1, scale=2, io_dtype="fp32", name="mine")
+        put_graph(LatencyStore(url), graph.data)   # a --baseline graph: the agent reads it from nas_graphs
+        graph_job = owner.submit("board", owner.live_agents("board")[0].protocol, graph.arch_id,
+                                 graph_job_spec(graph), {**WORKLOAD, "channels": 1}, GRAPH)
+        wait_until(lambda: all(j.finished for j in owner.states([job_id, graph_job]).values()), "the jobs")
+        states = owner.states([job_id, graph_job])
+        assert (states[job_id].state, states[graph_job].state) == (DONE, DONE), states[graph_job].error
     finally:
         agents.close()
 

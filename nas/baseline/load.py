@@ -6,7 +6,7 @@ import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nas.errors import UsageError
 
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from nas.target import Target
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-DTYPES = {1: "fp32", 10: "fp16"}  # ONNX elem types: FLOAT, FLOAT16
-CHANNELS = {3: "rgb", 1: "luma"}
 CHECK_SIDE = 48  # the converted module must also run on a patch of this side (the training's)
 
 
@@ -34,6 +32,8 @@ class Baseline:
 
     @property
     def kind(self) -> str:
+        from latency_db.graph_store import CHANNELS
+
         return CHANNELS[self.graph.channels]
 
 
@@ -51,10 +51,6 @@ def _fail(name: str, path: str, why: str) -> UsageError:
     return UsageError(f"--baseline {name}={path}: {why}")
 
 
-def _dims(value: Any) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-
-
 def run_graph(data: bytes, x: np.ndarray) -> np.ndarray:
     """The graph's output for ``x`` on ONNX Runtime's CPU provider (the graph's input fixed to x's shape)."""
     import onnxruntime as ort
@@ -70,40 +66,19 @@ def run_graph(data: bytes, x: np.ndarray) -> np.ndarray:
 def load_baseline(name: str, path: str, target: Target) -> Baseline:
     """Read and check one graph against the task and input size; UsageError (one line) when it cannot serve."""
     import numpy as np
-    import onnx
 
     from latency_db.graph import OnnxGraph
+    from latency_db.graph_store import GraphError, check_graph
 
     try:
         data = Path(path).expanduser().read_bytes()
     except OSError as exc:
         raise _fail(name, path, f"cannot read it ({exc.strerror or exc})") from None
     try:
-        model = onnx.load_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001  protobuf and the checker raise many types; all mean "not a graph"
-        raise _fail(name, path, f"not a valid ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
-    g = model.graph
-    inits = {t.name for t in g.initializer}
-    inputs = [i for i in g.input if i.name not in inits]
-    if len(inputs) != 1 or len(g.output) != 1:
-        raise _fail(name, path, f"has {len(inputs)} inputs and {len(g.output)} outputs; a baseline has one of each")
-    inp, out = inputs[0], g.output[0]
-    in_dims, out_dims = _dims(inp), _dims(out)
-    if len(in_dims) != 4 or len(out_dims) != 4:
-        raise _fail(name, path, f"input of rank {len(in_dims)} and output of rank {len(out_dims)}: a baseline takes "
-                    "and gives one NCHW frame (rank 4)")
-    in_type, out_type = inp.type.tensor_type.elem_type, out.type.tensor_type.elem_type
-    if in_type not in DTYPES or out_type != in_type:
-        raise _fail(name, path, "input and output must both be float32 or both float16")
-    channels = in_dims[1]
-    if channels not in CHANNELS or out_dims[1] not in (None, channels):
-        shown = [str(c) if c else "a dynamic number of" for c in (channels, out_dims[1])]
-        raise _fail(name, path, f"takes {shown[0]} channels and gives {shown[1]}: a baseline is RGB in and out (3) "
-                    "or luma in and out (1)")
-    if in_dims[0] not in (None, 1):
-        raise _fail(name, path, f"its batch is fixed at {in_dims[0]}; one frame a call (batch 1) is timed")
-    io_dtype = DTYPES[in_type]
+        info = check_graph(data)
+    except GraphError as exc:
+        raise _fail(name, path, str(exc)) from None
+    channels, io_dtype, in_dims = info.channels, info.io_dtype, info.in_dims
     h, w = target.input_size
     x = np.random.default_rng(0).random((1, channels, h, w), dtype=np.float32)
     x = x.astype(np.float16 if io_dtype == "fp16" else np.float32)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from latency_db.measure import LatencyResult
     from latency_db.store import LatencyStore
     from latency_db.workload import Workload
     from nas.baseline.load import Baseline
+    from nas.search.targets import TargetSet
     from nas.target import Target
     from nas.training.data import TaskData
 
@@ -20,22 +22,47 @@ def latency_of(b: Baseline, target: Target, store: LatencyStore) -> dict[str, An
     from latency_db.measure import settle_all
 
     workload = _workload(b, target)
-    result = settle_all([(b.graph, workload)], target.backend, store)[0]
+    return _latency(settle_all([(b.graph, workload)], target.backend, store)[0], None, workload)
+
+
+def _latency(result: LatencyResult | None, error: str | None, workload: Workload) -> dict[str, Any]:
+    """run.json's ``latency`` of a baseline, from its measurement (None: the job failed without a row)."""
+    if result is None:
+        return {"median_ms": None, "p90_ms": None, "error": error, "workload": workload.to_dict()}
     return {"median_ms": result.median_ms, "p90_ms": result.p90_ms, "cov": result.cov, "visits": result.visits,
             "cached": result.cached, "error": result.error, "backend": result.backend,
             "protocol": result.protocol, "workload": workload.to_dict()}
 
 
+def latency_on_targets(b: Baseline, target: Target, targets: TargetSet) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The graph's latency on every ``--target`` (the agents' targets by a graph job, docs/agents.md): the first
+    target's as the baseline's latency, as a trial's is, and each target's under ``latency_ms@NAME`` (the budget's
+    statistic) and ``targets`` (the fields a trial record keeps)."""
+    from nas.rundir import TARGET_PREFIX
+    from nas.trial_record import TARGET_FIELDS
+
+    workload = _workload(b, target)
+    outcomes = targets.measure_graph(b.graph, workload)
+    first = next(iter(outcomes.values()))
+    per_target = {TARGET_PREFIX + name: o.value for name, o in outcomes.items()}
+    per_target["targets"] = {name: {k: getattr(o, k) for k in TARGET_FIELDS} for name, o in outcomes.items()}
+    return _latency(first.result, first.error, workload), per_target
+
+
 def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: LatencyStore,
-             say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """run.json's ``baselines``: each graph's latency, its quality as the user has it, and retrained."""
+             say: Callable[[str], None], targets: TargetSet | None = None) -> list[dict[str, Any]]:
+    """run.json's ``baselines``: each graph's latency (on every target of a ``--target`` search), its quality as
+    the user has it, and retrained."""
     from latency_db.candidates import counts_for
     from nas.baseline.quality import pretrained, retrained
 
     records = []
     for b in baselines:
         say(f"baseline {b.name}: measuring {b.path} ({b.kind}, {b.graph.io_dtype}, x{b.graph.scale})")
-        latency = latency_of(b, target, store)
+        if targets is None:
+            latency, per_target = latency_of(b, target, store), {}
+        else:
+            latency, per_target = latency_on_targets(b, target, targets)
         counts = counts_for(b.graph, _workload(b, target))
         mine = pretrained(b, data, target.train_config)
         again = None
@@ -47,11 +74,14 @@ def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: L
         records.append({
             "name": b.name, "file": str(b.path), "arch_id": b.graph.arch_id, "channels": b.kind,
             "io_dtype": b.graph.io_dtype, "scale": b.graph.scale,
-            "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency": latency,
+            "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency": latency, **per_target,
             "macs": counts.macs, "params": counts.params,
             "pretrained": mine, "retrained": again, "retrained_note": b.note,
         })
         shown = "n/a" if latency["median_ms"] is None else f"{latency['median_ms']:.3f} ms"
+        if per_target:
+            shown = ", ".join(("n/a" if o["ms"] is None else f"{o['ms']:.3f} ms") + f" on {name}"
+                              + (f" ({o['error']})" if o["error"] else "") for name, o in per_target["targets"].items())
         again_txt = "not retrained" if again is None else f"retrained {again['psnr_gain_db']:+.2f} dB"
         say(f"baseline {b.name}: {shown}, as given {mine['psnr_gain_db']:+.2f} dB, {again_txt}")
     return records

@@ -54,11 +54,15 @@ def baselines_section(run: Run) -> str:
     found = run.dir.baselines
     if not found:
         return ""
+    names = [t["name"] for t in run.targets]   # a --target run: each target's latency, measured on its devices
     head = ("<tr><th>your network</th><th>input</th><th>latency median (ms)</th><th>p90 (ms)</th>"
-            "<th>gain as given (dB)</th><th>gain retrained (dB)</th><th>graph id</th></tr>")
+            + "".join(f"<th>on {escape(n)} (ms)</th>" for n in names)
+            + "<th>gain as given (dB)</th><th>gain retrained (dB)</th><th>graph id</th></tr>")
     body = "".join(
         f"<tr><td>{escape(b['name'])}</td><td>{escape(b['channels'])}</td><td>{fmt(b['latency_ms'], 3)}</td>"
-        f"<td>{fmt(b['latency_p90_ms'], 3)}</td><td>{fmt(b['pretrained_gain_db'], 3)}</td>"
+        f"<td>{fmt(b['latency_p90_ms'], 3)}</td>"
+        + "".join(f"<td>{fmt(b['target_ms'].get(n), 3)}</td>" for n in names)
+        + f"<td>{fmt(b['pretrained_gain_db'], 3)}</td>"
         f"<td>{fmt(b['retrained_gain_db'], 3)}"
         + (f" (does not convert: {escape(b['retrained_note'])})" if b["retrained_note"] else "")
         + f"</td><td><code>{escape(b['arch_id'][:17])}</code></td></tr>" for b in found)

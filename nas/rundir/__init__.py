@@ -319,6 +319,8 @@ class RunDir:
             out.append({"name": b["name"], "arch_id": str(b.get("arch_id", "")), "channels": str(b.get("channels", "")),
                         "latency_ms": number(b.get("latency_ms")), "latency_p90_ms": number(b.get("latency_p90_ms")),
                         "retrained_note": b.get("retrained_note") if isinstance(b.get("retrained_note"), str) else None,
+                        "target_ms": {k[len(TARGET_PREFIX):]: number(v) for k, v in b.items()
+                                      if k.startswith(TARGET_PREFIX)},   # a --target run: each target's latency
                         **{f"{v}_gain_db": number(d.get("psnr_gain_db")) for v, d in views.items()}})
         return out
 

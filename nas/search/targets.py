@@ -19,6 +19,7 @@ from nas.target import LOCAL_TARGET, Budget, Target, TargetBudget
 
 if TYPE_CHECKING:
     from latency_db import LatencyResult, LatencyStore, Workload
+    from latency_db.graph import OnnxGraph
     from latency_db.jobs import Agent, Job, JobQueue
     from nas.rundir import TrialRow
     from nas.search.latency_guard import LatencyGuard
@@ -113,13 +114,13 @@ class RemoteTarget:
                 "device_keys": _unique([a.key["device"] for a in self.agents]),
                 "agents_at_start": len(self.agents), "workload": self.workload.to_dict()}
 
-    def cached(self, spec: Any) -> LatencyResult | None:
-        """A row any of the agents' devices already holds for this candidate."""
+    def cached(self, spec: Any, workload: Workload | None = None) -> LatencyResult | None:
+        """A row any of the agents' devices already holds for this candidate (at ``workload``, else the search's)."""
         from latency_db.keys import key_from_template
         from latency_db.measure import stored_result
 
         for agent in _unique_templates(self.agents):
-            result = stored_result(self.store, key_from_template(agent.key, spec.arch_id, self.workload),
+            result = stored_result(self.store, key_from_template(agent.key, spec.arch_id, workload or self.workload),
                                    agent.device, cached=True)
             if result is not None:
                 return result
@@ -129,6 +130,16 @@ class RemoteTarget:
         """Queue the candidate's measurement (or, ``refine``, one more visit) for this name's agents; the job's id."""
         return self.queue.submit(self.name, self.protocol, spec.arch_id, spec.canonical_json(),
                                  self.workload.to_dict(), kind)
+
+    def submit_graph(self, graph: OnnxGraph, workload: Workload) -> int:
+        """Queue a user's graph (``--baseline``) for this name's agents: its bytes stored once by content, the job
+        naming their hash (latency_db/graph_store.py); the job's id."""
+        from latency_db.graph_store import graph_job_spec, put_graph
+        from latency_db.jobs import GRAPH
+
+        put_graph(self.store, graph.data)
+        return self.queue.submit(self.name, self.protocol, graph.arch_id, graph_job_spec(graph), workload.to_dict(),
+                                 GRAPH)
 
     def outcome(self, job: Job, waited_s: float) -> Outcome:
         """A finished job as this target's answer (its stored row, failures included, read back)."""
@@ -234,8 +245,28 @@ class TargetSet:
             local = measure_or_get(spec, t.workload, t.backend, self.store, details=self.guard.details())
             local = self.guard.after_measure(spec, local, None)
             outcomes[LOCAL_TARGET] = Outcome(LOCAL_TARGET, budget, local, local.error)
-        outcomes.update(self.wait(pending, number))
+        outcomes.update(self.wait(pending, f"trial {number}"))
         tally.close_calls += self.settle_close_calls(spec, number, outcomes)
+        return {t.name: outcomes[t.name] for t in self.order}
+
+    def measure_graph(self, graph: OnnxGraph, workload: Workload) -> dict[str, Outcome]:
+        """Every target's latency of a user's graph (``--baseline``) at ``workload``, cache first: a graph job for
+        each remote target (the agents settle its row), the local target settled here meanwhile."""
+        from latency_db.measure import settle_all
+
+        outcomes: dict[str, Outcome] = {}
+        pending: dict[int, RemoteTarget] = {}
+        for name, remote in self.remote.items():
+            hit = remote.cached(graph, workload)
+            if hit is not None and (hit.settled or not hit.ok):
+                outcomes[name] = Outcome(name, remote.budget, hit, hit.error)
+            else:
+                pending[remote.submit_graph(graph, workload)] = remote
+        for t in self.order:
+            if t.name == LOCAL_TARGET:
+                local = settle_all([(graph, workload)], self.target.backend, self.store)[0]
+                outcomes[LOCAL_TARGET] = Outcome(LOCAL_TARGET, t.budget, local, local.error)
+        outcomes.update(self.wait(pending, f"baseline {graph.name}"))
         return {t.name: outcomes[t.name] for t in self.order}
 
     def settle_close_calls(self, spec: Any, number: int, outcomes: dict[str, Outcome]) -> int:
@@ -262,10 +293,10 @@ class TargetSet:
             if not pending:
                 break
             retimed.update(r.name for r in pending.values())
-            outcomes.update(self.wait(pending, number))
+            outcomes.update(self.wait(pending, f"trial {number}"))
         return len(retimed)
 
-    def wait(self, pending: dict[int, RemoteTarget], number: int) -> dict[str, Outcome]:
+    def wait(self, pending: dict[int, RemoteTarget], what: str) -> dict[str, Outcome]:
         """The outcomes of these jobs, waiting at most ``timeout_s`` and saying what for when it takes a while."""
         started = time.monotonic()
         next_say = started + SAY_AFTER_S
@@ -280,10 +311,10 @@ class TargetSet:
                 break
             now = time.monotonic()
             if now - started > self.timeout_s:
-                raise TargetWaitError(f"trial {number}: no agent finished {self._waiting_for(pending, states)} within "
+                raise TargetWaitError(f"{what}: no agent finished {self._waiting_for(pending, states)} within "
                                       f"--target-timeout {self.timeout_s:g} s; check the agents (`nas db agents`)")
             if now >= next_say:
-                self.say(f"trial {number}: waiting {now - started:.0f} s for {self._waiting_for(pending, states)}")
+                self.say(f"{what}: waiting {now - started:.0f} s for {self._waiting_for(pending, states)}")
                 next_say = now + SAY_EVERY_S
             time.sleep(POLL_S)
         self.waited_s += time.monotonic() - started
