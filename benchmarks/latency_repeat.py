@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import combinations
 from pathlib import Path
 
 from latency_db import get_backend, open_store, workload_for
@@ -96,10 +97,7 @@ def report(args: argparse.Namespace) -> None:
     print("| load | protocol | size | runs at | nets | within +-10 % | first visits within +-10 % | median abs diff |"
           " visits per net | s per net (run 1 / run 2) | other CPU use |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (load, protocol, h, w), pair in sorted(runs.items()):
-        if len(pair) < 2:
-            continue
-        a, b = pair[:2]
+    for (load, protocol, h, w), a, b in pairs(runs):
         names = [n for n in a["latency_ms"] if a["latency_ms"][n] and b["latency_ms"].get(n)]
         ratios = [b["latency_ms"][n] / a["latency_ms"][n] for n in names]
         firsts = [b["first_ms"][n] / a["first_ms"][n] for n in names if a["first_ms"].get(n) and b["first_ms"].get(n)]
@@ -108,8 +106,6 @@ def report(args: argparse.Namespace) -> None:
               f" | {share(ratios)} | {share(firsts) if firsts else '-'}"
               f" | {100 * statistics.median(abs(r - 1) for r in ratios):.1f} % | {visits:.2f}"
               f" | {a['per_net_s']} / {b['per_net_s']} | {a['others_cpus']:.2f} / {b['others_cpus']:.2f} |")
-
-
     print()
     print("How far a first visit lies above its row's settled latency (first / settled), over every net of every run:")
     print()
@@ -126,6 +122,11 @@ def report(args: argparse.Namespace) -> None:
     replay(runs)
 
 
+def pairs(runs: dict[tuple[bool, str, int, int], list[dict]]) -> list[tuple[tuple[bool, str, int, int], dict, dict]]:
+    """Every pair of runs of the same load, protocol and size, in the order they ran."""
+    return [(key, a, b) for key, every in sorted(runs.items()) for a, b in combinations(every, 2)]
+
+
 ESTIMATORS = {"minimum (v2)": 0.0, "10th pct": 10.0, "20th pct": 20.0, "30th pct": 30.0, "median": 50.0}
 
 
@@ -137,11 +138,8 @@ def replay(runs: dict[tuple[bool, str, int, int], list[dict]]) -> None:
     print()
     print("| load | protocol | size | runs at | nets | " + " | ".join(ESTIMATORS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(ESTIMATORS))
-    for (load, protocol, h, w), every in sorted(runs.items()):
-        stored = [d for d in every if d.get("windows") and protocol.endswith("v2")]
-        if len(stored) < 2:
-            continue
-        a, b = stored[:2]
+    stored = {k: [d for d in every if d.get("windows")] for k, every in runs.items() if k[1].endswith("v2")}
+    for (load, protocol, h, w), a, b in pairs(stored):
         names = [n for n in a["windows"] if a["windows"][n] and b["windows"].get(n)]
         cells = []
         for q in ESTIMATORS.values():
