@@ -6,7 +6,8 @@ does not see it (no steal, no run-queue wait: docs/latency.md, "CPU timing"). So
 window medians: a slow spell can only add time, and one that lasts seconds rarely covers every visit.
 Two visits that agree within ``settle_tol`` settle the estimate early; otherwise a third decides. A
 window during which another process kept our threads waiting for a CPU (``/proc/self/task/*/schedstat``)
-is not counted: the timer waits, bounded, for a quiet moment and goes on.
+is not counted: the timer waits, bounded, for a quiet moment and goes on (and, after a wait that
+found none, does not wait again for half a minute).
 """
 
 from __future__ import annotations
@@ -99,18 +100,42 @@ def waiting_s() -> float | None:
     return total / 1e9
 
 
-def wait_for_quiet(budget_s: float) -> float:
-    """Sleep in short looks until other processes use at most CONTENDED_CPUS, or ``budget_s`` is spent."""
-    from latency_db.contention import CONTENDED_CPUS, others_cpus, snapshot
+class QuietWait:
+    """Waits for a quiet moment, and remembers a machine that stayed busy through a whole wait.
 
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < budget_s:
-        before = snapshot()
-        time.sleep(QUIET_POLL_S)
-        others = others_cpus(before, snapshot())
-        if others is None or others <= CONTENDED_CPUS:
-            break
-    return time.perf_counter() - t0
+    A wait that spends its whole budget without a quiet moment means a neighbour that keeps the cores busy
+    (a build, a training, a second search); waiting again seconds later would only add the budget to every
+    visit (50 visits x 5 s on a persistently loaded machine). So for ``holdoff_s`` after such a wait, waits
+    return at once (the windows count, and the row is flagged contended as always); then a wait is tried again.
+    """
+
+    def __init__(self, holdoff_s: float = 30.0, poll_s: float = QUIET_POLL_S) -> None:
+        self.holdoff_s, self.poll_s = holdoff_s, poll_s
+        self.busy_until = 0.0  # time.monotonic() before which waiting is skipped
+
+    def __call__(self, budget_s: float) -> float:
+        """Sleep in short looks until other processes use at most CONTENDED_CPUS, or ``budget_s`` is spent;
+        returns the seconds waited (0 while a futile wait is remembered)."""
+        from latency_db.contention import CONTENDED_CPUS, others_cpus, snapshot
+
+        if time.monotonic() < self.busy_until:
+            return 0.0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < budget_s:
+            before = snapshot()
+            time.sleep(self.poll_s)
+            others = others_cpus(before, snapshot())
+            if others is None or others <= CONTENDED_CPUS:
+                return time.perf_counter() - t0
+        self.busy_until = time.monotonic() + self.holdoff_s
+        return time.perf_counter() - t0
+
+    def forget(self) -> None:
+        """Wait again at the next call (a test that needs a fresh waiter, a new phase of work)."""
+        self.busy_until = 0.0
+
+
+wait_for_quiet = QuietWait()  # this process's waiter: every visit of every backend shares what it learnt
 
 
 def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup_runs: int,
@@ -129,6 +154,7 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
     medians: list[float] = []
     samples: list[float] = []
     dirty, waited_s, timing_s = 0, 0.0, 0.0
+    waiting = True  # False once the waiter declines (it remembers a machine busy through a whole wait)
     while (len(medians) < plan.visit_windows or timing_s < plan.visit_s) and timing_s < plan.max_visit_s:
         w0, t0 = waited(), clock()
         runs: list[float] = []
@@ -139,9 +165,11 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
         wall, w1 = clock() - t0, waited()
         timing_s += wall
         busy = w0 is not None and w1 is not None and (w1 - w0) / max(wall, 1e-9) > plan.busy_cpus
-        if busy and waited_s < plan.max_wait_s:  # another process shares our cores: wait rather than time beside it
+        if busy and waiting and waited_s < plan.max_wait_s:  # another process shares our cores: wait, don't time
             dirty += 1
-            waited_s += quiet(plan.max_wait_s - waited_s)
+            slept = quiet(plan.max_wait_s - waited_s)
+            waited_s += slept
+            waiting = slept > 0.0  # a declined wait: the windows count from now on, as after the wait budget
             continue
         medians.append(percentile(sorted(runs), 50))
         samples.extend(runs)

@@ -116,3 +116,12 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     """A test that needs the session's tiny search is slow: the search trains a dozen nets."""
     if set(getattr(item, "fixturenames", ())) & {"tiny_search", "tiny_run_dir"}:
         item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def fresh_quiet_wait() -> None:
+    """Each test starts with a waiter that remembers no busy machine (latency_db.windows.QuietWait): a futile
+    wait in one test must not skip the waits another test checks."""
+    from latency_db.windows import wait_for_quiet
+
+    wait_for_quiet.forget()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from baseline_nets import LumaShuffle, PReLUTranspose, onnx_bytes, write_nets
 from onnx import TensorProto, helper
-from tiny import run_nas
+from tiny import NO_FINALISTS, run_nas
 
 from latency_db.graph import OnnxGraph
 from latency_db.keys import graph_id
@@ -22,7 +22,7 @@ from nas.target import Budget, Target
 from search_spaces.onnx_import import ConversionError, to_module
 
 FAST = ["--input-size", "32x48", "--budget-ms", "50", "--trials", "1", "--no-warm-start", "--train-steps", "10",
-        "--backend", "onnxruntime", "--no-export"]
+        "--backend", "onnxruntime", "--no-export", *NO_FINALISTS]
 
 
 @pytest.fixture(scope="module")

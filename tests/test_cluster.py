@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 from test_scaleout import finished, fresh_database, load_trials
+from tiny import NO_FINALISTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TINY = ["--trials", "2", "--train-steps", "20", "--input-size", "32x48", "--backend", "onnxruntime", "--seed", "0"]
+TINY = ["--trials", "2", "--train-steps", "20", "--input-size", "32x48", "--backend", "onnxruntime", "--seed", "0",
+        *NO_FINALISTS]
 HEARTBEAT = "1,3"
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny import NO_FINALISTS
 
 TINY = ["--task", "sr2x", "--input-size", "32x48", "--budget-ms", "2", "--seed", "0", "--backend", "onnxruntime",
-        "--no-report", "--no-export"]
+        "--no-report", "--no-export", *NO_FINALISTS]
 
 
 def nas(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -86,6 +86,22 @@ def test_windows_beside_a_busy_process_are_not_counted_and_it_is_waited_out() ->
     assert all(m == pytest.approx(5.0) for m in visit.medians_ms)
 
 
+def test_a_declined_wait_counts_the_windows_at_once() -> None:
+    """A waiter that remembers a machine busy through a whole wait returns 0: the visit then times beside the
+    neighbour (as after the wait budget) instead of discarding window after window until max_visit_s."""
+    clock = FakeClock([5.0] * 400)
+    busy = iter(i * 0.03 for i in range(400))  # every window waited a whole CPU's worth
+    asked: list[float] = []
+
+    def declining(budget: float) -> float:
+        asked.append(budget)
+        return 0.0
+
+    visit, _ = time_visit(clock.run, PLAN, 0.0, 2, clock=clock, waited=lambda: next(busy), quiet=declining)
+    assert asked == [PLAN.max_wait_s] and visit.dirty == 1 and visit.waited_s == 0.0
+    assert len(visit.medians_ms) == PLAN.visit_windows and clock.now < 2 * PLAN.visit_s
+
+
 def _busy_children(n: int, seconds: float) -> list[subprocess.Popen]:
     code = f"import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end:\n    pass\n"
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
@@ -105,6 +121,29 @@ def test_a_real_busy_process_is_waited_for(store: LatencyStore) -> None:
     assert result.ok and result.quiet_waited_s > 0
     visit = visits_of(store.rows_where(status="ok")[0])[0]
     assert visit.dirty >= 1 and visit.waited_s <= backend.protocol.windows.max_wait_s + 0.5
+
+
+def test_a_machine_busy_through_a_whole_wait_is_not_waited_for_again_until_the_holdoff_ends() -> None:
+    """Waiting is bounded per visit and, on a machine that stays busy, per half minute: after a futile wait the
+    next ones return at once (real spinning processes on both cores)."""
+    from latency_db.windows import QuietWait
+
+    waiter = QuietWait(holdoff_s=1.0)
+    children = _busy_children(2, 20.0)
+    try:
+        time.sleep(0.3)
+        assert waiter(0.5) >= 0.5                # no quiet moment in the whole budget
+        assert waiter(0.5) == 0.0                # remembered: no second wait
+        time.sleep(1.1)
+        assert waiter(0.5) >= 0.5                # the hold-off is over: wait again (still busy)
+        waiter.forget()
+        assert waiter(0.3) >= 0.3
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    waiter.forget()
+    assert waiter(5.0) < 5.0                     # the spinners are gone: a quiet moment ends the wait
 
 
 def test_rows_gain_visits_until_settled_and_keep_every_window(store: LatencyStore) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_ARGS, run_nas
+from tiny import NO_FINALISTS, TINY_ARGS, run_nas
 
 from latency_db import get_backend
 from nas.errors import UsageError
@@ -28,7 +28,7 @@ CFG = TrainConfig(steps=6, batch_size=4, patch_size=16, lr=5e-3, warmup_steps=2)
 # how good the winner is; below 50 steps the fixed cost of a training (its validations) dominates.
 STEPS = 50
 _STEPS_AT = TINY_ARGS.index("--train-steps") + 1
-PRUNING_ARGS = [*TINY_ARGS[:_STEPS_AT], str(STEPS), *TINY_ARGS[_STEPS_AT + 1:]]
+PRUNING_ARGS = [*TINY_ARGS[:_STEPS_AT], str(STEPS), *TINY_ARGS[_STEPS_AT + 1:], *NO_FINALISTS]
 
 
 @pytest.fixture(scope="module")

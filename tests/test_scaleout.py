@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny import NO_FINALISTS
 
 from nas.training.train_cache import TABLE as TRAIN_TABLE
 
 pytestmark = [pytest.mark.slow]
 
 TINY = ["--task", "sr2x", "--input-size", "32x48", "--budget-ms", "2", "--train-steps", "20", "--seed", "0",
-        "--backend", "onnxruntime", "--no-report", "--no-export", "--json"]
+        "--backend", "onnxruntime", "--no-report", "--no-export", "--json", *NO_FINALISTS]
 HEARTBEAT = (1, 3)  # interval, grace period (s): a dead worker's trial is stale after 3 s
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny import TINY_ARGS, run_nas
+from tiny import NO_FINALISTS, TINY_ARGS, run_nas
 
 JSON_FIELDS = {"n_trials", "n_trained", "n_over_budget", "backend", "device", "run_dir", "best"}
 BEST_FIELDS = {"trial", "arch_id", "latency_ms", "psnr_gain_db"}
@@ -143,7 +143,7 @@ def test_every_sampler_runs_past_its_start_up(tiny_search: dict, tmp_path: Path)
     args = [a if a != str(N_TRIALS) else "14" for a in TINY_ARGS]
     for sampler in ("evolution", "tpe"):
         run_dir = tmp_path / sampler
-        proc = run_nas("search", *args, "--sampler", sampler, "--run-dir", str(run_dir),
+        proc = run_nas("search", *args, *NO_FINALISTS, "--sampler", sampler, "--run-dir", str(run_dir),
                        "--latency-db", tiny_search["latency_db"], "--json", "--no-report", "--no-export")
         assert proc.returncode == 0, proc.stderr
         rows = read_trials(run_dir)
@@ -158,8 +158,8 @@ def test_degradation_and_stability_floor_reach_the_run_dir(tmp_path: Path) -> No
     run_dir = tmp_path / "render"
     proc = run_nas("search", "--input-size", "32x48", "--budget-ms", "5", "--trials", "2", "--train-steps", "5",
                    "--backend", "onnxruntime", "--degradation", "render", "--min-shift-consistency", "101",
-                   "--run-dir", str(run_dir), "--latency-db", str(tmp_path / "nas.db"), "--no-report", "--no-export",
-                   "--json")
+                   *NO_FINALISTS, "--run-dir", str(run_dir), "--latency-db", str(tmp_path / "nas.db"), "--no-report",
+                   "--no-export", "--json")
     assert proc.returncode == 3, proc.stderr
     assert "no trained candidate reaches --min-shift-consistency 101 dB" in proc.stderr
     run = json.loads((run_dir / "run.json").read_text())

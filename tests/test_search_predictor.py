@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 from test_predictor import H, W, store_synthetic
+from tiny import NO_FINALISTS
 
 from latency_db import LatencyStore
 from nas.cli import main
 
 SEARCH = ["search", "--task", "sr2x", "--input-size", f"{H}x{W}", "--trials", "6", "--train-steps", "20",
-          "--backend", "onnxruntime", "--no-report", "--no-export"]
+          "--backend", "onnxruntime", "--no-report", "--no-export", *NO_FINALISTS]
 
 
 @pytest.fixture(autouse=True)

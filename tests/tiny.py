@@ -16,6 +16,12 @@ TINY_ARGS = ["--task", "sr2x", "--input-size", "32x48", "--budget-ms", "0.45", "
              "--final-steps", "300"]
 
 
+# Tests about something else than the finalists (faults, clusters, agents, pruning, bad input) turn them off:
+# the finalists' longer training would be most of such a test's time, and test_finalists.py and the session's
+# tiny search (TINY_ARGS) test them with the real default path.
+NO_FINALISTS = ["--finalists", "0"]
+
+
 def run_nas(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``nas`` CLI in a subprocess (as a user would)."""
     env = {**os.environ, **(env_extra or {})}

@@ -49,11 +49,10 @@ def to_luma(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Normalized 2-D Gaussian, shape (size, size)."""
+    """Normalized 1-D Gaussian, shape (size,): the 2-D window is its outer product with itself."""
     r = torch.arange(size, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
 
 
 def ssim(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
@@ -63,12 +62,14 @@ def ssim(out: torch.Tensor, ref: torch.Tensor, border: int = 0) -> torch.Tensor:
     use_sample_covariance=False, data_range=1)`` on the same luma image)."""
     x = to_luma(shave(out, border)).double()  # (N,1,H,W)
     y = to_luma(shave(ref, border)).double()
-    win = gaussian_kernel(11, 1.5).to(x.device).view(1, 1, 11, 11)
+    # The five local means in one pass: the window is separable (11 taps down, then 11 across, instead of
+    # 121 per position: validation's SSIM at 270x480 was most of a short training's validation time).
+    g = gaussian_kernel(11, 1.5).to(x.device)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)                      # (N,5,H,W)
+    blurred = F.conv2d(stack, g.view(1, 1, 11, 1).expand(5, 1, 11, 1), groups=5)
+    mu_x, mu_y, xx, yy, xy = F.conv2d(blurred, g.view(1, 1, 1, 11).expand(5, 1, 1, 11), groups=5).split(1, dim=1)
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)  # (N,1,H-10,W-10)
-    var_x = F.conv2d(x * x, win) - mu_x**2
-    var_y = F.conv2d(y * y, win) - mu_y**2
-    cov = F.conv2d(x * y, win) - mu_x * mu_y
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y           # each (N,1,H-10,W-10)
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.flatten(1).mean(dim=1)
 
