@@ -106,7 +106,18 @@ class Agents:
 
 @pytest.fixture
 def agents(db_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[Agents]:
+    """Agent processes on each database (the queue's own behaviour: leases, claims, failover)."""
     started = Agents(db_url, tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def pg_agents(postgres_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[Agents]:
+    """Agent processes on PostgreSQL alone, the database agents on other machines share: for what the search does
+    with their answers (targets, budgets, close calls, timeouts, failures), which does not depend on the queue's
+    database (the queue's contract runs on both, above and in the in-process tests below)."""
+    started = Agents(fresh_database(postgres_url), tmp_path)
     yield started
     started.close()
 
@@ -285,12 +296,13 @@ def test_a_search_measures_on_a_one_thread_agent_and_waits_out_a_killed_one(agen
 
 
 @pytest.mark.slow
-def test_a_search_stops_with_one_line_when_no_agent_finishes_within_the_timeout(agents: Agents,
+@pytest.mark.postgres
+def test_a_search_stops_with_one_line_when_no_agent_finishes_within_the_timeout(pg_agents: Agents,
                                                                                  tmp_path: Path) -> None:
-    queue = agents.queue
-    agents.start("cpu1")
+    queue = pg_agents.queue
+    pg_agents.start("cpu1")
     with DeviceLock("cpu"):  # the agent claims the job and waits for the device past the search's patience
-        proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--target-timeout", "1", "--latency-db", agents.url,
+        proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--target-timeout", "1", "--latency-db", pg_agents.url,
                        "--run-dir", str(tmp_path / "run"), "--no-report")
         wait_until(lambda: queue.jobs_of("cpu1")[0].state == RUNNING, "the agent to hold the job")
         [job] = queue.jobs_of("cpu1")
@@ -302,9 +314,10 @@ def test_a_search_stops_with_one_line_when_no_agent_finishes_within_the_timeout(
 
 
 @pytest.mark.slow
-def test_a_close_call_is_visited_again_on_the_agents_device(agents: Agents, tmp_path: Path) -> None:
-    agents.start("cpu1")
-    db = ["--latency-db", agents.url, "--trials", "1", "--no-report"]
+@pytest.mark.postgres
+def test_a_close_call_is_visited_again_on_the_agents_device(pg_agents: Agents, tmp_path: Path) -> None:
+    pg_agents.start("cpu1")
+    db = ["--latency-db", pg_agents.url, "--trials", "1", "--no-report"]
     first = run_nas(*SEARCH, "--target", "cpu1=1000", *db, "--run-dir", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     [row] = trials_csv(tmp_path / "a")[1]
@@ -312,9 +325,9 @@ def test_a_close_call_is_visited_again_on_the_agents_device(agents: Agents, tmp_
     again = run_nas(*SEARCH, "--target", f"cpu1={row['latency_ms@cpu1']}", *db, "--run-dir", str(tmp_path / "b"))
     assert again.returncode in (0, 3), again.stderr                # at the budget's edge: it may fit or not
     [row] = trials_csv(tmp_path / "b")[1]
-    kinds = [j.kind for j in agents.queue.jobs_of("cpu1")]
+    kinds = [j.kind for j in pg_agents.queue.jobs_of("cpu1")]
     assert kinds[0] == "measure" and set(kinds[1:]) == {"refine"}  # the second search: cache hit, then visits
-    assert all(j.state == DONE for j in agents.queue.jobs_of("cpu1"))
+    assert all(j.state == DONE for j in pg_agents.queue.jobs_of("cpu1"))
     assert int(row["latency_visits"]) == len(kinds) >= 2          # each visit of the row on the agent's device
 
 
@@ -327,28 +340,30 @@ def error_row(message: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_a_network_that_does_not_build_on_a_target_fails_its_trial_like_a_local_one(agents: Agents,
+@pytest.mark.postgres
+def test_a_network_that_does_not_build_on_a_target_fails_its_trial_like_a_local_one(pg_agents: Agents,
                                                                                      tmp_path: Path) -> None:
-    _, agent_id = agents.start("cpu1")
-    [agent] = [a for a in agents.queue.live_agents("cpu1") if a.agent_id == agent_id]
-    store = LatencyStore(agents.url)
+    _, agent_id = pg_agents.start("cpu1")
+    [agent] = [a for a in pg_agents.queue.live_agents("cpu1") if a.agent_id == agent_id]
+    store = LatencyStore(pg_agents.url)
     workload = Workload(height=32, width=48, scale=2, io_dtype=agent.io_dtype)
     for spec in references(2):   # the search's first two trials: verdicts stored under the agent's device key
         store.put(key_from_template(agent.key, spec.arch_id, workload), error_row("session build failed: no kernel"))
-    proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--latency-db", agents.url, "--run-dir", str(tmp_path / "run"),
+    proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--latency-db", pg_agents.url, "--run-dir", str(tmp_path / "run"),
                    "--no-report")
     assert proc.returncode == 3 and "no candidate could be measured" in proc.stderr, proc.stderr
     _, rows = trials_csv(tmp_path / "run")
     assert [(r["state"], r["error"]) for r in rows] == [
         ("FAIL", "measurement failed on cpu1: session build failed: no kernel")] * 2
-    assert agents.queue.jobs_of("cpu1") == []                     # the stored verdict answered: no job
+    assert pg_agents.queue.jobs_of("cpu1") == []                     # the stored verdict answered: no job
 
 
 @pytest.mark.slow
-def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agents: Agents, tmp_path: Path) -> None:
-    store = LatencyStore(agents.url)
-    agents.start("cpu1")
-    db = ["--latency-db", agents.url]
+@pytest.mark.postgres
+def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(pg_agents: Agents, tmp_path: Path) -> None:
+    store = LatencyStore(pg_agents.url)
+    pg_agents.start("cpu1")
+    db = ["--latency-db", pg_agents.url]
     first = run_nas(*SEARCH, "--target", "local=1000", "--target", "cpu1=1000", *db, "--run-dir", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     columns, rows = trials_csv(tmp_path / "a")
@@ -368,7 +383,7 @@ def test_two_targets_with_different_budgets_each_reject_what_misses_theirs(agent
         _, rows = trials_csv(run_dir)
         assert [r["rejected_by"] for r in rows] == [rejecter, rejecter]
         assert all(r["over_budget"] == "True" and r["trained"] == "False" for r in rows)
-    assert store.count() == 4 and len(agents.queue.jobs_of("cpu1")) == 2   # the later searches: cache hits
+    assert store.count() == 4 and len(pg_agents.queue.jobs_of("cpu1")) == 2   # the later searches: cache hits
 
 
 @pytest.mark.slow

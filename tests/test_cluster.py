@@ -110,7 +110,7 @@ def test_workers_ride_out_a_postgresql_restart(postgres_server: Any, tmp_path: P
     import sqlalchemy as sa
     from test_scaleout import counted, env_for, finish, start
 
-    k = 3
+    k = 2
     url = fresh_database(postgres_server.url)
     shared = ["--storage", url, "--study", "restart", "--latency-db", url, "--trials", str(k)]
     run_dirs = [tmp_path / f"w{i}" for i in range(3)]

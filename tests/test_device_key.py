@@ -101,6 +101,7 @@ def test_cache_sizes_from_sysfs(tmp_path: Path) -> None:
     assert cache_sizes_kib(str(tmp_path / "absent")) == {}
 
 
+@pytest.mark.slow
 def test_fingerprints_differing_only_in_avx512_share_no_rows(tmp_path: Path) -> None:
     store = LatencyStore(str(tmp_path / "latency.db"))
     avx2, avx512 = PinnedCpu(identity()), PinnedCpu(identity("avx512f avx512bw avx512vl"))
@@ -114,6 +115,7 @@ def test_fingerprints_differing_only_in_avx512_share_no_rows(tmp_path: Path) -> 
     assert sorted(len(g["isa"]) for g in groups) == [6, 9] and all(g["rows"] == 1 for g in groups)
 
 
+@pytest.mark.slow
 def test_legacy_rows_are_kept_and_never_answered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "latency.db")
     store = LatencyStore(db)

@@ -33,7 +33,7 @@ def rows(run_dir: Path) -> list[dict[str, str]]:
 def test_ctrl_c_stops_after_the_current_trial_and_rerunning_resumes(tmp_path: Path) -> None:
     env = {"NAS_CACHE_DIR": str(tmp_path / "cache")}
     run_dir = tmp_path / "run"
-    args = ["search", *TINY, "--trials", "4", "--train-steps", "60", "--run-dir", str(run_dir),
+    args = ["search", *TINY, "--trials", "4", "--train-steps", "30", "--run-dir", str(run_dir),
             "--latency-db", str(tmp_path / "latency.db")]
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
@@ -60,6 +60,7 @@ def test_ctrl_c_stops_after_the_current_trial_and_rerunning_resumes(tmp_path: Pa
     assert [r["arch_id"] for r in rows(run_dir)][:len(done)] == [r["arch_id"] for r in done]  # kept as is
 
 
+@pytest.mark.slow
 def test_a_candidate_the_backend_cannot_build_is_a_failed_trial_and_the_search_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from latency_db import BuildError

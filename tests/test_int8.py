@@ -65,6 +65,7 @@ def test_quantized_graph_holds_qdq_runs_in_ort_and_stays_close_to_float(name: st
         assert db > MIN_INT8_VS_FLOAT_DB[scheme], f"{name} {scheme}: int8 vs float {db:.1f} dB"
 
 
+@pytest.mark.slow
 def test_int8_and_fp32_rows_of_one_net_never_answer_for_each_other(tmp_path: Path) -> None:
     spec = ss.ArchSpec.from_dict(ARCH)
     backend = get_backend("onnxruntime")

@@ -69,6 +69,7 @@ class Flaky(CountingOrt):
         raise RuntimeError("CUDA out of memory")
 
 
+@pytest.mark.slow
 def test_four_times_the_macs_measures_slower(store: LatencyStore) -> None:
     small, big = sr_spec(32), sr_spec(64)
     ratio = count(big, 68, 120).macs / count(small, 68, 120).macs
@@ -218,6 +219,7 @@ def test_cpu_peak_is_probed_once_per_fingerprint(store: LatencyStore, monkeypatc
     assert calls == [backend.threads]
 
 
+@pytest.mark.slow
 def test_a_measurement_faster_than_its_bound_raises_the_probed_peak(store: LatencyStore,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe run on a busy machine (here: a peak 1000x too low) cannot make the bound exceed a measurement."""
@@ -330,6 +332,7 @@ def test_contention_counts_other_processes_not_our_own() -> None:
     assert busy is not None and busy > 0.5  # the child alone keeps one CPU busy
 
 
+@pytest.mark.slow
 def test_measurement_beside_a_busy_process_is_flagged(store: LatencyStore) -> None:
     from latency_db.contention import CONTENDED_CPUS
 

@@ -107,6 +107,7 @@ def _busy_children(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_a_real_busy_process_is_waited_for(store: LatencyStore) -> None:
     backend = get_backend("onnxruntime")
     spec = sr_spec(16)
@@ -123,18 +124,19 @@ def test_a_real_busy_process_is_waited_for(store: LatencyStore) -> None:
     assert visit.dirty >= 1 and visit.waited_s <= backend.protocol.windows.max_wait_s + 0.5
 
 
+@pytest.mark.slow
 def test_a_machine_busy_through_a_whole_wait_is_not_waited_for_again_until_the_holdoff_ends() -> None:
     """Waiting is bounded per visit and, on a machine that stays busy, per half minute: after a futile wait the
     next ones return at once (real spinning processes on both cores)."""
     from latency_db.windows import QuietWait
 
-    waiter = QuietWait(holdoff_s=1.0)
+    waiter = QuietWait(holdoff_s=2.0)
     children = _busy_children(2, 20.0)
     try:
         time.sleep(0.3)
         assert waiter(0.5) >= 0.5                # no quiet moment in the whole budget
         assert waiter(0.5) == 0.0                # remembered: no second wait
-        time.sleep(1.1)
+        time.sleep(2.1)
         assert waiter(0.5) >= 0.5                # the hold-off is over: wait again (still busy)
         waiter.forget()
         assert waiter(0.3) >= 0.3
@@ -142,10 +144,9 @@ def test_a_machine_busy_through_a_whole_wait_is_not_waited_for_again_until_the_h
         for child in children:
             child.kill()
             child.wait()
-    waiter.forget()
-    assert waiter(5.0) < 5.0                     # the spinners are gone: a quiet moment ends the wait
 
 
+@pytest.mark.slow
 def test_rows_gain_visits_until_settled_and_keep_every_window(store: LatencyStore) -> None:
     backend = get_backend("onnxruntime")
     specs = [sr_spec(8), sr_spec(16)]
@@ -162,6 +163,7 @@ def test_rows_gain_visits_until_settled_and_keep_every_window(store: LatencyStor
         assert visits[1].at - visits[0].at >= backend.protocol.windows.gap_s - 0.01
 
 
+@pytest.mark.slow
 def test_a_close_call_is_retimed_before_the_gate(store: LatencyStore) -> None:
     from nas.search.verification import settle_close_call
 

@@ -303,6 +303,7 @@ def test_a_second_search_resumes_the_stopped_trainings_and_reaches_the_same_verd
     assert b["this_run"]["resumed_trainings"] >= len(left_stopped)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_study_with_sha(tmp_path: Path) -> None:
     """--pruner sha in a shared study (journal file, one SQLite latency and training database): each worker
     does its K, every stopped trial keeps its checkpoint, the winner is trained in full."""

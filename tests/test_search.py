@@ -197,7 +197,7 @@ def test_a_worker_that_did_not_create_the_study_does_not_seed_it(tiny_search: di
     seeding = threading.Thread(target=finish_seeding)
     seeding.start()
     try:
-        proc = run_nas("search", *TINY_ARGS, "--trials", "1", "--run-dir", str(worker_dir), "--storage",
+        proc = run_nas("search", *TINY_ARGS, *NO_FINALISTS, "--trials", "1", "--run-dir", str(worker_dir), "--storage",
                        f"journal:{tmp_path / 's.journal'}", "--study", "race", "--latency-db",
                        tiny_search["latency_db"], "--json", "--no-report", "--no-export")
     finally:

@@ -40,6 +40,7 @@ def test_predictor_asked_for_on_an_empty_database(tmp_path: Path, capsys: pytest
     assert sum("error" in line for line in err) == 1
 
 
+@pytest.mark.slow
 def test_screened_candidates_are_never_measured_nor_trained(tmp_path: Path) -> None:
     db = str(tmp_path / "latency.db")
     store_synthetic(db, 120)   # a made-up device under this machine's key: every net predicted >= 0.02 ms

@@ -62,6 +62,7 @@ def test_verify_on_an_empty_database_and_bad_sample(capsys: pytest.CaptureFixtur
         assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_measure_again_adds_a_visit_to_a_windowed_row(tmp_path: Path) -> None:
     """The v2 protocols re-time by adding a visit: the row keeps every window and its latency is the minimum."""
     from latency_db.measure import measure_again, visits_of
