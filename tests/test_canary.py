@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from latency_db import LatencyStore, get_backend, measure_or_get, workload_for
 from latency_db.canary import BASELINE_READINGS, CANARY, Canary, CanaryReading
+from latency_db.windows import wait_for_quiet
 from search_spaces import ArchSpec, Conv
 
 H, W = 64, 96
@@ -24,11 +26,23 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks process ``pid`` has run (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 @contextmanager
 def busy() -> Iterator[None]:
     """Twice as many spinning processes as CPUs, killed (by their ids) afterwards."""
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
     try:
+        # spinning, not still starting: a timer that does not wait (the waiter remembers a busy machine from a
+        # baseline reading beside another test) would otherwise time before the load is there
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(cpu_ticks(p.pid) < 10 for p in procs):
+            time.sleep(0.05)
         yield
     finally:
         for p in procs:
@@ -56,7 +70,10 @@ def test_readings_are_stored_and_the_baseline_is_the_first_ones(tmp_path: Path) 
 def test_a_busy_process_moves_the_canary_and_the_search_is_told(tmp_path: Path) -> None:
     store = LatencyStore(str(tmp_path / "latency.db"))
     canary = Canary(get_backend("onnxruntime"), H, W, store)
-    baseline = [canary.read("baseline") for _ in range(BASELINE_READINGS)]
+    baseline = []
+    for _ in range(BASELINE_READINGS):  # each reading waits out another test's load, as a first wait does
+        wait_for_quiet.forget()
+        baseline.append(canary.read("baseline"))
     with busy():
         reading = canary.read("busy")
         spec = ArchSpec(space="sr", scale=2, upsample="nearest", color="rgb", space_to_depth=1,

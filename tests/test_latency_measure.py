@@ -26,7 +26,7 @@ from latency_db import (
 )
 from latency_db.backends.base import RawMeasurement
 from latency_db.backends.onnxruntime import OnnxRuntimeBackend
-from latency_db.measure import measure_again
+from latency_db.measure import measure_again, visits_of
 from search_spaces import ArchSpec, Conv, count
 
 
@@ -94,7 +94,8 @@ def test_four_times_the_macs_measures_slower(store: LatencyStore) -> None:
     for r in (r_small, r_big):
         assert r.n_samples >= plan.visit_windows * plan.window_runs and len(r.samples_ms) == r.n_samples
         assert r.visits == 1
-        assert sum(r.samples_ms) >= 140 or r.quiet_waited_s > 0  # windows beside a busy process are dropped
+        # windows beside a busy process are dropped (waited out, or not when the waiter remembers a busy machine)
+        assert sum(r.samples_ms) >= 140 or r.quiet_waited_s > 0 or visits_of(store.get_row(r.arch_id))[0].dirty > 0
         assert min(r.samples_ms) <= r.median_ms <= r.p90_ms <= r.p99_ms
         assert r.protocol == "cpu-fast-v2" and not r.cached and r.build_s > 0
         assert r.roofline_ms is not None and r.roofline_ms > 0
