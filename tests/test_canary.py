@@ -77,7 +77,6 @@ def test_a_busy_process_moves_the_canary_and_the_search_is_told(tmp_path: Path) 
         wait_for_quiet.forget()
         baseline.append(canary.read("baseline"))
     with busy():
-        wait_for_quiet.forget()  # a fresh waiter, as a search's first measurement has: this test is about the canary
         reading = canary.read("busy")
         spec = ArchSpec(space="sr", scale=2, upsample="nearest", color="rgb", space_to_depth=1,
                         head=(Conv(width=8, kernel=3),), output_kernel=3)
