@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import NO_FINALISTS, TINY_ARGS, run_nas
+from tiny import NO_FINALISTS, TINY_ARGS, copy_as_gated, run_nas
 
 from latency_db import get_backend
 from nas.errors import UsageError
@@ -97,13 +97,13 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _search(tiny_search: dict, tmp_path: Path, name: str, pruner: str, *extra: str,
-            latencies_of: Path | None = None) -> tuple[Path, dict, str]:
+            latencies_of: tuple[Path, Path] | None = None) -> tuple[Path, dict, str]:
     """The session's tiny search again with ``--pruner`` and STEPS training steps, from a copy of its
-    database (or of ``latencies_of``) with its latencies but no trainings and no checkpoints (a cached full
-    training is never stopped: there is nothing left to save)."""
-    db = tmp_path / f"{name}.db"
-    with sqlite3.connect(latencies_of or tiny_search["root"] / "latency.db") as src, sqlite3.connect(db) as dst:
-        src.backup(dst)  # with what is still in the write-ahead log (a file copy would miss it)
+    database (or of ``latencies_of``: a database and the run dir of the search that wrote it) with its latencies as
+    that search's gates read them (tests/tiny.py) but no trainings and no checkpoints (a cached full training is
+    never stopped: there is nothing left to save)."""
+    source_db, source_run = latencies_of or (tiny_search["root"] / "latency.db", tiny_search["run_dir"])
+    db = Path(copy_as_gated(source_db, source_run, tmp_path / f"{name}.db"))
     with sqlite3.connect(db) as conn:
         conn.execute(f"DELETE FROM {TABLE}")
         conn.execute(f"DELETE FROM {PARTIAL_TABLE}")
@@ -150,10 +150,10 @@ def sha_search(tiny_search: dict, tmp_path_factory: pytest.TempPathFactory) -> t
 def test_sha_stops_losing_trainings_deterministically(tiny_search: dict, sha_search: tuple[Path, dict, str],
                                                       tmp_path: Path) -> None:
     """Two runs from the same latencies and seed stop the same trials at the same rungs (the second one
-    gets the first one's latencies: an evolution child the session's search never met is measured by
-    the first, and a second measurement could fall on the other side of the budget)."""
+    gets the first one's latencies as its gates read them: an evolution child the session's search never met is
+    measured by the first, and a second measurement could fall on the other side of the budget)."""
     a_dir, a, a_db = sha_search
-    b_dir, _, _ = _search(tiny_search, tmp_path, "b", "sha", latencies_of=Path(a_db))
+    b_dir, _, _ = _search(tiny_search, tmp_path, "b", "sha", latencies_of=(Path(a_db), a_dir))
     assert _check_stopped_trials(a_dir, a, a_db)  # the tiny search has losers to stop
     key = [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(a_dir)]
     assert key == [(r["number"], r["state"], r["arch_id"], r["stopped_at"]) for r in _rows(b_dir)]
@@ -279,9 +279,7 @@ def test_a_second_search_resumes_the_stopped_trainings_and_reaches_the_same_verd
     training; the others train again exactly as before, so every verdict is the same."""
     a_dir, a, db = sha_search
     assert _check_stopped_trials(a_dir, a, db)
-    b_db = tmp_path / "b.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(b_db) as dst:
-        src.backup(dst)  # with what is still in the write-ahead log (a file copy would miss it)
+    b_db = Path(copy_as_gated(Path(db), a_dir, tmp_path / "b.db"))
     with sqlite3.connect(b_db) as conn:
         conn.execute(f"DELETE FROM {TABLE}")
         left_stopped = {r[0] for r in conn.execute(f"SELECT arch_id FROM {PARTIAL_TABLE}")}

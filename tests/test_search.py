@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny import NO_FINALISTS, TINY_ARGS, run_nas
+from tiny import NO_FINALISTS, TINY_ARGS, copy_as_gated, run_nas
 
 JSON_FIELDS = {"n_trials", "n_trained", "n_over_budget", "backend", "device", "run_dir", "best"}
 BEST_FIELDS = {"trial", "arch_id", "latency_ms", "psnr_gain_db"}
@@ -23,6 +23,12 @@ def budget_of(args: list[str]) -> float:
 
 
 N_TRIALS = int(TINY_ARGS[TINY_ARGS.index("--trials") + 1])
+
+
+def tiny_db(tiny_search: dict, tmp_path: Path) -> str:
+    """A copy of the session's tiny search database as its gates read it: a search run on the shared one would
+    re-time its near-budget rows for every test after it (tests/tiny.py)."""
+    return copy_as_gated(tiny_search["root"] / "latency.db", tiny_search["run_dir"], tmp_path / "latency.db")
 
 
 def test_json_summary_has_the_documented_fields(tiny_search: dict) -> None:
@@ -104,7 +110,7 @@ def test_references_are_the_first_trials(tiny_run_dir: Path) -> None:
 
 def test_second_run_measures_and_trains_nothing_and_samples_the_same(tiny_search: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "again"
-    proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", tiny_search["latency_db"],
+    proc = run_nas("search", *TINY_ARGS, "--run-dir", str(run_dir), "--latency-db", tiny_db(tiny_search, tmp_path),
                    "--json", "--no-report", "--no-export")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -121,7 +127,7 @@ def test_budget_below_every_candidate_exits_3(tiny_search: dict, tmp_path: Path)
     args = list(TINY_ARGS)
     args[args.index("--budget-ms") + 1] = "0.0001"
     proc = run_nas("search", *args, "--trials", "3", "--run-dir", str(tmp_path / "none"),
-                   "--latency-db", tiny_search["latency_db"], "--json")
+                   "--latency-db", tiny_db(tiny_search, tmp_path), "--json")
     assert proc.returncode == 3, proc.stderr
     assert "no architecture meets the 0.0001 ms budget" in proc.stderr
     assert "--budget-ms" in proc.stderr and "would admit it" in proc.stderr
@@ -141,10 +147,11 @@ def test_every_sampler_runs_past_its_start_up(tiny_search: dict, tmp_path: Path)
     a child whose network an earlier trial has (the space's ``complete`` tells it, however the parameters
     spell it), up to 20 times, so at least 3 of its 4 are new."""
     args = [a if a != str(N_TRIALS) else "14" for a in TINY_ARGS]
+    db = tiny_db(tiny_search, tmp_path)
     for sampler in ("evolution", "tpe"):
         run_dir = tmp_path / sampler
         proc = run_nas("search", *args, *NO_FINALISTS, "--sampler", sampler, "--run-dir", str(run_dir),
-                       "--latency-db", tiny_search["latency_db"], "--json", "--no-report", "--no-export")
+                       "--latency-db", db, "--json", "--no-report", "--no-export")
         assert proc.returncode == 0, proc.stderr
         rows = read_trials(run_dir)
         assert len(rows) == json.loads(proc.stdout)["n_trials"] == 14
@@ -199,7 +206,7 @@ def test_a_worker_that_did_not_create_the_study_does_not_seed_it(tiny_search: di
     try:
         proc = run_nas("search", *TINY_ARGS, *NO_FINALISTS, "--trials", "1", "--run-dir", str(worker_dir), "--storage",
                        f"journal:{tmp_path / 's.journal'}", "--study", "race", "--latency-db",
-                       tiny_search["latency_db"], "--json", "--no-report", "--no-export")
+                       tiny_db(tiny_search, tmp_path), "--json", "--no-report", "--no-export")
     finally:
         stop.set()
         seeding.join()
@@ -212,10 +219,7 @@ def test_a_worker_that_did_not_create_the_study_does_not_seed_it(tiny_search: di
 
 def test_timeout_stops_after_the_trial_in_progress_and_the_same_command_goes_on(tiny_search: dict,
                                                                                 tmp_path: Path) -> None:
-    import shutil
-
-    db = tmp_path / "latency.db"
-    shutil.copy(tiny_search["root"] / "latency.db", db)
+    db = tiny_db(tiny_search, tmp_path)
     args = ["search", *TINY_ARGS, "--run-dir", str(tmp_path / "run"), "--latency-db", str(db), "--json",
             "--no-report", "--no-export"]
     first = run_nas(*args, "--timeout", "0.01")  # at least one trial runs, then the time is up
