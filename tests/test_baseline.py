@@ -120,6 +120,30 @@ def bad_graphs(tmp_path: Path, nets: dict[str, Path]) -> dict[str, tuple[Path, l
     }
 
 
+def test_a_retraining_is_a_cached_training_keyed_by_the_graph_and_its_steps(nets: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    """The second retraining of one graph with one config answers from the training cache with the same numbers; the
+    row is the graph's own (its content id), and another step count is another training."""
+    from dataclasses import replace
+
+    from nas.baseline.quality import retrained
+    from nas.training.train_cache import TrainCache
+
+    t = target(tmp_path)
+    b, data = load_baseline("luma", str(nets["luma"]), t), t.load_data()
+    cache = TrainCache(str(tmp_path / "lat.db"))
+    config = replace(t.train_config, steps=4)
+    first = retrained(b, data, config, cache=cache)
+    again = retrained(b, data, config, cache=cache)
+    assert not first["cached"] and first["train_s"] > 0 and again["cached"] and again["train_s"] == 0
+    assert {k: v for k, v in again.items() if k not in ("cached", "train_s")} == \
+        {k: v for k, v in first.items() if k not in ("cached", "train_s")}
+    plain = replace(config, reparam="none")  # a baseline trains plain, whatever the search's --reparam
+    assert cache.get(b.graph.arch_id, plain.hash(), data.data_id).psnr_gain_db == first["psnr_gain_db"]
+    longer = retrained(b, data, replace(config, steps=6), cache=cache)
+    assert not longer["cached"] and longer["steps"] == 6
+
+
 CASES = ["not onnx", "missing", "wrong rank", "scale", "shape it cannot fix", "op the backend lacks", "channels"]
 
 
@@ -137,27 +161,37 @@ def test_bad_baseline_is_one_line_exit_2_nothing_written(case: str, nets: dict[s
 
 @pytest.mark.slow
 def test_search_and_report_show_both_views(nets: dict[str, Path], tmp_path: Path) -> None:
+    """With a finalist trained 20 steps, each baseline is also retrained 20 steps (``retrained_final``); ``nas report``
+    judging the same graph again on the run answers both retrainings from the training cache."""
     run_dir, db = tmp_path / "run", str(tmp_path / "lat.db")
-    proc = run_nas("search", *FAST, "--run-dir", str(run_dir), "--latency-db", db, "--json",
-                   "--baseline", f"fsrcnnish={nets['rgb']}", "--baseline", f"espcn-y={nets['luma']}")
+    proc = run_nas("search", *FAST, "--finalists", "1", "--final-steps", "20", "--run-dir", str(run_dir),
+                   "--latency-db", db, "--json", "--baseline", f"fsrcnnish={nets['rgb']}",
+                   "--baseline", f"espcn-y={nets['luma']}")
     assert proc.returncode == 0, proc.stderr
     assert [b["name"] for b in json.loads(proc.stdout)["baselines"]] == ["fsrcnnish", "espcn-y"]
     found = {b["name"]: b for b in json.loads((run_dir / "run.json").read_text())["baselines"]}
     for b in found.values():
         assert b["latency_ms"] > 0 and b["latency"]["protocol"] == "cpu-fast-v2"
         assert np.isfinite(b["pretrained"]["psnr_gain_db"]) and np.isfinite(b["retrained"]["psnr_gain_db"])
-        assert b["retrained"]["steps"] == 10 and b["retrained_note"] is None
+        assert b["retrained"]["steps"] == 10 and b["retrained_note"] is None and not b["retrained"]["cached"]
+        assert b["retrained_final"]["steps"] == 20 and np.isfinite(b["retrained_final"]["psnr_gain_db"])
     assert found["espcn-y"]["channels"] == "luma"
     html = (run_dir / "report.html").read_text()
     assert "your networks, as given" in html and "baseline-table" in html
-    # nas report adds one more to the finished run: the pretrained view alone for a graph that does not convert
-    proc = run_nas("report", str(run_dir), "--latency-db", db, "--baseline", f"gelu={nets['erf']}")
+    assert "retrained as long as the finalists" in html
+    # nas report adds one more to the finished run: the pretrained view alone for a graph that does not convert;
+    # a graph the search judged, given again, is retrained from the cache
+    proc = run_nas("report", str(run_dir), "--latency-db", db, "--baseline", f"gelu={nets['erf']}",
+                   "--baseline", f"espcn-y={nets['luma']}")
     assert proc.returncode == 0, proc.stderr
     assert "does not convert to PyTorch" in proc.stderr
-    found = {b["name"]: b for b in json.loads((run_dir / "run.json").read_text())["baselines"]}
-    assert set(found) == {"fsrcnnish", "espcn-y", "gelu"}
-    assert found["gelu"]["retrained"] is None and "Erf" in found["gelu"]["retrained_note"]
-    assert found["gelu"]["pretrained"]["psnr_gain_db"] is not None
+    again = {b["name"]: b for b in json.loads((run_dir / "run.json").read_text())["baselines"]}
+    assert set(again) == {"fsrcnnish", "espcn-y", "gelu"}
+    assert again["gelu"]["retrained"] is None and "Erf" in again["gelu"]["retrained_note"]
+    assert again["gelu"]["pretrained"]["psnr_gain_db"] is not None
+    for view in ("retrained", "retrained_final"):
+        assert again["espcn-y"][view]["cached"] and again["espcn-y"][view]["train_s"] == 0
+        assert again["espcn-y"][view]["psnr_gain_db"] == found["espcn-y"][view]["psnr_gain_db"]
 
 
 def test_onnx_graph_counts_its_convolutions(nets: dict[str, Path]) -> None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from nas.search.targets import TargetSet
     from nas.target import Target
     from nas.training.data import TaskData
+    from nas.training.train_cache import TrainCache
 
 
 def latency_of(b: Baseline, target: Target, store: LatencyStore) -> dict[str, Any]:
@@ -50,9 +51,13 @@ def latency_on_targets(b: Baseline, target: Target, targets: TargetSet) -> tuple
 
 
 def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: LatencyStore,
-             say: Callable[[str], None], targets: TargetSet | None = None) -> list[dict[str, Any]]:
+             say: Callable[[str], None], targets: TargetSet | None = None, cache: TrainCache | None = None,
+             final_steps: int | None = None) -> list[dict[str, Any]]:
     """run.json's ``baselines``: each graph's latency (on every target of a ``--target`` search), its quality as
-    the user has it, and retrained."""
+    the user has it, and retrained (through the training ``cache`` when given); with ``final_steps`` (a search with
+    finalists) retrained again as long as the finalists, under ``retrained_final``."""
+    from dataclasses import replace
+
     from latency_db.candidates import counts_for
     from nas.baseline.quality import pretrained, retrained
 
@@ -65,10 +70,13 @@ def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: L
             latency, per_target = latency_on_targets(b, target, targets)
         counts = counts_for(b.graph, _workload(b, target))
         mine = pretrained(b, data, target.train_config)
-        again = None
+        again = final = None
         if b.converts:
             say(f"baseline {b.name}: retraining from scratch, {target.train_config.steps} steps")
-            again = retrained(b, data, target.train_config, target.device)
+            again = retrained(b, data, target.train_config, target.device, cache)
+            if final_steps:
+                say(f"baseline {b.name}: retraining from scratch as the finalists are, {final_steps} steps")
+                final = retrained(b, data, replace(target.train_config, steps=final_steps), target.device, cache)
         else:
             say(f"baseline {b.name}: does not convert to PyTorch ({b.note}): shown as the user has it only")
         records.append({
@@ -77,12 +85,15 @@ def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: L
             "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency": latency, **per_target,
             "macs": counts.macs, "params": counts.params,
             "pretrained": mine, "retrained": again, "retrained_note": b.note,
+            **({"retrained_final": final} if final_steps else {}),
         })
         shown = "n/a" if latency["median_ms"] is None else f"{latency['median_ms']:.3f} ms"
         if per_target:
             shown = ", ".join(("n/a" if o["ms"] is None else f"{o['ms']:.3f} ms") + f" on {name}"
                               + (f" ({o['error']})" if o["error"] else "") for name, o in per_target["targets"].items())
         again_txt = "not retrained" if again is None else f"retrained {again['psnr_gain_db']:+.2f} dB"
+        if final is not None:
+            again_txt += f", {final['psnr_gain_db']:+.2f} dB after {final_steps} steps"
         say(f"baseline {b.name}: {shown}, as given {mine['psnr_gain_db']:+.2f} dB, {again_txt}")
     return records
 

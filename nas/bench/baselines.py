@@ -22,13 +22,13 @@ def bench_baselines(baselines: list[Baseline], search: Search, long_steps: int,
     from nas.baseline.run import evaluate
 
     target = search.target
-    records = evaluate(baselines, target, search.data, search.store, say)
+    records = evaluate(baselines, target, search.data, search.store, say, cache=search.train_cache)
     for b, record in zip(baselines, records, strict=True):
         record["retrained_long"] = None
         if b.converts:
             say(f"baseline {b.name}: long retraining, {long_steps} steps")
             record["retrained_long"] = retrained(b, search.data, replace(target.train_config, steps=long_steps),
-                                                 target.device)
+                                                 target.device, search.train_cache)
     return records
 
 

@@ -67,12 +67,16 @@ def add_run_baselines(run_dir: Path, items: list[tuple[str, str]], latency_db: s
 
     from nas.baseline.load import load_baselines
     from nas.baseline.run import evaluate, run_target
-    from nas.rundir import add_baselines
+    from nas.rundir import RunDir, add_baselines, as_dict, integer
+    from nas.training.train_cache import TrainCache
 
     target = run_target(run_dir, latency_db)
     baselines = load_baselines(items, target)  # checked before anything is written
+    store = target.open_store()
+    finals = as_dict(as_dict(RunDir.load(run_dir).meta.get("summary")).get("finalists"))
 
     def say(message: str) -> None:
         print(f"nas report: {message}", file=sys.stderr, flush=True)
 
-    add_baselines(run_dir, evaluate(baselines, target, target.load_data(), target.open_store(), say))
+    add_baselines(run_dir, evaluate(baselines, target, target.load_data(), store, say,
+                                    cache=TrainCache(store.shared_engine), final_steps=integer(finals.get("steps"))))

@@ -151,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         from nas.baseline.run import evaluate
         from nas.rundir import add_baselines
 
-        records = evaluate(baselines, target, search.data, search.store, search.say, search.targets)
+        final_steps = config.final_steps_for(target.train_config.steps) if search.finals else None
+        records = evaluate(baselines, target, search.data, search.store, search.say, search.targets,
+                           search.train_cache, final_steps)
         add_baselines(search.run_dir, records)
     if summary["best"] is not None and not search.interrupted:
         write_outputs(search.run_dir, report=not args.no_report, export=not args.no_export, say=search.say)

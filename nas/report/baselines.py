@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 ORANGE = "#E69F00"
 VIEWS = (("pretrained", "as given (its own weights)", "hexagon"),
-         ("retrained", "retrained with the search's short training", "hexagon-open"))
+         ("retrained", "retrained with the search's short training", "hexagon-open"),
+         ("retrained_final", "retrained as long as the finalists", "hexagon-open-dot"))
 
 
 def baseline_points(run: Run) -> tuple[list[float], list[float]]:
@@ -40,6 +41,8 @@ def add_baseline_traces(fig: go.Figure, run: Run) -> None:
         hover = [f"<b>{escape(b['name'])}</b> (your network, {escape(b['channels'])})<br>"
                  f"{fmt(b[col], 3)} ms<br>as given: {fmt(b['pretrained_gain_db'], 2, ' dB')}<br>"
                  f"retrained: {fmt(b['retrained_gain_db'], 2, ' dB')}"
+                 + (f", {fmt(b['retrained_final_gain_db'], 2, ' dB')} after {b['retrained_final_steps']} steps"
+                    if b["retrained_final_gain_db"] is not None else "")
                  + (f" (does not convert: {escape(b['retrained_note'])})" if b["retrained_note"] else "")
                  for b in shown]
         fig.add_trace(go.Scatter(
@@ -55,19 +58,22 @@ def baselines_section(run: Run) -> str:
     if not found:
         return ""
     names = [t["name"] for t in run.targets]   # a --target run: each target's latency, measured on its devices
+    final = any(b["retrained_final_gain_db"] is not None for b in found)  # a search whose finalists trained longer
     head = ("<tr><th>your network</th><th>input</th><th>latency median (ms)</th><th>p90 (ms)</th>"
             + "".join(f"<th>on {escape(n)} (ms)</th>" for n in names)
-            + "<th>gain as given (dB)</th><th>gain retrained (dB)</th><th>graph id</th></tr>")
+            + "<th>gain as given (dB)</th><th>gain retrained (dB)</th>"
+            + ("<th>retrained as long as the finalists (dB)</th>" if final else "") + "<th>graph id</th></tr>")
     body = "".join(
         f"<tr><td>{escape(b['name'])}</td><td>{escape(b['channels'])}</td><td>{fmt(b['latency_ms'], 3)}</td>"
         f"<td>{fmt(b['latency_p90_ms'], 3)}</td>"
         + "".join(f"<td>{fmt(b['target_ms'].get(n), 3)}</td>" for n in names)
         + f"<td>{fmt(b['pretrained_gain_db'], 3)}</td>"
         f"<td>{fmt(b['retrained_gain_db'], 3)}"
-        + (f" (does not convert: {escape(b['retrained_note'])})" if b["retrained_note"] else "")
-        + f"</td><td><code>{escape(b['arch_id'][:17])}</code></td></tr>" for b in found)
+        + (f" (does not convert: {escape(b['retrained_note'])})" if b["retrained_note"] else "") + "</td>"
+        + (f"<td>{fmt(b['retrained_final_gain_db'], 3)}</td>" if final else "")
+        + f"<td><code>{escape(b['arch_id'][:17])}</code></td></tr>" for b in found)
     return ("<h2>Your networks (--baseline)</h2><p class='hint'>Timed on the same device with the same protocol "
             "(keyed by the graph's content); judged on the same validation crops with the same metric, as given "
-            "(your weights) and retrained from scratch with the search's short training, so that architectures "
-            "compare on equal training.</p>"
+            "(your weights) and retrained from scratch with the search's short training (and, in a search whose "
+            "finalists trained longer, as long as they did), so that architectures compare on equal training.</p>"
             f"<table class='top' id='baseline-table'>{head}{body}</table>")

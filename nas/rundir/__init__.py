@@ -315,12 +315,13 @@ class RunDir:
         for b in found if isinstance(found, list) else []:
             if not isinstance(b, dict) or not isinstance(b.get("name"), str):
                 continue
-            views = {v: as_dict(b.get(v)) for v in ("pretrained", "retrained")}
+            views = {v: as_dict(b.get(v)) for v in ("pretrained", "retrained", "retrained_final")}
             out.append({"name": b["name"], "arch_id": str(b.get("arch_id", "")), "channels": str(b.get("channels", "")),
                         "latency_ms": number(b.get("latency_ms")), "latency_p90_ms": number(b.get("latency_p90_ms")),
                         "retrained_note": b.get("retrained_note") if isinstance(b.get("retrained_note"), str) else None,
                         "target_ms": {k[len(TARGET_PREFIX):]: number(v) for k, v in b.items()
                                       if k.startswith(TARGET_PREFIX)},   # a --target run: each target's latency
+                        "retrained_final_steps": integer(views["retrained_final"].get("steps")),
                         **{f"{v}_gain_db": number(d.get("psnr_gain_db")) for v, d in views.items()}})
         return out
 
