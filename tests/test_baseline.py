@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_a_retraining_is_a_cached_training_keyed_by_the_graph_and_its_steps(nets
     from dataclasses import replace
 
     from nas.baseline.quality import retrained
-    from nas.training.train_cache import TrainCache
+    from nas.training.train_cache import TABLE, TrainCache
 
     t = target(tmp_path)
     b, data = load_baseline("luma", str(nets["luma"]), t), t.load_data()
@@ -140,6 +141,8 @@ def test_a_retraining_is_a_cached_training_keyed_by_the_graph_and_its_steps(nets
         {k: v for k, v in first.items() if k not in ("cached", "train_s")}
     plain = replace(config, reparam="none")  # a baseline trains plain, whatever the search's --reparam
     assert cache.get(b.graph.arch_id, plain.hash(), data.data_id).psnr_gain_db == first["psnr_gain_db"]
+    with sqlite3.connect(tmp_path / "lat.db") as conn:  # PostgreSQL holds 64 characters there (test_agent_graphs)
+        assert [len(r[0]) for r in conn.execute(f"SELECT arch_id FROM {TABLE}")] == [64]
     longer = retrained(b, data, replace(config, steps=6), cache=cache)
     assert not longer["cached"] and longer["steps"] == 6
 

@@ -11,6 +11,7 @@ A training the pruner stopped at a rung keeps its checkpoint in a second table u
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
     from nas.training.train import TrainConfig
     from search_spaces import ArchSpec
 
+ID_CHARS = 64  # the arch_id column's width (row_id fits longer ids into it)
 TABLE = "nas_train_cache_v2"  # v2 adds the stability metrics; rows of the first table are not read (retrained once)
 metadata = sa.MetaData()
 train_cache = sa.Table(
     TABLE, metadata,
-    sa.Column("arch_id", sa.String(64), primary_key=True),
+    sa.Column("arch_id", sa.String(ID_CHARS), primary_key=True),
     sa.Column("config_hash", sa.String(64), primary_key=True),
     sa.Column("data_id", sa.String(64), primary_key=True),
     # NaN (a diverged training) reads back as NULL on SQLite: nullable, mapped back to NaN
@@ -58,7 +60,7 @@ train_cache = sa.Table(
 PARTIAL_TABLE = "nas_train_partial_v1"
 partial_trainings = sa.Table(
     PARTIAL_TABLE, metadata,
-    sa.Column("arch_id", sa.String(64), primary_key=True),
+    sa.Column("arch_id", sa.String(ID_CHARS), primary_key=True),
     sa.Column("config_hash", sa.String(64), primary_key=True),
     sa.Column("data_id", sa.String(64), primary_key=True),
     sa.Column("step", sa.Integer, nullable=False),          # the rung it stopped at
@@ -89,6 +91,12 @@ def _json_safe(curve: list[list[float]]) -> str:
     return json.dumps([[a, None if isinstance(b, float) and not math.isfinite(b) else b] for a, b in curve])
 
 
+def row_id(arch_id: str) -> str:
+    """The arch_id column's value: the id itself, or the sha256 of a longer one (a user's graph, ``onnx-`` and the
+    sha256 of its file, latency_db/keys.py), so that it fits the 64 characters the existing tables have."""
+    return arch_id if len(arch_id) <= ID_CHARS else hashlib.sha256(arch_id.encode()).hexdigest()
+
+
 class TrainCache:
     """``get`` / ``put`` of TrainResults by (arch_id, config_hash, data_id)."""
 
@@ -102,7 +110,7 @@ class TrainCache:
         """The cached result with its weights, or None."""
         t = train_cache.c
         query = sa.select(train_cache).where(
-            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id)
+            t.arch_id == row_id(arch_id), t.config_hash == config_hash, t.data_id == data_id)
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
@@ -156,7 +164,7 @@ class TrainCache:
         """The stored checkpoint of a training stopped at a rung, or None (also for a row that cannot be read)."""
         t = partial_trainings.c
         query = sa.select(t.step, t.tensors, t.meta).where(
-            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id)
+            t.arch_id == row_id(arch_id), t.config_hash == config_hash, t.data_id == data_id)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
@@ -171,7 +179,7 @@ class TrainCache:
     def put_partial(self, arch_id: str, config_hash: str, data_id: str, checkpoint: Checkpoint) -> None:
         """Store a checkpoint unless one from a later step is already there (workers may race)."""
         values = {
-            "arch_id": arch_id, "config_hash": config_hash, "data_id": data_id, "step": checkpoint.step,
+            "arch_id": row_id(arch_id), "config_hash": config_hash, "data_id": data_id, "step": checkpoint.step,
             "tensors": st_save({k: v.contiguous() for k, v in checkpoint.tensors.items()}),
             "meta": json.dumps(checkpoint.meta), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -197,14 +205,14 @@ class TrainCache:
     def _delete_partial(conn: sa.Connection, arch_id: str, config_hash: str, data_id: str) -> None:
         t = partial_trainings.c
         conn.execute(partial_trainings.delete().where(
-            t.arch_id == arch_id, t.config_hash == config_hash, t.data_id == data_id))
+            t.arch_id == row_id(arch_id), t.config_hash == config_hash, t.data_id == data_id))
 
     @retry_transient
     def put(self, arch_id: str, config_hash: str, data_id: str, result: TrainResult,
             train_config: dict[str, Any] | None = None) -> bool:
         """Insert unless the key exists; True when this call inserted the row."""
         values = {
-            "arch_id": arch_id, "config_hash": config_hash, "data_id": data_id,
+            "arch_id": row_id(arch_id), "config_hash": config_hash, "data_id": data_id,
             "psnr_db": _num(result.psnr_db), "bicubic_psnr_db": _num(result.bicubic_psnr_db),
             "psnr_gain_db": _num(result.psnr_gain_db), "ssim": _num(result.ssim),
             "shift_consistency_db": _num(result.shift_consistency_db),
