@@ -14,7 +14,7 @@ from torch import nn
 
 from nas.training.data import PatchSampler, TaskData, val_pairs
 from nas.training.metrics import parse_loss, psnr, ssim, temporal_psnr
-from nas.training.train import TrainResult, baseline, lr_factor, param_groups
+from nas.training.train import TrainResult, baseline, optimizer_for, train_step
 
 if TYPE_CHECKING:
     from nas.baseline.load import Baseline
@@ -121,7 +121,7 @@ def retrained(b: Baseline, data: TaskData, config: TrainConfig, device: str = "c
 
 
 def _train_plain(b: Baseline, data: TaskData, config: TrainConfig, device: str) -> TrainResult:
-    """The training loop of ``retrained`` (short_train's schedule, sampler and optimizer on a converted module)."""
+    """The training loop of ``retrained``: short_train's sampler, optimizer, schedule and step on a converted module."""
     from search_spaces.onnx_import import to_module
 
     dev = torch.device(device)
@@ -135,20 +135,13 @@ def _train_plain(b: Baseline, data: TaskData, config: TrainConfig, device: str) 
         net = net.to(dev).train()
         sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                                noise_sigma=config.noise_sigma)
-        opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
+        opt, sched = optimizer_for(net, config)
         diverged = False
         for _ in range(config.steps):
             inp, tgt = sampler.batch(config.batch_size)
-            loss = loss_fn(net(inp.to(dev)), tgt.to(dev))
-            if not math.isfinite(loss.item()):
+            if not math.isfinite(train_step(net, inp.to(dev), tgt.to(dev), loss_fn, opt, sched)):
                 diverged = True
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
         net.eval()
         pairs = [(i.to(dev), t.to(dev)) for i, t in val_pairs(data, config.noise_sigma)]
         judged = judge(net, pairs, data.kind, data.scale, data.val_sequence)

@@ -273,6 +273,27 @@ def param_groups(net: torch.nn.Module, lr: float, lr_fan_in: int) -> list[dict[s
     return groups
 
 
+def optimizer_for(net: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.Adam, Any]:
+    """Adam over the fan-in groups and the warm-up + cosine schedule of every training here (candidates, baselines)."""
+    opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
+    warmup = min(config.warmup_steps, config.steps // 2)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, config.steps, warmup))
+
+
+def train_step(net: torch.nn.Module, inp: torch.Tensor, tgt: torch.Tensor, loss_fn: Callable[..., torch.Tensor],
+               opt: torch.optim.Optimizer, sched: Any) -> float:
+    """One optimizer step on a batch already on the device; returns the loss, and takes no step when it is not finite
+    (the caller stops: the training diverged)."""
+    loss = loss_fn(net(inp), tgt)
+    value = loss.item()
+    if math.isfinite(value):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return value
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[None]:
     """Fork the CPU RNG (the caller's stream is untouched) and pin cuDNN to deterministic kernels."""
@@ -323,9 +344,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         net = reparameterize(build(spec), config.reparam, keep=False).to(dev, memory_format=layout).train()
         sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                                noise_sigma=config.noise_sigma)
-        opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, config.steps, min(config.warmup_steps, config.steps // 2)))
+        opt, sched = optimizer_for(net, config)
         loss_curve: list[list[float]] = []
         val_curve: list[list[float]] = []
         checks: dict[int, Validation] = {}  # the validation at each rung passed, for a checkpoint
@@ -348,16 +367,10 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                     break
         for step in range(first, config.steps + 1) if stopped is None else ():
             inp, tgt = sampler.batch(config.batch_size)   # (B,3,p,p), (B,3,ps,ps)
-            inp, tgt = inp.to(dev, memory_format=layout), tgt.to(dev)
-            loss = loss_fn(net(inp), tgt)
-            loss_value = loss.item()
+            loss_value = train_step(net, inp.to(dev, memory_format=layout), tgt.to(dev), loss_fn, opt, sched)
             if not math.isfinite(loss_value):
                 diverged = True
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
             acc += loss_value
             n_acc += 1
             if step % window == 0 or step == config.steps:
