@@ -205,8 +205,8 @@ def test_the_verification_round_can_change_the_winner() -> None:
 def test_gpu_protocols_keep_trtexec_s_and_old_cpu_rows_keep_theirs() -> None:
     """Issue #24 changes CPU timing only: GPU protocols have no window plan (one trtexec-style block, as before),
     and the v1 CPU protocols stay selectable under their own names, so their rows never answer for v2 ones."""
+    from latency_db.backends.cpu import CPU_PROTOCOLS
     from latency_db.backends.cuda_timing import GPU_PROTOCOLS
-    from latency_db.backends.onnxruntime import CPU_PROTOCOLS
 
     assert {p.name for p in GPU_PROTOCOLS.values()} == {"gpu-fast-v1", "gpu-trtexec-v1"}
     assert all(p.windows is None for p in GPU_PROTOCOLS.values())

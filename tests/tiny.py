@@ -43,7 +43,7 @@ def copy_as_gated(db: Path, run_dir: Path, dest: Path) -> str:
 
     import optuna
 
-    from latency_db.backends.onnxruntime import CPU_PROTOCOLS
+    from latency_db.backends.cpu import CPU_PROTOCOLS
     from latency_db.measure import visits_details, visits_of
     from latency_db.windows import estimate_ms
 

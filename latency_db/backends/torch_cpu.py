@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from latency_db.backends.base import Backend, HostSession, Session
-from latency_db.backends.onnxruntime import CPU_PROTOCOLS
+from latency_db.backends.base import HostSession, Session
+from latency_db.backends.cpu import CpuBackend
 from latency_db.candidates import Candidate, build_module
-from latency_db.fingerprint import cpu_fingerprint, library_version, physical_cores
 from latency_db.workload import Workload
 
 
@@ -37,25 +35,9 @@ class _TorchCpuSession(HostSession):
             torch.set_num_threads(previous)
 
 
-class TorchCpuBackend(Backend):
+class TorchCpuBackend(CpuBackend):
     name = "torch-cpu"
-    is_gpu = False
-    default_io_dtype = "fp32"
-    protocols = CPU_PROTOCOLS
-
-    def __init__(self, protocol: str = "fast", threads: int | None = None) -> None:
-        super().__init__(protocol)
-        self.threads = threads or physical_cores()
-
-    @classmethod
-    def available(cls) -> bool:
-        return importlib.util.find_spec("torch") is not None
-
-    def version(self) -> str:
-        return library_version("torch") or "unknown"
-
-    def _device_fingerprint(self) -> dict[str, Any]:
-        return cpu_fingerprint(self.threads)
+    library = "torch"
 
     def builder_settings(self, workload: Workload) -> dict[str, Any]:
         return {"mode": "eager", "inference_mode": True, "memory_format": "contiguous", "threads": self.threads}
