@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import MetaData, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from latency_db.paths import cache_dir
 from search_spaces.errors import UsageError
@@ -77,3 +78,28 @@ def schema_lock(conn: Any) -> None:
     to race: two workers collide on ``pg_type``'s unique index). SQLite serializes writers itself."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_ID})
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create ``metadata``'s tables once, however many workers start at the same moment: under the schema lock on
+    PostgreSQL; SQLite serializes writers itself, and a worker that loses the race sees "already exists"."""
+    try:
+        with engine.begin() as conn:
+            schema_lock(conn)
+            metadata.create_all(conn, checkfirst=True)
+    except OperationalError as exc:
+        if "already exists" not in str(exc):
+            raise
+
+
+def insert_or_ignore(engine: Engine, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the row unless its primary key is there (the tables beside the latency rows keep the first writer's
+    row: the same key computes the same result); True when this call inserted it."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
+    try:
+        with engine.begin() as conn:
+            if dialect is None:
+                return conn.execute(table.insert().values(values)).rowcount == 1
+            return conn.execute(dialect.insert(table).values(values).on_conflict_do_nothing()).rowcount == 1
+    except IntegrityError:  # other dialects: the key is already there
+        return False

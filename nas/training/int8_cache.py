@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from latency_db.engine import schema_lock
+from latency_db.engine import create_tables, insert_or_ignore
 from latency_db.retry import retry_transient
 from nas.training.quantize import Int8Result
 
@@ -41,13 +40,7 @@ class Int8Cache:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        try:
-            with engine.begin() as conn:
-                schema_lock(conn)
-                metadata.create_all(conn, checkfirst=True)
-        except sa.exc.OperationalError as exc:  # SQLite: another worker created it first
-            if "already exists" not in str(exc):
-                raise
+        create_tables(engine, metadata)
 
     @retry_transient
     def get(self, arch_id: str, key: str, data_id: str) -> Int8Result | None:
@@ -70,12 +63,4 @@ class Int8Cache:
                   "graph": result.graph,
                   "weights": st_save({k: v.contiguous() for k, v in result.state_dict.items()}),
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(self.engine.dialect.name)
-        try:
-            with self.engine.begin() as conn:
-                if dialect is None:
-                    conn.execute(int8_cache.insert().values(values))
-                else:
-                    conn.execute(dialect.insert(int8_cache).values(values).on_conflict_do_nothing())
-        except sa.exc.IntegrityError:  # other dialects: the key is already there
-            return
+        insert_or_ignore(self.engine, int8_cache, values)

@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from latency_db.engine import make_engine, schema_lock
+from latency_db.engine import create_tables, insert_or_ignore, make_engine
 from latency_db.retry import retry_transient
 from nas.training.train import Checkpoint, CheckpointMismatch, TrainResult
 
@@ -70,19 +70,6 @@ partial_trainings = sa.Table(
 )
 
 
-def create_table(engine: Engine) -> None:
-    """Create the tables once, however many workers start at the same moment: under the database's one
-    schema lock on PostgreSQL (latency_db/engine.py); SQLite serializes writers itself, and a worker
-    that loses the race sees "already exists" and moves on."""
-    try:
-        with engine.begin() as conn:
-            schema_lock(conn)
-            metadata.create_all(conn, checkfirst=True)
-    except sa.exc.OperationalError as exc:
-        if "already exists" not in str(exc):
-            raise
-
-
 def _num(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
@@ -103,7 +90,7 @@ class TrainCache:
     def __init__(self, url: str | Engine) -> None:
         """``url``: the latency database (a URL or a bare SQLite path), or an engine already open on it."""
         self.engine = url if isinstance(url, Engine) else make_engine(url)
-        create_table(self.engine)
+        create_tables(self.engine, metadata)
 
     @retry_transient
     def get(self, arch_id: str, config_hash: str, data_id: str) -> TrainResult | None:
@@ -223,15 +210,4 @@ class TrainCache:
             "train_config": json.dumps(train_config or {}, sort_keys=True),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        name = self.engine.dialect.name
-        if name == "sqlite":
-            stmt = sqlite.insert(train_cache).values(values).on_conflict_do_nothing()
-        elif name == "postgresql":
-            stmt = postgresql.insert(train_cache).values(values).on_conflict_do_nothing()
-        else:
-            stmt = train_cache.insert().values(values)
-        try:
-            with self.engine.begin() as conn:
-                return conn.execute(stmt).rowcount == 1
-        except sa.exc.IntegrityError:  # other dialects: the key is already there
-            return False
+        return insert_or_ignore(self.engine, train_cache, values)
