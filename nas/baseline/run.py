@@ -55,7 +55,7 @@ def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: L
              final_steps: int | None = None) -> list[dict[str, Any]]:
     """run.json's ``baselines``: each graph's latency (on every target of a ``--target`` search), its quality as
     the user has it, and retrained (through the training ``cache`` when given); with ``final_steps`` (a search with
-    finalists) retrained again as long as the finalists, under ``retrained_final``."""
+    finalists, or the bench's long training) retrained again that long, under ``retrained_final``."""
     from dataclasses import replace
 
     from latency_db.candidates import counts_for
@@ -75,7 +75,7 @@ def evaluate(baselines: list[Baseline], target: Target, data: TaskData, store: L
             say(f"baseline {b.name}: retraining from scratch, {target.train_config.steps} steps")
             again = retrained(b, data, target.train_config, target.device, cache)
             if final_steps:
-                say(f"baseline {b.name}: retraining from scratch as the finalists are, {final_steps} steps")
+                say(f"baseline {b.name}: retraining from scratch again, {final_steps} steps (the longer training)")
                 final = retrained(b, data, replace(target.train_config, steps=final_steps), target.device, cache)
         else:
             say(f"baseline {b.name}: does not convert to PyTorch ({b.note}): shown as the user has it only")

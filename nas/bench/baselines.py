@@ -4,7 +4,6 @@ with the bench's short and long trainings, and tabulated against each budget."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nas.bench.render import db_text, ms_text
@@ -18,17 +17,12 @@ if TYPE_CHECKING:
 def bench_baselines(baselines: list[Baseline], search: Search, long_steps: int,
                     say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Each baseline's search record (latency, as given, retrained short) plus its retraining at ``long_steps``."""
-    from nas.baseline.quality import retrained
     from nas.baseline.run import evaluate
 
-    target = search.target
-    records = evaluate(baselines, target, search.data, search.store, say, cache=search.train_cache)
-    for b, record in zip(baselines, records, strict=True):
-        record["retrained_long"] = None
-        if b.converts:
-            say(f"baseline {b.name}: long retraining, {long_steps} steps")
-            record["retrained_long"] = retrained(b, search.data, replace(target.train_config, steps=long_steps),
-                                                 target.device, search.train_cache)
+    records = evaluate(baselines, search.target, search.data, search.store, say, cache=search.train_cache,
+                       final_steps=long_steps)
+    for record in records:
+        record["retrained_long"] = record.pop("retrained_final")
     return records
 
 
