@@ -112,6 +112,18 @@ def tiny_run_dir(tiny_search: dict) -> Path:
     return tiny_search["run_dir"]
 
 
+# The files that take minutes (their durations in reports/test_suite.md), longest first. Under xdist each file goes
+# whole to one worker in collection order, so these start first and the run does not end waiting on one of them.
+LONG_FILES = ("test_bench.py", "test_pruning.py", "test_cluster.py", "test_agents.py", "test_export.py",
+              "test_faults.py", "test_scaleout.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collect LONG_FILES first, in that order; every file keeps its tests together and in order (a stable sort)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     """A test that needs the session's tiny search is slow: the search trains a dozen nets."""
     if set(getattr(item, "fixturenames", ())) & {"tiny_search", "tiny_run_dir"}:
