@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from baseline_nets import write_nets
 from test_agents import (  # noqa: F401  (agents, db_url, env: fixtures this module's tests take)
+    ONE_TRIAL,
     SEARCH,
     WORKLOAD,
     Agents,
@@ -40,8 +41,8 @@ def test_a_search_with_a_target_and_a_baseline_times_the_graph_on_the_agent(agen
     a, a_id = agents.start("cpu1")
     net = write_nets(tmp_path)["rgb"]
     run_dir = tmp_path / "run"
-    proc = run_nas(*SEARCH, "--target", "cpu1=1000", "--baseline", f"mine={net}", "--latency-db", agents.url,
-                   "--run-dir", str(run_dir))
+    proc = run_nas(*SEARCH, *ONE_TRIAL, "--target", "cpu1=1000", "--baseline", f"mine={net}", "--latency-db",
+                   agents.url, "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     data = net.read_bytes()
     graph_jobs = [j for j in queue.jobs_of("cpu1") if j.kind == GRAPH]

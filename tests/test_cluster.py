@@ -24,7 +24,9 @@ from tiny import NO_FINALISTS
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TINY = ["--trials", "2", "--train-steps", "20", "--input-size", "32x48", "--backend", "onnxruntime", "--seed", "0",
+# one trial per worker: the recipe's claims (every worker exits 0, reports the whole study and exports the same
+# winner) hold for any share, and each of the three workers still runs a trial of its own
+TINY = ["--trials", "1", "--train-steps", "20", "--input-size", "32x48", "--backend", "onnxruntime", "--seed", "0",
         *NO_FINALISTS]
 HEARTBEAT = "1,3"
 
@@ -77,7 +79,7 @@ def test_the_readme_cluster_recipe_finishes_on_every_worker(postgres_url: str, t
 
     study = finished(load_trials(url, "sr2x-4ms"))
     numbers = {t.number for t in study}
-    assert len(numbers) >= 6  # 3 workers x 2 trials
+    assert len(numbers) >= 3  # 3 workers x 1 trial
     runs = [tmp_path / "runs" / h for h in hosts]
     for run in runs:
         assert report_trials(run / "report.html") == numbers, run
@@ -180,7 +182,9 @@ def test_a_worker_killed_at_any_moment_leaves_nothing_half_written(postgres_url:
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-        time.sleep(HEARTBEAT[1] + 1)  # the killed worker's trial is stale now: the next ask retries it
+    # the last killed worker's trial is stale now (the earlier ones' are older): the next ask fails them all and
+    # queues their retries, which the last run must do before it exits
+    time.sleep(HEARTBEAT[1] + 1)
     assert finish(start([*shared, "--run-dir", str(run)], env_for(tmp_path)))["this_run"]["trials"] >= 0
 
     trials = load_trials(url, "kills")
