@@ -16,6 +16,11 @@ from pathlib import Path
 import pytest
 from tiny import TINY_ARGS, run_nas
 
+# Every worker, and every process a test starts, runs torch on one thread: with torch's default (one per core) in
+# each of the workers, the suite spent 1595 CPU-seconds against 1145 with one, the rest in threads waiting for
+# cores that the other workers held (reports/test_suite.md, "Fifth session"). Latency backends set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def _pg_bindir() -> str | None:
     """Directory holding initdb and pg_ctl: on PATH, else the newest /usr/lib/postgresql/*/bin."""
@@ -114,8 +119,8 @@ def tiny_run_dir(tiny_search: dict) -> Path:
 
 # The files that take minutes (their durations in reports/test_suite.md), longest first. Under xdist each file goes
 # whole to one worker in collection order, so these start first and the run does not end waiting on one of them.
-LONG_FILES = ("test_bench.py", "test_pruning.py", "test_cluster.py", "test_agents.py", "test_export.py",
-              "test_faults.py", "test_scaleout.py")
+LONG_FILES = ("test_pruning.py", "test_bench.py", "test_cluster.py", "test_agents.py", "test_export.py",
+              "test_scaleout.py", "test_faults.py", "test_search.py", "test_report.py", "test_baseline.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
