@@ -179,6 +179,7 @@ class LatencyStore:
                 inserted += len(conn.execute(stmt, row).all())
         return inserted
 
+    @retry_transient
     def replace(self, key_hash: str, values: dict[str, Any]) -> None:
         """Overwrite a stored row's measured values (``nas db verify --fix``); its key never changes."""
         keyed = {"id", "key_hash", "key_json", "arch_id", "backend", "backend_version", "protocol", "batch",
@@ -187,6 +188,7 @@ class LatencyStore:
             conn.execute(latency.update().where(latency.c.key_hash == key_hash)
                          .values({k: v for k, v in values.items() if k not in keyed}))
 
+    @retry_transient
     def get_row(self, arch_id: str) -> dict[str, Any] | None:
         """The first stored row of ``arch_id`` (any key), or None."""
         with self.engine.connect() as conn:
@@ -194,11 +196,14 @@ class LatencyStore:
             row = conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    @retry_transient
     def add_canary(self, values: dict[str, Any]) -> None:
-        """Append one canary reading."""
+        """Append one canary reading (retried like every call here: a reading whose commit was lost with the
+        connection may be stored twice, which the drift check's median reads as one)."""
         with self.engine.begin() as conn:
             conn.execute(canary_runs.insert().values(**values))
 
+    @retry_transient
     def canary_history(self, scope_hash: str, canary: str) -> list[dict[str, Any]]:
         """Every reading of ``canary`` in this scope, oldest first."""
         q = (select(canary_runs).where(canary_runs.c.scope_hash == scope_hash, canary_runs.c.canary == canary)
@@ -206,12 +211,14 @@ class LatencyStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    @retry_transient
     def put_spec(self, arch_id: str, spec_json: str) -> None:
         """Remember the architecture behind ``arch_id`` (insert-or-ignore)."""
         stmt = self._insert()(arch_specs).on_conflict_do_nothing(index_elements=["arch_id"])
         with self.engine.begin() as conn:
             conn.execute(stmt, {"arch_id": arch_id, "spec_json": spec_json})
 
+    @retry_transient
     def specs(self, arch_ids: list[str] | None = None) -> dict[str, str]:
         """Stored spec JSON by arch_id (all of them, or those of ``arch_ids``)."""
         q = select(arch_specs.c.arch_id, arch_specs.c.spec_json)
@@ -220,6 +227,7 @@ class LatencyStore:
         with self.engine.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(q)}
 
+    @retry_transient
     def rows_where(self, **equal: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal the given values (e.g. backend=..., protocol=..., status='ok')."""
         q = select(latency).where(*[latency.c[k] == v for k, v in equal.items()]).order_by(latency.c.id)

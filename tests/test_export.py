@@ -67,7 +67,8 @@ print("safetensors used:", "safetensors" in sys.modules)
 
 def run_clean(script: Path, *args: str, cwd: Path, also_block: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run ``script`` in a subprocess with a clean environment where this project cannot be imported."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "OMP_NUM_THREADS": "2"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # one thread, as every test process (conftest)
     blocked = ",".join(PROJECT_PACKAGES + also_block)
     return subprocess.run([sys.executable, "-I", "-c", PRELUDE, blocked, str(script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300, check=False)

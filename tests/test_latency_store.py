@@ -10,9 +10,11 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from latency_db import LatencyKey, LatencyStore, StoreError, Workload
 from latency_db.fingerprint import canonical
@@ -256,3 +258,51 @@ def test_a_database_from_before_the_spec_and_canary_tables_gets_them_and_keeps_i
     assert again.count() == 1 and again.get(KEY)["median_ms"] == 1.5
     again.put_spec("a" * 64, "{}")
     assert again.specs() == {"a" * 64: "{}"} and again.canary_history("x", "canary-v1") == []
+
+
+class LosesItsNextConnection:
+    """The store's engine, except that its next connection fails as one does during a PostgreSQL restart."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.lost = engine, False
+
+    def _lose_once(self) -> None:
+        if not self.lost:
+            self.lost = True
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    def connect(self) -> Any:
+        self._lose_once()
+        return self.engine.connect()
+
+    def begin(self) -> Any:
+        self._lose_once()
+        return self.engine.begin()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+CANARY = {"scope_hash": "s" * 64, "scope_json": "{}", "canary": "canary-v1", "median_ms": 1.0, "cov": 0.01,
+          "context": "search", "measured_at": "2026-12-05T00:00:00+00:00"}
+CALLS = {  # every call a search worker makes on the store (a worker killed by one was seen during a restart)
+    "put_spec": lambda s: s.put_spec("b" * 64, "{}"), "specs": lambda s: s.specs(), "get": lambda s: s.get(KEY),
+    "get_row": lambda s: s.get_row(KEY.arch_id), "rows_where": lambda s: s.rows_where(status="ok"),
+    "replace": lambda s: s.replace(KEY.digest, {"median_ms": 1.25}), "add_canary": lambda s: s.add_canary(CANARY),
+    "canary_history": lambda s: s.canary_history("s" * 64, "canary-v1"), "count": lambda s: s.count(),
+    "put": lambda s: s.put(replace_key(KEY), row()),
+}
+
+
+def replace_key(key: LatencyKey) -> LatencyKey:
+    return dataclasses.replace(key, arch_id="c" * 64)
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_every_call_rides_out_a_lost_connection(call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("latency_db.retry.FIRST_DELAY_S", 0.01)
+    store = LatencyStore(f"sqlite:///{tmp_path / 'latency.db'}")
+    store.put(KEY, row())
+    engine = store.engine = LosesItsNextConnection(store.engine)
+    CALLS[call](store)
+    assert engine.lost  # the call met the lost connection, and went on
