@@ -199,7 +199,7 @@ class LatencyStore:
     @retry_transient
     def add_canary(self, values: dict[str, Any]) -> None:
         """Append one canary reading (retried like every call here: a reading whose commit was lost with the
-        connection may be stored twice, which the drift check's median reads as one)."""
+        connection may be stored twice; the canary's baseline, a median of its first readings, barely moves)."""
         with self.engine.begin() as conn:
             conn.execute(canary_runs.insert().values(**values))
 

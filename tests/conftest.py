@@ -17,8 +17,9 @@ import pytest
 from tiny import TINY_ARGS, run_nas
 
 # Every worker, and every process a test starts, runs torch on one thread: with torch's default (one per core) in
-# each of the workers, the suite spent 1595 CPU-seconds against 1145 with one, the rest in threads waiting for
-# cores that the other workers held (reports/test_suite.md, "Fifth session"). Latency backends set their own.
+# each of the workers, the suite spent 1595 CPU-seconds against 1145 with one (most likely threads spinning while a
+# sibling waited for a core the other workers held; reports/test_suite.md, "Fifth session"). Latency backends set
+# their own thread counts.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
