@@ -84,6 +84,23 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test process (each xdist worker) gets its own NAS_CACHE_DIR, like a machine of its own: its own
+    device lock, default latency database and predictor files. With the user's cache dir shared, every search of
+    every worker took one device lock for each training and measurement, and waited for the others' (a search in
+    a pruning test waited 45 of its 67 s; reports/test_suite.md, "Sixth session"); nothing is written to the
+    user's cache either. A test that needs another sets its own (monkeypatch or a subprocess's environment)."""
+    path = tmp_path_factory.mktemp("nas_cache")
+    before = os.environ.get("NAS_CACHE_DIR")
+    os.environ["NAS_CACHE_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("NAS_CACHE_DIR", None)
+    else:
+        os.environ["NAS_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A SQLAlchemy URL to the ``postgres`` database of the session's PostgreSQL server."""
@@ -118,10 +135,14 @@ def tiny_run_dir(tiny_search: dict) -> Path:
     return tiny_search["run_dir"]
 
 
-# The files that take minutes (their durations in reports/test_suite.md), longest first. Under xdist each file goes
-# whole to one worker in collection order, so these start first and the run does not end waiting on one of them.
-LONG_FILES = ("test_pruning.py", "test_bench.py", "test_cluster.py", "test_agents.py", "test_export.py",
-              "test_scaleout.py", "test_faults.py", "test_search.py", "test_report.py", "test_baseline.py")
+# The files that take minutes (their durations in reports/test_suite.md), in the order the workers start them. Under
+# xdist each file goes whole to one worker in collection order (pyproject.toml turns off xdist's reordering by test
+# count): each worker starts one of the first three and takes the next file when its own is nearly done. The first
+# starts the session's tiny search at once, the next two need none, and the files that need it come later: no
+# worker waits for it while there is other work.
+LONG_FILES = ("test_export.py", "test_bench.py", "test_agents.py", "test_pruning.py", "test_cluster.py",
+              "test_faults.py", "test_report.py", "test_search.py", "test_scaleout.py", "test_baseline.py",
+              "test_agent_graphs.py", "test_bad_input.py", "test_int8.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
