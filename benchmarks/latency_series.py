@@ -9,12 +9,11 @@ Shows how the machine's speed changes over tens of seconds with nothing else run
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
-import onnxruntime as ort
 from process_offset import H, W, spec_of
+from spinning_ab import session, window_median
 
 from latency_db import workload_for
 from latency_db.backends.base import export_graph
@@ -28,23 +27,12 @@ def main() -> None:
     args = parser.parse_args()
     spec = spec_of(args.net)
     workload = workload_for(spec, H, W, "fp32")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", args.spinning)
-    sess = ort.InferenceSession(export_graph(spec, workload), opts, providers=["CPUExecutionProvider"])
+    sess = session(export_graph(spec, workload), args.spinning)
     feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random(workload.shape, dtype=np.float32)}
     medians: list[float] = []
     end = time.time() + args.seconds
     while time.time() < end:
-        runs: list[float] = []
-        w0 = time.perf_counter()
-        while time.perf_counter() - w0 < 0.5:
-            t = time.perf_counter()
-            sess.run(None, feed)
-            runs.append((time.perf_counter() - t) * 1e3)
-        medians.append(statistics.median(runs))
+        medians.append(window_median(sess, feed))
     print(f"{args.net} spinning={args.spinning}:", " ".join(f"{m:.2f}" for m in medians))
 
 

@@ -29,6 +29,17 @@ def session(graph: bytes, spinning: str) -> ort.InferenceSession:
     return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
+def window_median(sess: ort.InferenceSession, feed: dict, seconds: float = 0.5) -> float:
+    """Run ``sess`` back to back for ``seconds``; the median run in ms."""
+    runs: list[float] = []
+    w0 = time.perf_counter()
+    while time.perf_counter() - w0 < seconds:
+        t = time.perf_counter()
+        sess.run(None, feed)
+        runs.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", default="random-17")
@@ -46,13 +57,7 @@ def main() -> None:
             feed = {sess.get_inputs()[0].name: x}
             for _ in range(5):  # warm the session's threads after the other session's window
                 sess.run(None, feed)
-            runs: list[float] = []
-            w0 = time.perf_counter()
-            while time.perf_counter() - w0 < 0.5:
-                t = time.perf_counter()
-                sess.run(None, feed)
-                runs.append((time.perf_counter() - t) * 1e3)
-            medians[spinning].append(statistics.median(runs))
+            medians[spinning].append(window_median(sess, feed))
     for spinning, ms in medians.items():
         best = min(ms)
         slow = sum(m > 1.1 * best for m in ms)
