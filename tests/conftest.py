@@ -92,13 +92,9 @@ def worker_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     a pruning test waited 45 of its 67 s; reports/test_suite.md, "Sixth session"); nothing is written to the
     user's cache either. A test that needs another sets its own (monkeypatch or a subprocess's environment)."""
     path = tmp_path_factory.mktemp("nas_cache")
-    before = os.environ.get("NAS_CACHE_DIR")
-    os.environ["NAS_CACHE_DIR"] = str(path)
-    yield path
-    if before is None:
-        os.environ.pop("NAS_CACHE_DIR", None)
-    else:
-        os.environ["NAS_CACHE_DIR"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NAS_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
