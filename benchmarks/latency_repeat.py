@@ -1,8 +1,9 @@
 """Repeat agreement of a CPU timing protocol: the same nets timed afresh in separate processes, minutes apart.
 
 ``run`` times random sr2x nets (fixed seeds; 50 at 135x240, 20 at 540x960) and every sr2x reference, with the old
-protocol (``fast-v1``: one block, its median) and the new one (``fast``: visits, minimum of window
-medians, rows settled by interleaved visits), each in a fresh empty database, and appends one JSON line
+protocol (``fast-v2`` by default: visits, the minimum of window medians, rows settled by interleaved visits;
+``fast-v1``: one block, its median) and the new one (``fast``, cpu-fast-v3: v2 with slow spells waited out),
+each in a fresh empty database, and appends one JSON line
 per (protocol, size) to OUT: each net's latency, and the wall seconds the whole protocol took per net
 (export, session build, timing and any wait included). ``report`` pairs the first two runs of each
 protocol and size: the share of nets whose two latencies agree within +-10 %, and the time per net.
@@ -63,6 +64,8 @@ def time_all(protocol: str, h: int, w: int, load: bool) -> dict:
         busy = others_cpus(before, snapshot())
         rows = store.rows_where(status="ok")
         windows = {row["arch_id"]: [list(v.medians_ms) for v in visits_of(row)] for row in rows}
+        probes = {row["arch_id"]: [[v.probe_ms, v.probe_best_ms, v.spell_waited_s] for v in visits_of(row)]
+                  for row in rows}
         store.engine.dispose()
     return {"protocol": backend.protocol.name, "h": h, "w": w, "at": started, "load": load,
             "wall_s": round(wall, 2), "per_net_s": round(wall / len(items), 3), "others_cpus": busy,
@@ -70,6 +73,8 @@ def time_all(protocol: str, h: int, w: int, load: bool) -> dict:
             "visits": {name: r.visits for (name, _), r in zip(named, results)},
             "first_ms": {name: r.first_ms for (name, _), r in zip(named, results)},
             "windows": {name: windows.get(spec.arch_id, []) for name, spec in named},  # per visit, window medians
+            # v3, per visit: the spell probe's reading, its best in the process then, the seconds a spell cost
+            "probes": {name: probes.get(spec.arch_id, []) for name, spec in named},
             "contended": sum(1 for r in results if r.contended)}
 
 
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.load else None
     try:
         with Path(args.out).open("a") as fh:
-            for h, w in sizes:  # the v1 and v2 timings of one size follow each other; a second run comes 10+ min later
+            for h, w in sizes:  # the protocols' timings of one size follow each other; a second run comes 10+ min later
                 for protocol in args.protocols.split(","):
                     fh.write(json.dumps(time_all(protocol, h, w, args.load)) + "\n")
                     fh.flush()
@@ -114,7 +119,7 @@ def report(args: argparse.Namespace) -> None:
     for (load, protocol, h, w), every in sorted(runs.items()):
         ups = sorted(d["first_ms"][n] / d["latency_ms"][n] for d in every for n in d["latency_ms"]
                      if d["latency_ms"][n] and d["first_ms"].get(n))
-        if not protocol.endswith("v2") or not ups:
+        if protocol.endswith("v1") or not ups:
             continue
         q = statistics.quantiles(ups, n=100)
         print(f"| {'1 busy core' if load else 'quiet'} | {h}x{w} | {len(ups)} | {statistics.median(ups):.3f} |"
@@ -138,7 +143,7 @@ def replay(runs: dict[tuple[bool, str, int, int], list[dict]]) -> None:
     print()
     print("| load | protocol | size | runs at | nets | " + " | ".join(ESTIMATORS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(ESTIMATORS))
-    stored = {k: [d for d in every if d.get("windows")] for k, every in runs.items() if k[1].endswith("v2")}
+    stored = {k: [d for d in every if d.get("windows")] for k, every in runs.items() if not k[1].endswith("v1")}
     for (load, protocol, h, w), a, b in pairs(stored):
         names = [n for n in a["windows"] if a["windows"][n] and b["windows"].get(n)]
         cells = []
@@ -161,7 +166,7 @@ def main() -> None:
     p.add_argument("what", choices=["run", "report"])
     p.add_argument("--out", required=True)
     p.add_argument("--load", action="store_true", help="keep one core busy with another process during the run")
-    p.add_argument("--protocols", default="fast-v1,fast", help="protocols timed per size (default fast-v1,fast)")
+    p.add_argument("--protocols", default="fast-v2,fast", help="protocols timed per size (default fast-v2,fast)")
     p.add_argument("--sizes", default="", help="HxW[,HxW] (default: 135x240 and 540x960)")
     args = p.parse_args()
     run(args) if args.what == "run" else report(args)

@@ -1,4 +1,4 @@
-"""Windowed CPU timing for one-sided noise (the ``cpu-*-v2`` protocols; docs/latency.md, "CPU timing").
+"""Windowed CPU timing for one-sided noise (the ``cpu-*-v2`` and ``-v3`` protocols; docs/latency.md, "CPU timing").
 
 A CPU guest is sometimes slow for seconds at a time and never faster than when quiet; the kernel
 does not see it (no steal, no run-queue wait: docs/latency.md, "CPU timing"). So a candidate is timed in
@@ -7,7 +7,9 @@ window medians: a slow spell can only add time, and one that lasts seconds rarel
 Two visits that agree within ``settle_tol`` settle the estimate early; otherwise a third decides. A
 window during which another process kept our threads waiting for a CPU (``/proc/self/task/*/schedstat``)
 is not counted: the timer waits, bounded, for a quiet moment and goes on (and, after a wait that
-found none, does not wait again for half a minute).
+found none, does not wait again for half a minute). The v3 protocols also read a probe net before each visit
+and wait out the machine's slow spells (latency_db/spells.py); a visit taken in a spell all the same does not
+settle a row (two visits that agree must both be outside one).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latency_db.stats import percentile
+
+if TYPE_CHECKING:
+    from latency_db.spells import SpellWatch
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class WindowPlan:
     busy_cpus: float       # a window in which our threads waited longer than this (CPUs' worth) is dirty
     max_wait_s: float      # per visit, seconds spent waiting for a quiet moment at most
     max_visit_s: float     # per visit, timing seconds at most (a very slow net)
+    spell_tol: float | None = None  # v3: a probe reading this far (relative) above its best is a slow spell ...
+    max_spell_wait_s: float = 0.0   # ... which a visit waits out for this long at most (latency_db/spells.py)
 
 
 QUIET_POLL_S = 0.1  # one look at the machine's load while waiting for a quiet moment
@@ -43,12 +50,16 @@ QUIET_POLL_S = 0.1  # one look at the machine's load while waiting for a quiet m
 
 @dataclass(frozen=True)
 class Visit:
-    """One burst of windows: when it started (epoch seconds), its clean windows' medians, its dirty windows."""
+    """One burst of windows: when it started (epoch seconds), its clean windows' medians, its dirty windows;
+    v3: the probe's reading just before it, the probe's best in the process then, and the seconds a spell cost."""
 
     at: float
     medians_ms: tuple[float, ...]
     dirty: int
     waited_s: float
+    probe_ms: float | None = None
+    probe_best_ms: float | None = None
+    spell_waited_s: float = 0.0
 
     @property
     def estimate_ms(self) -> float:
@@ -56,25 +67,43 @@ class Visit:
 
     def to_dict(self) -> dict[str, Any]:
         # medians unrounded: the row's latency is their minimum, and must read back as stored
-        return {"at": round(self.at, 3), "medians_ms": list(self.medians_ms),
-                "dirty": self.dirty, "waited_s": round(self.waited_s, 3)}
+        d = {"at": round(self.at, 3), "medians_ms": list(self.medians_ms),
+             "dirty": self.dirty, "waited_s": round(self.waited_s, 3)}
+        if self.probe_ms is not None:
+            d.update(probe_ms=self.probe_ms, probe_best_ms=self.probe_best_ms,
+                     spell_waited_s=round(self.spell_waited_s, 3))
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Visit:
+        probe, best = d.get("probe_ms"), d.get("probe_best_ms")
         return cls(at=float(d["at"]), medians_ms=tuple(float(m) for m in d["medians_ms"]), dirty=int(d["dirty"]),
-                   waited_s=float(d["waited_s"]))
+                   waited_s=float(d["waited_s"]), probe_ms=None if probe is None else float(probe),
+                   probe_best_ms=None if best is None else float(best),
+                   spell_waited_s=float(d.get("spell_waited_s", 0.0)))
+
+
+def in_spell(visits: Sequence[Visit], tol: float | None) -> list[bool]:
+    """Which visits the probe read inside a slow spell: more than ``tol`` above the best probe reading any of the
+    row's visits knew of (a later visit may know a better one). None of them for a plan or row without a probe."""
+    best = [v.probe_best_ms for v in visits if v.probe_best_ms is not None]
+    if tol is None or not best:
+        return [False] * len(visits)
+    return [v.probe_ms is not None and v.probe_ms > min(best) * (1 + tol) for v in visits]
 
 
 def estimate_ms(visits: Sequence[Visit]) -> float:
-    """The protocol's estimator: the minimum of every clean window median of every visit."""
+    """The protocol's estimator: the minimum of every clean window median of every visit (a visit taken in a slow
+    spell can only be slower, so it never sets the minimum while the row holds a visit outside one)."""
     return min(v.estimate_ms for v in visits)
 
 
 def settled(visits: Sequence[Visit], plan: WindowPlan) -> bool:
-    """Enough visits: the plan's count, or two whose estimates agree within ``settle_tol``."""
+    """Enough visits: the plan's count, or two outside a slow spell whose estimates agree within ``settle_tol``."""
     if len(visits) >= plan.visits:
         return True
-    ests = sorted(v.estimate_ms for v in visits)
+    spell = in_spell(visits, plan.spell_tol)
+    ests = sorted(v.estimate_ms for v, s in zip(visits, spell, strict=True) if not s)
     return any(b <= a * (1 + plan.settle_tol) for a, b in pairwise(ests))
 
 
@@ -141,11 +170,17 @@ wait_for_quiet = QuietWait()  # this process's waiter: every visit of every back
 def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup_runs: int,
                clock: Callable[[], float] = time.perf_counter,
                waited: Callable[[], float | None] = waiting_s,
-               quiet: Callable[[float], float] = wait_for_quiet) -> tuple[Visit, list[float]]:
-    """Warm up, then time ``run`` window by window for one visit; returns it and its clean windows' samples.
+               quiet: Callable[[float], float] = wait_for_quiet,
+               probe: Callable[[], float] | None = None, watch: SpellWatch | None = None) -> tuple[Visit, list[float]]:
+    """Wait out a slow spell (v3: ``probe`` times one reading of the probe net, ``watch`` keeps its best), warm up,
+    then time ``run`` window by window for one visit; returns it and its clean windows' samples.
 
-    ``clock``, ``waited`` and ``quiet`` are the host's by default; the unit tests pass fakes.
+    ``clock``, ``waited``, ``quiet`` and ``probe`` are the host's by default; the unit tests pass fakes.
     """
+    probe_ms = probe_best_ms = None
+    spell_waited_s = 0.0
+    if plan.spell_tol is not None and probe is not None and watch is not None:
+        probe_ms, probe_best_ms, spell_waited_s = watch.wait(probe, plan.spell_tol, plan.max_spell_wait_s)
     at = time.time()
     start, n = clock(), 0
     while n < warmup_runs or clock() - start < warmup_s:
@@ -176,4 +211,5 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
     if not medians:  # a net slower than max_visit_s per window: its one window counts
         medians.append(percentile(sorted(runs), 50))
         samples.extend(runs)
-    return Visit(at=at, medians_ms=tuple(medians), dirty=dirty, waited_s=waited_s), samples
+    return Visit(at=at, medians_ms=tuple(medians), dirty=dirty, waited_s=waited_s, probe_ms=probe_ms,
+                 probe_best_ms=probe_best_ms, spell_waited_s=spell_waited_s), samples

@@ -16,7 +16,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from latency_db.candidates import Candidate, build_module
+from latency_db.candidates import Candidate, build_module, workload_for
+from latency_db.fingerprint import digest
+from latency_db.spells import PROBE_SHAPE, SPELL_PROBE, SpellWatch, probe_window, watch_for
 from latency_db.stats import percentile, summarize
 from latency_db.windows import Visit, WindowPlan, estimate_ms, time_visit
 from latency_db.workload import Workload
@@ -109,12 +111,15 @@ class HostSession(Session):
         with self.timing():
             return host_timing(self.run_once, protocol)
 
-    def visit(self, protocol: Protocol) -> RawMeasurement:
-        """One visit of a windowed protocol (CPU v2); ``build_s`` is filled in by the caller."""
+    def visit(self, protocol: Protocol, probe: Callable[[], float] | None = None,
+              watch: SpellWatch | None = None) -> RawMeasurement:
+        """One visit of a windowed protocol (CPU v2, v3 with the spell ``probe``); ``build_s`` is filled in by the
+        caller."""
         if protocol.windows is None:
             raise ValueError(f"protocol {protocol.name} has no window plan")
         with self.timing():
-            visit, samples = time_visit(self.run_once, protocol.windows, protocol.warmup_s, protocol.min_warmup_runs)
+            visit, samples = time_visit(self.run_once, protocol.windows, protocol.warmup_s, protocol.min_warmup_runs,
+                                        probe=probe, watch=watch)
         return RawMeasurement(samples_ms=tuple(samples), build_s=0.0, attempts=1, unstable=False,
                               details=dict(self.details), visits=(visit,))
 
@@ -193,7 +198,10 @@ class Backend(ABC):
         build_s = time.perf_counter() - t0
         if self.protocol.windows is not None and isinstance(session, HostSession):
             try:
-                return replace(session.visit(self.protocol), build_s=build_s)
+                if self.protocol.windows.spell_tol is None:
+                    return replace(session.visit(self.protocol), build_s=build_s)
+                probe, watch = self.spell_probe()
+                return replace(session.visit(self.protocol, probe, watch), build_s=build_s)
             finally:
                 session.close()
         try:
@@ -210,6 +218,26 @@ class Backend(ABC):
         return RawMeasurement(samples_ms=tuple(best), build_s=build_s, attempts=attempts,
                               unstable=summarize(best).cov > self.protocol.cov_threshold, details=details)
 
+
+    def spell_probe(self) -> tuple[Callable[[], float], SpellWatch]:
+        """One reading of this backend's slow-spell probe (latency_db/spells.py; its session built once per process
+        and kept), and the process's watch over its readings."""
+        workload = workload_for(SPELL_PROBE, *PROBE_SHAPE, self.default_io_dtype)
+        key = f"{self.name}/{self.quantized}/{digest(self.builder_settings(workload))}"
+        if key not in _PROBES:
+            session = self._open(SPELL_PROBE, workload)
+            if not isinstance(session, HostSession):
+                raise TypeError(f"backend {self.name} times on a device: it has no spell probe")
+            _PROBES[key] = session
+        session = _PROBES[key]
+
+        def read() -> float:
+            with session.timing():
+                return probe_window(session.run_once)
+        return read, watch_for(key)
+
+
+_PROBES: dict[str, HostSession] = {}  # spell probe sessions, one per backend setting, for the process's life
 
 GRAPH_CACHE = 32  # exported graphs kept in memory, newest first out last
 _GRAPHS: OrderedDict[tuple[str, Workload], bytes] = OrderedDict()

@@ -1,0 +1,89 @@
+"""The machine's slow spells, read by a probe network and waited out (the ``cpu-*-v3`` protocols; docs/latency.md,
+"Slow spells").
+
+On a 2-vCPU guest a small net timed with 2 threads switches, for 5-60 s at a time, between two speeds (1.2-1.5x
+apart) while the same net with 1 thread does not move, and every 2-thread net in every process is slow at the same
+moments (reports/latency_repeat.md, "Sixth session" and "Seventh session"). The kernel sees nothing (no steal, no
+wait). So before each visit the timer reads a fixed probe net, whose window median is about 1.5x its best in a
+spell and within a few % of it outside one; a reading more than ``spell_tol`` above the best seen in this process
+means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from search_spaces import ArchSpec, Conv
+
+# Never change this network: a row's probe readings are only comparable with its own. A new one needs a new name.
+# One 3x3/64 luma conv at 135x240: the most spell-sensitive of the nets measured (1.5x in a spell, 1.17 ms quiet).
+PROBE_NAME = "spell-probe-v1"
+SPELL_PROBE = ArchSpec(space="sr", scale=2, upsample="nearest", color="luma", space_to_depth=1,
+                       head=(Conv(width=64, kernel=3),), output_kernel=1)
+PROBE_SHAPE = (135, 240)
+PROBE_WINDOW_S = 0.03  # one reading: runs for this long (about 25 of the probe's), their median
+PROBE_WARM_RUNS = 3    # the candidate's runs evicted the probe's caches
+POLL_S = 0.5           # while a spell lasts, look again this often
+
+
+def probe_window(run: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
+    """One reading of the probe: a few warm runs, then runs for PROBE_WINDOW_S; their median in ms."""
+    for _ in range(PROBE_WARM_RUNS):
+        run()
+    runs: list[float] = []
+    start = clock()
+    while len(runs) < 3 or clock() - start < PROBE_WINDOW_S:
+        t = clock()
+        run()
+        runs.append((clock() - t) * 1e3)
+    return statistics.median(runs)
+
+
+class SpellWatch:
+    """One probe's best reading in this process, and the wait for a spell to end.
+
+    ``read`` returns the probe's window median and the best so far (this reading included). ``wait`` reads until
+    a reading is within ``tol`` of the best or ``budget_s`` is spent; a wait that spends its whole budget means the
+    slow speed may be the machine's speed for now, so for ``holdoff_s`` afterwards ``wait`` reads once and returns.
+    """
+
+    def __init__(self, holdoff_s: float = 60.0, poll_s: float = POLL_S,
+                 sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.monotonic) -> None:
+        self.best_ms = float("inf")
+        self.holdoff_s, self.poll_s, self.sleep, self.now = holdoff_s, poll_s, sleep, now
+        self.busy_until = float("-inf")
+
+    def read(self, probe: Callable[[], float]) -> tuple[float, float]:
+        ms = probe()
+        self.best_ms = min(self.best_ms, ms)
+        return ms, self.best_ms
+
+    def wait(self, probe: Callable[[], float], tol: float, budget_s: float) -> tuple[float, float, float]:
+        """Read the probe until it is out of a spell or the budget is spent: (probe ms, best ms, seconds waited)."""
+        start = self.now()
+        ms, best = self.read(probe)
+        if self.now() < self.busy_until:
+            return ms, best, 0.0
+        looks = 0
+        while ms > best * (1 + tol):
+            if self.now() - start >= budget_s:
+                self.busy_until = self.now() + self.holdoff_s
+                break
+            if looks:  # the first slow reading is read again at once: the candidate's runs may have evicted the probe
+                self.sleep(self.poll_s)
+            looks += 1
+            ms, best = self.read(probe)
+        return ms, best, self.now() - start
+
+
+_WATCHES: dict[str, SpellWatch] = {}
+
+
+def watch_for(key: str) -> SpellWatch:
+    """This process's watch for one probe (a backend's probe session: one per backend, threads and precision)."""
+    if key not in _WATCHES:
+        _WATCHES[key] = SpellWatch()
+    return _WATCHES[key]
