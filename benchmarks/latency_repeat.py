@@ -64,7 +64,7 @@ def time_all(protocol: str, h: int, w: int, load: bool) -> dict:
         busy = others_cpus(before, snapshot())
         rows = store.rows_where(status="ok")
         windows = {row["arch_id"]: [list(v.medians_ms) for v in visits_of(row)] for row in rows}
-        probes = {row["arch_id"]: [[v.probe_ms, v.probe_best_ms, v.spell_waited_s] for v in visits_of(row)]
+        probes = {row["arch_id"]: [[v.probe_ms, v.probe_best_ms, v.spell_waited_s, v.at] for v in visits_of(row)]
                   for row in rows}
         store.engine.dispose()
     return {"protocol": backend.protocol.name, "h": h, "w": w, "at": started, "load": load,
@@ -73,7 +73,7 @@ def time_all(protocol: str, h: int, w: int, load: bool) -> dict:
             "visits": {name: r.visits for (name, _), r in zip(named, results)},
             "first_ms": {name: r.first_ms for (name, _), r in zip(named, results)},
             "windows": {name: windows.get(spec.arch_id, []) for name, spec in named},  # per visit, window medians
-            # v3, per visit: the spell probe's reading, its best in the process then, the seconds a spell cost
+            # v3, per visit: the spell probe's reading, its best in the process then, the seconds a spell cost, when
             "probes": {name: probes.get(spec.arch_id, []) for name, spec in named},
             "contended": sum(1 for r in results if r.contended)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -20,9 +21,10 @@ from latency_db.fingerprint import host
 from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import device_lock
 from latency_db.roofline import device_peak, raise_to_measured, roofline_ms
+from latency_db.spells import unrationed
 from latency_db.stats import summarize
 from latency_db.store import LatencyStore, now_iso, open_store
-from latency_db.windows import Visit, WindowPlan, estimate_ms, settled, spread
+from latency_db.windows import Visit, WindowPlan, estimate_ms, in_spell, settled, spread
 from latency_db.workload import Workload
 from search_spaces import ArchSpec
 
@@ -52,6 +54,7 @@ class LatencyResult:
     settled: bool                  # needs no more visits (always True for unwindowed protocols)
     first_ms: float | None         # windowed protocols: the first visit's estimate (what a one-visit gate saw)
     quiet_waited_s: float          # windowed protocols: seconds the row's visits waited for other processes to pause
+    spell_waited_s: float          # v3 protocols: seconds the row's visits waited for a slow spell to end
     backend: str
     backend_version: str
     device: str
@@ -89,7 +92,7 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
     visits = visits_of(row)
     return LatencyResult(
         visits=len(visits), settled=is_settled(row), first_ms=visits[0].estimate_ms if visits else None,
-        quiet_waited_s=sum(v.waited_s for v in visits),
+        quiet_waited_s=sum(v.waited_s for v in visits), spell_waited_s=sum(v.spell_waited_s for v in visits),
         arch_id=row["arch_id"], median_ms=row["median_ms"], p10_ms=row["p10_ms"], p90_ms=row["p90_ms"],
         p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
         samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
@@ -257,10 +260,13 @@ def next_visit(row: dict[str, Any], spec: Candidate, workload: Workload, backend
     plan = backend.protocol.windows
     if plan is None:
         raise ValueError(f"protocol {backend.protocol.name} has no visits")
-    pause = visits_of(row)[-1].at + plan.gap_s - time.time()
+    visits = visits_of(row)
+    pause = visits[-1].at + plan.gap_s - time.time()
     if pause > 0:
         time.sleep(pause)
-    with device_lock(backend) as lock:
+    # v3: the row's last visit, when none was outside a slow spell, waits the spell out whatever the ration
+    last_chance = len(visits) + 1 >= plan.visits and all(in_spell(visits, plan.spell_tol))
+    with device_lock(backend) as lock, unrationed() if last_chance else nullcontext():
         new, _cacheable = measure_row(spec, workload, backend, store, details)
     return (_merged(row, new, plan) if new["status"] == "ok" else row), lock.waited_s
 

@@ -6,14 +6,19 @@ apart) while the same net with 1 thread does not move, and every 2-thread net in
 moments (reports/latency_repeat.md, "Sixth session" and "Seventh session"). The kernel sees nothing (no steal, no
 wait). So before each visit the timer reads a fixed probe net, whose window median is about 1.5x its best in a
 spell and within a few % of it outside one; a reading more than ``spell_tol`` above the best seen in this process
-means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour.
+means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour. Spells can fill most
+of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait as long as it has timed, not longer
+(a credit of seconds, earned by timing), which keeps its cost within 1.5x of v2's per candidate; but a row's last
+visit, when none of its visits was outside a spell, waits its full budget (``unrationed``).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from search_spaces import ArchSpec, Conv
@@ -24,14 +29,17 @@ PROBE_NAME = "spell-probe-v1"
 SPELL_PROBE = ArchSpec(space="sr", scale=2, upsample="nearest", color="luma", space_to_depth=1,
                        head=(Conv(width=64, kernel=3),), output_kernel=1)
 PROBE_SHAPE = (135, 240)
-PROBE_WINDOW_S = 0.03  # one reading: runs for this long (about 25 of the probe's), their median
-PROBE_WARM_RUNS = 3    # the candidate's runs evicted the probe's caches
+PROBE_WINDOW_S = 0.03  # one reading: runs for this long (about 25 of the probe's), their median ...
+PROBE_WARM_S = 0.02    # ... after runs for this long: the candidate's runs evicted the probe's caches
 POLL_S = 0.5           # while a spell lasts, look again this often
+START_CREDIT_S = 5.0   # seconds of waiting a process may spend before it has timed anything
+MAX_CREDIT_S = 30.0    # credit saved at most (a search trains for minutes between measurements)
 
 
 def probe_window(run: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
-    """One reading of the probe: a few warm runs, then runs for PROBE_WINDOW_S; their median in ms."""
-    for _ in range(PROBE_WARM_RUNS):
+    """One reading of the probe: runs for PROBE_WARM_S, then runs for PROBE_WINDOW_S; their median in ms."""
+    start = clock()
+    while clock() - start < PROBE_WARM_S:
         run()
     runs: list[float] = []
     start = clock()
@@ -48,6 +56,7 @@ class SpellWatch:
     ``read`` returns the probe's window median and the best so far (this reading included). ``wait`` reads until
     a reading is within ``tol`` of the best or ``budget_s`` is spent; a wait that spends its whole budget means the
     slow speed may be the machine's speed for now, so for ``holdoff_s`` afterwards ``wait`` reads once and returns.
+    With a ``share``, waiting also spends a credit that ``earn`` fills with ``share`` seconds per second timed.
     """
 
     def __init__(self, holdoff_s: float = 60.0, poll_s: float = POLL_S,
@@ -55,20 +64,31 @@ class SpellWatch:
         self.best_ms = float("inf")
         self.holdoff_s, self.poll_s, self.sleep, self.now = holdoff_s, poll_s, sleep, now
         self.busy_until = float("-inf")
+        self.credit_s = START_CREDIT_S
+
+    def earn(self, timed_s: float, share: float | None) -> None:
+        """Credit for waiting: ``share`` seconds per second of timing (unlimited waits when None)."""
+        if share is not None:
+            self.credit_s = min(MAX_CREDIT_S, self.credit_s + share * timed_s)
 
     def read(self, probe: Callable[[], float]) -> tuple[float, float]:
         ms = probe()
         self.best_ms = min(self.best_ms, ms)
         return ms, self.best_ms
 
-    def wait(self, probe: Callable[[], float], tol: float, budget_s: float) -> tuple[float, float, float]:
-        """Read the probe until it is out of a spell or the budget is spent: (probe ms, best ms, seconds waited)."""
-        start = self.now()
+    def wait(self, probe: Callable[[], float], tol: float, budget_s: float,
+             share: float | None = None) -> tuple[float, float, float]:
+        """Read the probe until it is out of a spell or the budget (and, with a ``share``, the credit) is spent:
+        (probe ms, best ms, seconds waited after the first reading; 0 when it found no spell)."""
         ms, best = self.read(probe)
+        start = self.now()
         if self.now() < self.busy_until:
             return ms, best, 0.0
         looks = 0
+        rationed = share is not None and not _UNRATIONED.get()
         while ms > best * (1 + tol):
+            if rationed and self.now() - start >= self.credit_s:
+                break  # rationed: the visit is timed in the spell (and settles nothing)
             if self.now() - start >= budget_s:
                 self.busy_until = self.now() + self.holdoff_s
                 break
@@ -76,10 +96,24 @@ class SpellWatch:
                 self.sleep(self.poll_s)
             looks += 1
             ms, best = self.read(probe)
-        return ms, best, self.now() - start
+        waited = (self.now() - start) if looks else 0.0
+        if share is not None:
+            self.credit_s = max(0.0, self.credit_s - waited)
+        return ms, best, waited
 
 
 _WATCHES: dict[str, SpellWatch] = {}
+_UNRATIONED: ContextVar[bool] = ContextVar("unrationed", default=False)
+
+
+@contextmanager
+def unrationed() -> Iterator[None]:
+    """Waits inside this block ignore the credit (a row's last chance to be timed outside a spell)."""
+    token = _UNRATIONED.set(True)
+    try:
+        yield
+    finally:
+        _UNRATIONED.reset(token)
 
 
 def watch_for(key: str) -> SpellWatch:

@@ -42,7 +42,8 @@ class WindowPlan:
     max_wait_s: float      # per visit, seconds spent waiting for a quiet moment at most
     max_visit_s: float     # per visit, timing seconds at most (a very slow net)
     spell_tol: float | None = None  # v3: a probe reading this far (relative) above its best is a slow spell ...
-    max_spell_wait_s: float = 0.0   # ... which a visit waits out for this long at most (latency_db/spells.py)
+    max_spell_wait_s: float = 0.0   # ... which a visit waits out for this long at most (latency_db/spells.py),
+    spell_wait_share: float | None = None  # and the process as long as this share of its timing (None: no ration)
 
 
 QUIET_POLL_S = 0.1  # one look at the machine's load while waiting for a quiet moment
@@ -180,8 +181,10 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
     probe_ms = probe_best_ms = None
     spell_waited_s = 0.0
     if plan.spell_tol is not None and probe is not None and watch is not None:
-        probe_ms, probe_best_ms, spell_waited_s = watch.wait(probe, plan.spell_tol, plan.max_spell_wait_s)
+        probe_ms, probe_best_ms, spell_waited_s = watch.wait(probe, plan.spell_tol, plan.max_spell_wait_s,
+                                                             plan.spell_wait_share)
     at = time.time()
+    visit_start = clock()
     start, n = clock(), 0
     while n < warmup_runs or clock() - start < warmup_s:
         run()
@@ -211,5 +214,7 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
     if not medians:  # a net slower than max_visit_s per window: its one window counts
         medians.append(percentile(sorted(runs), 50))
         samples.extend(runs)
+    if watch is not None:
+        watch.earn(clock() - visit_start, plan.spell_wait_share)
     return Visit(at=at, medians_ms=tuple(medians), dirty=dirty, waited_s=waited_s, probe_ms=probe_ms,
                  probe_best_ms=probe_best_ms, spell_waited_s=spell_waited_s), samples

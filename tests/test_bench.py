@@ -88,7 +88,7 @@ def test_references_and_classical_baselines(bench: dict) -> None:
     for name in REFERENCES:
         row = next(r for r in trials_of(bench["first"]["runs"][0]) if r["reference"] == name)
         # the bench reads the row after every run: a later run's close-call or verification visits may have
-        # refined it, and more visits can only lower the minimum (cpu-fast-v2), never raise it
+        # refined it, and more visits can only lower the minimum (cpu-fast-v2 and v3), never raise it
         assert refs[name]["latency_ms"] <= float(row["latency_ms"]) * (1 + 1e-5)
     for name in (*REFERENCES, *MODERN):
         assert set(refs[name]["per_seed"]) == {str(s) for s in SEEDS}
@@ -193,7 +193,7 @@ def test_a_second_bench_within_the_first_ones_grid_measures_and_trains_nothing(b
     assert all(r["n_measured"] == 0 for r in second["runs"])
     assert all(e["latency_cached"] for e in second["references"].values())
     # the same winners; only their latency may drop: each search re-times its finalists before naming the winner
-    # (cpu-fast-v2 visits, issue #24), and more visits can only lower the minimum
+    # (cpu-fast-v3 visits, issue #24), and more visits can only lower the minimum
     earlier = {(r["budget_ms"], r["sampler"], r["seed"]): r for r in first["runs"]}
     for b in second["runs"]:
         a = earlier[(b["budget_ms"], b["sampler"], b["seed"])]

@@ -207,6 +207,7 @@ class Search:
         latency = settle_close_call(target, self.store, spec, latency, self.guard.details())
         tally.close_calls += int(latency is not first)
         tally.quiet_waits += int(not latency.cached and latency.quiet_waited_s > 0)
+        tally.spell_waits += int(not latency.cached and latency.spell_waited_s > 0)
         tally.lock_wait_s += latency.lock_wait_s
         tally.measure_s += latency.measure_s - latency.lock_wait_s
         tally.latency_hits += int(latency.cached)
@@ -373,6 +374,7 @@ class Search:
                          "timed_out": tally.timed_out,
                          "contended_measurements": tally.contended, "close_calls_retimed": tally.close_calls,
                          "measurements_that_waited_for_quiet": tally.quiet_waits,
+                         "measurements_that_waited_out_a_slow_spell": tally.spell_waits,
                          "predictor": self.guard.mode, "screened": self.guard.screened,
                          "remeasured": self.guard.remeasured, "canary": self.guard.canary_summary(),
                          **({"target_wait_s": round(self.targets.waited_s, 3)} if self.targets else {})},

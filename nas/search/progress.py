@@ -24,6 +24,7 @@ class Tally:
     contended: int = 0          # CPU measurements timed while other processes were busy
     close_calls: int = 0        # first estimates within the noise band of the budget, re-timed before the gate
     quiet_waits: int = 0        # measurements that waited for other processes to pause before timing on
+    spell_waits: int = 0        # measurements that waited for a slow spell of the machine to end (cpu-*-v3)
     stopped: int = 0            # trainings the pruner stopped at a rung
     resumed: int = 0            # trainings that went on from a checkpoint stopped at a rung
     timed_out: bool = False     # --timeout ended the loop before the run dir had its trials
