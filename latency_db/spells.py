@@ -7,9 +7,9 @@ moments (reports/latency_repeat.md, "Sixth session" and "Seventh session"). The 
 wait). So before each visit the timer reads a fixed probe net, whose window median is about 1.5x its best in a
 spell and within a few % of it outside one; a reading more than ``spell_tol`` above the best seen in this process
 means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour. Spells can fill most
-of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait as long as it has timed, not longer
-(a credit of seconds, earned by timing), which keeps its cost within 1.5x of v2's per candidate; but a row's last
-visit, when none of its visits was outside a spell, waits its full budget (``unrationed``).
+of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait 0.4 s per second it has timed (a credit of
+seconds, earned by visits), to keep its cost within 1.5x of v2's per candidate; but a row's last visit, when none
+of its visits was outside a spell, waits its full budget (``unrationed``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ PROBE_WARM_S = 0.02    # ... after runs for this long: the candidate's runs evic
 POLL_S = 0.5           # while a spell lasts, look again this often
 START_CREDIT_S = 5.0   # seconds of waiting a process may spend before it has timed anything
 MAX_CREDIT_S = 30.0    # credit saved at most (a search trains for minutes between measurements)
+EARN_CAP_S = 0.25      # a visit earns credit for this many of its seconds at most (a small net's visit; a large
+                       # net's slow second visit must not buy minutes of waiting: spells barely move large nets)
 
 
 def probe_window(run: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
@@ -67,9 +69,10 @@ class SpellWatch:
         self.credit_s = START_CREDIT_S
 
     def earn(self, timed_s: float, share: float | None) -> None:
-        """Credit for waiting: ``share`` seconds per second of timing (unlimited waits when None)."""
+        """Credit for waiting: ``share`` seconds per second of a visit's timing, EARN_CAP_S of it at most (unlimited
+        waits when None)."""
         if share is not None:
-            self.credit_s = min(MAX_CREDIT_S, self.credit_s + share * timed_s)
+            self.credit_s = min(MAX_CREDIT_S, self.credit_s + share * min(timed_s, EARN_CAP_S))
 
     def read(self, probe: Callable[[], float]) -> tuple[float, float]:
         ms = probe()

@@ -94,11 +94,13 @@ def test_waiting_is_rationed_to_the_time_spent_timing_but_not_on_a_row_s_last_ch
     watch.best_ms, watch.credit_s = 1.0, 5.0
     assert 5.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 5.6  # the start credit, then timed as is
     assert watch.credit_s == 0.0 and watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] == 0.0
-    watch.earn(2.0, share=1.0)  # two seconds of timing earn two seconds of waiting
+    for _ in range(8):  # eight visits of 0.25 s or more earn two seconds of waiting
+        watch.earn(1.0, share=1.0)
     assert 2.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 2.6
     with unrationed():  # a row's last chance: the whole per-visit budget, credit or not
         assert 30.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 30.6
-    watch.earn(100.0, share=1.0)
+    for _ in range(200):
+        watch.earn(100.0, share=1.0)
     assert watch.credit_s == pytest.approx(30.0)  # saved up to MAX_CREDIT_S
 
 
