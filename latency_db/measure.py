@@ -55,6 +55,7 @@ class LatencyResult:
     first_ms: float | None         # windowed protocols: the first visit's estimate (what a one-visit gate saw)
     quiet_waited_s: float          # windowed protocols: seconds the row's visits waited for other processes to pause
     spell_waited_s: float          # v3 protocols: seconds the row's visits waited for a slow spell to end
+    in_spell: bool                 # v3 protocols: every visit of the row was timed inside a slow spell
     backend: str
     backend_version: str
     device: str
@@ -93,6 +94,7 @@ def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lo
     return LatencyResult(
         visits=len(visits), settled=is_settled(row), first_ms=visits[0].estimate_ms if visits else None,
         quiet_waited_s=sum(v.waited_s for v in visits), spell_waited_s=sum(v.spell_waited_s for v in visits),
+        in_spell=bool(json.loads(row.get("details_json") or "{}").get("in_spell")),
         arch_id=row["arch_id"], median_ms=row["median_ms"], p10_ms=row["p10_ms"], p90_ms=row["p90_ms"],
         p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
         samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
@@ -199,9 +201,10 @@ def measure_again(spec: Candidate, workload: Workload, backend: Backend, store: 
 
 # ---------------------------------------------------------------------- windowed protocols: visits
 def visits_details(visits: tuple[Visit, ...] | list[Visit], plan: WindowPlan) -> dict[str, Any]:
-    """What a row's details keep of its visits: every window median, whether the row is settled, the spread."""
+    """What a row's details keep of its visits: every window median, whether the row is settled, the spread, and
+    (v3) whether every visit was timed inside a slow spell."""
     return {"visits": [v.to_dict() for v in visits], "settled": settled(visits, plan),
-            "visit_spread": round(spread(visits), 4)}
+            "visit_spread": round(spread(visits), 4), "in_spell": all(in_spell(visits, plan.spell_tol))}
 
 
 def visits_of(row: dict[str, Any]) -> list[Visit]:

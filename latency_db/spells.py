@@ -90,8 +90,8 @@ class SpellWatch:
         looks = 0
         rationed = share is not None and not _UNRATIONED.get()
         while ms > best * (1 + tol):
-            if rationed and self.now() - start >= self.credit_s:
-                break  # rationed: the visit is timed in the spell (and settles nothing)
+            if rationed and self.now() - start + (self.poll_s if looks else 0.0) > self.credit_s:
+                break  # rationed: the next look would overspend the credit; the visit is timed in the spell
             if self.now() - start >= budget_s:
                 self.busy_until = self.now() + self.holdoff_s
                 break

@@ -14,6 +14,7 @@ from latency_db.backends.onnxruntime import OnnxRuntimeBackend
 from latency_db.measure import settle_all, visits_of
 from latency_db.spells import SpellWatch, unrationed
 from latency_db.windows import Visit, WindowPlan, in_spell, settled, time_visit
+from nas.target import CLOSE_ABOVE, SPELL_ABOVE, Budget
 from search_spaces import ArchSpec, Conv
 
 PLAN = WindowPlan(window_s=0.03, window_runs=2, visit_s=0.15, visit_windows=4, visits=3, gap_s=2.0,
@@ -92,11 +93,14 @@ def test_waiting_is_rationed_to_the_time_spent_timing_but_not_on_a_row_s_last_ch
     machine = Machine(spell_ends=1000.0)
     watch = watch_on(machine)
     watch.best_ms, watch.credit_s = 1.0, 5.0
-    assert 5.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 5.6  # the start credit, then timed as is
-    assert watch.credit_s == 0.0 and watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] == 0.0
+    waited = watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2]  # the start credit, never overspent
+    assert 4.4 <= waited <= 5.0 and watch.credit_s == pytest.approx(5.0 - waited)
+    left = watch.credit_s  # less than one look: the next visit in the spell is timed at once
+    assert watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= left
     for _ in range(8):  # eight visits of 0.25 s or more earn two seconds of waiting
         watch.earn(1.0, share=1.0)
-    assert 2.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 2.6
+    credit = watch.credit_s
+    assert credit - 0.6 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= credit
     with unrationed():  # a row's last chance: the whole per-visit budget, credit or not
         assert 30.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 30.6
     for _ in range(200):
@@ -127,6 +131,15 @@ def test_a_row_timed_only_in_spells_waits_on_its_last_visit(tmp_path: Path) -> N
     assert result.settled and len(visits) == 3 and all(in_spell(visits, 0.15))
     assert all(v.spell_waited_s < 1.0 for v in visits[:2])  # rationed: the credit was a few timed seconds at most
     assert visits[2].spell_waited_s >= 30.0 and result.spell_waited_s >= 30.0  # the last chance waited its budget
+    assert result.in_spell  # and the search treats it as a close call further above the budget
+
+
+def test_a_row_timed_only_in_spells_is_a_close_call_further_above_the_budget() -> None:
+    budget = Budget(4.0)
+    over = 4.0 * (1 + (CLOSE_ABOVE + SPELL_ABOVE) / 2)
+    assert not budget.close_call(over) and budget.close_call(over, in_spell=True)
+    assert not budget.close_call(4.0 * (1 + SPELL_ABOVE) * 1.01, in_spell=True)
+    assert budget.close_call(4.0 * 0.96) and budget.close_call(4.0 * 0.96, in_spell=True)
 
 
 def test_visits_in_a_spell_settle_nothing_and_a_better_probe_reading_reclassifies_them() -> None:

@@ -278,7 +278,8 @@ class TargetSet:
 
         def close(o: Outcome) -> bool:
             r = o.result
-            return r is not None and r.ok and not r.settled and r.visits > 0 and o.budget.close_call(o.value)
+            return (r is not None and r.ok and not r.settled and r.visits > 0
+                    and o.budget.close_call(o.value, r.in_spell))
 
         retimed: set[str] = set()
         local = outcomes.get(LOCAL_TARGET)

@@ -22,7 +22,8 @@ def settle_close_call(target: Target, store: Any, spec: Any, latency: Any, detai
 
     plan = target.backend.protocol.windows
     for _ in range(0 if plan is None else plan.visits):
-        if not latency.ok or latency.settled or not target.budget.close_call(target.budget.value_of(latency)):
+        value = target.budget.value_of(latency)
+        if not latency.ok or latency.settled or not target.budget.close_call(value, latency.in_spell):
             break
         latency = refine(spec, target.workload, target.backend, store, details)
     return latency
