@@ -7,7 +7,7 @@ moments (reports/latency_repeat.md, "Sixth session" and "Seventh session"). The 
 wait). So before each visit the timer reads a fixed probe net, whose window median is about 1.5x its best in a
 spell and within a few % of it outside one; a reading more than ``spell_tol`` above the best seen in this process
 means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour. Spells can fill most
-of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait 0.4 s per second it has timed (a credit of
+of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait 0.3 s per second it has timed (a credit of
 seconds, earned by visits), to keep its cost within 1.5x of v2's per candidate; but a row's last visit, when none
 of its visits was outside a spell, waits its full budget (``unrationed``).
 """
@@ -32,7 +32,7 @@ PROBE_SHAPE = (135, 240)
 PROBE_WINDOW_S = 0.03  # one reading: runs for this long (about 25 of the probe's), their median ...
 PROBE_WARM_S = 0.02    # ... after runs for this long: the candidate's runs evicted the probe's caches
 POLL_S = 0.5           # while a spell lasts, look again this often
-START_CREDIT_S = 5.0   # seconds of waiting a process may spend before it has timed anything
+START_CREDIT_S = 3.0   # seconds of waiting a process may spend before it has timed anything
 MAX_CREDIT_S = 30.0    # credit saved at most (a search trains for minutes between measurements)
 EARN_CAP_S = 0.25      # a visit earns credit for this many of its seconds at most (a small net's visit; a large
                        # net's slow second visit must not buy minutes of waiting: spells barely move large nets)

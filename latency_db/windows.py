@@ -100,12 +100,13 @@ def estimate_ms(visits: Sequence[Visit]) -> float:
 
 
 def settled(visits: Sequence[Visit], plan: WindowPlan) -> bool:
-    """Enough visits: the plan's count, or two outside a slow spell whose estimates agree within ``settle_tol``."""
+    """Enough visits: the plan's count, or two whose estimates agree within ``settle_tol``, one of them at least
+    outside a slow spell (a visit in a spell that agrees with one outside it was not slowed: the net is not
+    sensitive to spells)."""
     if len(visits) >= plan.visits:
         return True
-    spell = in_spell(visits, plan.spell_tol)
-    ests = sorted(v.estimate_ms for v, s in zip(visits, spell, strict=True) if not s)
-    return any(b <= a * (1 + plan.settle_tol) for a, b in pairwise(ests))
+    ranked = sorted(zip((v.estimate_ms for v in visits), in_spell(visits, plan.spell_tol), strict=True))
+    return any(b <= a * (1 + plan.settle_tol) and not (sa and sb) for (a, sa), (b, sb) in pairwise(ranked))
 
 
 def spread(visits: Sequence[Visit]) -> float:

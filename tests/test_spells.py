@@ -149,7 +149,9 @@ def test_visits_in_a_spell_settle_nothing_and_a_better_probe_reading_reclassifie
     # a third visit after the spell knows a quieter probe (1.0 ms): the first two were in a spell
     quiet = Visit(at=60, medians_ms=(5.0,), dirty=0, waited_s=0, probe_ms=1.0, probe_best_ms=1.0)
     assert in_spell([*slow, quiet], 0.15) == [True, True, False]
-    assert not settled([slow[0], quiet], PLAN)  # only one visit outside the spell
+    assert not settled([slow[0], quiet], PLAN)  # they disagree: a third visit decides
+    calm = Visit(at=4, medians_ms=(5.05,), dirty=0, waited_s=0, probe_ms=1.5, probe_best_ms=1.5)
+    assert settled([calm, quiet], PLAN)  # in a spell, yet level with a visit outside one: this net was not slowed
     again = Visit(at=62, medians_ms=(5.1,), dirty=0, waited_s=0, probe_ms=1.03, probe_best_ms=1.0)
     assert settled([slow[0], quiet, again], PLAN)
     # v2 rows (no probe) settle as before
