@@ -19,6 +19,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 from process_offset import H, W, spec_of
+from spinning_ab import window_median
 
 from latency_db import workload_for
 from latency_db.backends.base import export_graph
@@ -35,19 +36,6 @@ def session(graph: bytes, threads: int) -> ort.InferenceSession:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-
-
-def window_median(sess: ort.InferenceSession, feed: dict, seconds: float) -> float:
-    """Three warm runs (the other sessions evicted this one's caches), then runs for ``seconds``: the median in ms."""
-    for _ in range(3):
-        sess.run(None, feed)
-    runs: list[float] = []
-    w0 = time.perf_counter()
-    while time.perf_counter() - w0 < seconds or len(runs) < 3:
-        t = time.perf_counter()
-        sess.run(None, feed)
-        runs.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(runs)
 
 
 def main() -> None:
@@ -67,6 +55,8 @@ def main() -> None:
     end = time.time() + args.seconds
     while time.time() < end:
         for name, sess, feed in sessions:
+            for _ in range(3):  # warm runs: the other sessions evicted this one's caches
+                sess.run(None, feed)
             windows.append((time.time(), name, window_median(sess, feed, args.window)))
     if args.out:
         with open(args.out, "a") as fh:
