@@ -205,12 +205,7 @@ class Search:
         latency = self.guard.after_measure(spec, latency, predicted)
         first = latency
         latency = settle_close_call(target, self.store, spec, latency, self.guard.details())
-        tally.close_calls += int(latency is not first)
-        tally.quiet_waits += int(not latency.cached and latency.quiet_waited_s > 0)
-        tally.spell_waits += int(not latency.cached and latency.spell_waited_s > 0)
-        tally.lock_wait_s += latency.lock_wait_s
-        tally.measure_s += latency.measure_s - latency.lock_wait_s
-        tally.latency_hits += int(latency.cached)
+        tally.count_measurement(latency, retimed=latency is not first)
         self._note_contention(latency, trial.number, tally)
         self.writer.write_latency(spec.arch_id, latency.to_dict(), self.plan.folder(precision))
         record.measured(latency)

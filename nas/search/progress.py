@@ -32,6 +32,15 @@ class Tally:
     best_latency: float | None = None
     started: float = field(default_factory=time.perf_counter)
 
+    def count_measurement(self, latency: Any, retimed: bool) -> None:
+        """Count one candidate's LatencyResult as the gate saw it (``retimed``: a close call visited again)."""
+        self.close_calls += int(retimed)
+        self.quiet_waits += int(not latency.cached and latency.quiet_waited_s > 0)
+        self.spell_waits += int(not latency.cached and latency.spell_waited_s > 0)
+        self.lock_wait_s += latency.lock_wait_s
+        self.measure_s += latency.measure_s - latency.lock_wait_s
+        self.latency_hits += int(latency.cached)
+
 
 class Progress:
     """Trial n/N, best so far, cache hits and time split, on stderr; silent when asked or not a TTY."""
