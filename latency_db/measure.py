@@ -90,16 +90,17 @@ def _default_store() -> LatencyStore:
 
 
 def _result(row: dict[str, Any], device: str, cached: bool, measure_s: float, lock_wait_s: float) -> LatencyResult:
-    visits = visits_of(row)
+    details = json.loads(row.get("details_json") or "{}")  # parsed once: a row's visits make it long
+    visits = [Visit.from_dict(v) for v in details.get("visits", [])]
     return LatencyResult(
         visits=len(visits), settled=is_settled(row), first_ms=visits[0].estimate_ms if visits else None,
         quiet_waited_s=sum(v.waited_s for v in visits), spell_waited_s=sum(v.spell_waited_s for v in visits),
-        in_spell=bool(json.loads(row.get("details_json") or "{}").get("in_spell")),
+        in_spell=bool(details.get("in_spell")),
         arch_id=row["arch_id"], median_ms=row["median_ms"], p10_ms=row["p10_ms"], p90_ms=row["p90_ms"],
         p99_ms=row["p99_ms"], mean_ms=row["mean_ms"], cov=row["cov"], n_samples=row["n_samples"],
         samples_ms=tuple(json.loads(row["samples_json"])), unstable=bool(row["unstable"]), build_s=row["build_s"],
         measure_s=measure_s, lock_wait_s=lock_wait_s, roofline_ms=row["roofline_ms"], cached=cached,
-        error=row["error"], background_cpus=json.loads(row.get("details_json") or "{}").get("background_cpus"),
+        error=row["error"], background_cpus=details.get("background_cpus"),
         backend=row["backend"], backend_version=row["backend_version"], device=device,
         protocol=row["protocol"], host=row["host"], measured_at=row["measured_at"],
     )

@@ -23,9 +23,9 @@ from typing import Any
 
 from search_spaces import ArchSpec, Conv
 
-# Never change this network: a row's probe readings are only comparable with its own. A new one needs a new name.
-# One 3x3/64 luma conv at 135x240: the most spell-sensitive of the nets measured (1.5x in a spell, 1.17 ms quiet).
-PROBE_NAME = "spell-probe-v1"
+# spell-probe-v1. Never change this network: stored probe readings are only comparable with its own; a new one
+# needs a new protocol version. One 3x3/64 luma conv at 135x240: the most spell-sensitive of the nets measured
+# (1.5x in a spell, 1.17 ms quiet).
 SPELL_PROBE = ArchSpec(space="sr", scale=2, upsample="nearest", color="luma", space_to_depth=1,
                        head=(Conv(width=64, kernel=3),), output_kernel=1)
 PROBE_SHAPE = (135, 240)

@@ -8,8 +8,8 @@ Two visits that agree within ``settle_tol`` settle the estimate early; otherwise
 window during which another process kept our threads waiting for a CPU (``/proc/self/task/*/schedstat``)
 is not counted: the timer waits, bounded, for a quiet moment and goes on (and, after a wait that
 found none, does not wait again for half a minute). The v3 protocols also read a probe net before each visit
-and wait out the machine's slow spells (latency_db/spells.py); a visit taken in a spell all the same does not
-settle a row (two visits that agree must both be outside one).
+and wait out the machine's slow spells (latency_db/spells.py); two visits taken in a spell all the same do not
+settle a row by agreeing (one of the two must be outside a spell).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
     """Wait out a slow spell (v3: ``probe`` times one reading of the probe net, ``watch`` keeps its best), warm up,
     then time ``run`` window by window for one visit; returns it and its clean windows' samples.
 
-    ``clock``, ``waited``, ``quiet`` and ``probe`` are the host's by default; the unit tests pass fakes.
+    ``clock``, ``waited`` and ``quiet`` are the host's by default; the unit tests pass fakes (and a fake ``probe``).
     """
     probe_ms = probe_best_ms = None
     spell_waited_s = 0.0
@@ -185,7 +185,6 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
         probe_ms, probe_best_ms, spell_waited_s = watch.wait(probe, plan.spell_tol, plan.max_spell_wait_s,
                                                              plan.spell_wait_share)
     at = time.time()
-    visit_start = clock()
     start, n = clock(), 0
     while n < warmup_runs or clock() - start < warmup_s:
         run()
@@ -216,6 +215,6 @@ def time_visit(run: Callable[[], Any], plan: WindowPlan, warmup_s: float, warmup
         medians.append(percentile(sorted(runs), 50))
         samples.extend(runs)
     if watch is not None:
-        watch.earn(clock() - visit_start, plan.spell_wait_share)
+        watch.earn(clock() - start, plan.spell_wait_share)
     return Visit(at=at, medians_ms=tuple(medians), dirty=dirty, waited_s=waited_s, probe_ms=probe_ms,
                  probe_best_ms=probe_best_ms, spell_waited_s=spell_waited_s), samples

@@ -14,8 +14,8 @@ CPU_PROTOCOLS = {
     # v3 (default): v2's visits and estimator, and before each visit a reading of a probe net that waits out the
     # machine's slow spells, 30 s at most, rationed to 0.3 s per second timed but on a row's last chance
     # (latency_db/spells.py; reports/latency_repeat.md, "Seventh session").
-    # One visit costs about 0.15 s of timing (a window: >= 30 ms, one run of a slow net) and 0.04 s of probe; a
-    # row settles after two agreeing visits outside a spell, or three.
+    # One visit costs about 0.15 s of timing (a window: >= 30 ms, one run of a slow net) and 0.05 s of probe; a
+    # row settles after two agreeing visits, not both in a spell, or three.
     "fast": Protocol(name="cpu-fast-v3", warmup_s=0.05, min_warmup_runs=1, min_runs=1, min_s=0.15,
                      require_both=True, max_s=3.0, max_runs=10_000, cov_threshold=0.05,
                      windows=WindowPlan(window_s=0.03, window_runs=1, visit_s=0.15, visit_windows=3, visits=3,
