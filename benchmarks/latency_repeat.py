@@ -2,7 +2,7 @@
 
 ``run`` times random sr2x nets (fixed seeds; 50 at 135x240, 20 at 540x960) and every sr2x reference, with the old
 protocol (``fast-v2`` by default: visits, the minimum of window medians, rows settled by interleaved visits;
-``fast-v1``: one block, its median) and the new one (``fast``, cpu-fast-v3: v2 with slow spells waited out),
+``fast-v1``: one block, its median) and the new one (``fast``, cpu-fast-v4: v2 with slow spells waited out),
 each in a fresh empty database, and appends one JSON line
 per (protocol, size) to OUT: each net's latency, and the wall seconds the whole protocol took per net
 (export, session build, timing and any wait included). ``report`` pairs the first two runs of each

@@ -1,6 +1,6 @@
 """Benchmark of the learned latency predictor (reports/predictor.md) on this machine with ONNX Runtime.
 
-``collect`` measures random sr2x architectures at 135x240 (``--protocol``, default ``fast``: cpu-fast-v3, each
+``collect`` measures random sr2x architectures at 135x240 (``--protocol``, default ``fast``: cpu-fast-v4, each
 row settled by interleaved visits as ``nas`` settles a close call; ``fast-v1``: one block) into one latency
 database: a training pool (seeds 0..N-1) and a held-out set (seeds 10000..); run it under the CPU
 benchmark lock. ``evaluate`` fits the predictor on the first 50/100/200/400 training rows and prints,
@@ -190,7 +190,7 @@ def main() -> None:
     ap.add_argument("--into", help="repeat: the fresh database the second measurements go to")
     ap.add_argument("--db", required=True, help="latency database file for the benchmark's rows")
     ap.add_argument("--protocol", default="fast",
-                    help="the CPU timing protocol (fast = cpu-fast-v3, fast-v2, fast-v1, ...)")
+                    help="the CPU timing protocol (fast = cpu-fast-v4, fast-v2, fast-v1, ...)")
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])

@@ -21,7 +21,7 @@ from latency_db.fingerprint import host
 from latency_db.keys import LatencyKey, latency_key
 from latency_db.lock import device_lock
 from latency_db.roofline import device_peak, raise_to_measured, roofline_ms
-from latency_db.spells import unrationed
+from latency_db.spells import last_chance
 from latency_db.stats import summarize
 from latency_db.store import LatencyStore, now_iso, open_store
 from latency_db.windows import Visit, WindowPlan, estimate_ms, in_spell, settled, spread
@@ -268,9 +268,9 @@ def next_visit(row: dict[str, Any], spec: Candidate, workload: Workload, backend
     pause = visits[-1].at + plan.gap_s - time.time()
     if pause > 0:
         time.sleep(pause)
-    # v3: the row's last visit, when none was outside a slow spell, waits the spell out whatever the ration
-    last_chance = len(visits) + 1 >= plan.visits and all(in_spell(visits, plan.spell_tol))
-    with device_lock(backend) as lock, unrationed() if last_chance else nullcontext():
+    # v3+: the row's last visit, when none was outside a slow spell, waits the spell out whatever the ration
+    final = len(visits) + 1 >= plan.visits and all(in_spell(visits, plan.spell_tol))
+    with device_lock(backend) as lock, last_chance(plan.last_chance_s) if final else nullcontext():
         new, _cacheable = measure_row(spec, workload, backend, store, details)
     return (_merged(row, new, plan) if new["status"] == "ok" else row), lock.waited_s
 

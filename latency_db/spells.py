@@ -9,7 +9,7 @@ spell and within a few % of it outside one; a reading more than ``spell_tol`` ab
 means a spell, and the visit waits (bounded) for it to end, as it waits for a busy neighbour. Spells can fill most
 of several minutes, so waiting is rationed: ``cpu-fast-v3`` may wait 0.3 s per second it has timed (a credit of
 seconds, earned by visits), to keep its cost within 1.5x of v2's per candidate; but a row's last visit, when none
-of its visits was outside a spell, waits its full budget (``unrationed``).
+of its visits was outside a spell, waits whatever the credit, for the plan's ``last_chance_wait_s`` (``last_chance``).
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ class SpellWatch:
         if self.now() < self.busy_until:
             return ms, best, 0.0
         looks = 0
-        rationed = share is not None and not _UNRATIONED.get()
+        last_chance = _LAST_CHANCE_S.get()
+        rationed = share is not None and last_chance is None
+        if last_chance is not None:
+            budget_s = min(budget_s, last_chance)
         while ms > best * (1 + tol):
             if rationed and self.now() - start + (self.poll_s if looks else 0.0) > self.credit_s:
                 break  # rationed: the next look would overspend the credit; the visit is timed in the spell
@@ -106,17 +109,18 @@ class SpellWatch:
 
 
 _WATCHES: dict[str, SpellWatch] = {}
-_UNRATIONED: ContextVar[bool] = ContextVar("unrationed", default=False)
+_LAST_CHANCE_S: ContextVar[float | None] = ContextVar("last_chance_s", default=None)
 
 
 @contextmanager
-def unrationed() -> Iterator[None]:
-    """Waits inside this block ignore the credit (a row's last chance to be timed outside a spell)."""
-    token = _UNRATIONED.set(True)
+def last_chance(budget_s: float) -> Iterator[None]:
+    """Waits inside this block ignore the credit and last ``budget_s`` at most (a row's last chance to be timed
+    outside a spell)."""
+    token = _LAST_CHANCE_S.set(budget_s)
     try:
         yield
     finally:
-        _UNRATIONED.reset(token)
+        _LAST_CHANCE_S.reset(token)
 
 
 def watch_for(key: str) -> SpellWatch:

@@ -44,6 +44,13 @@ class WindowPlan:
     spell_tol: float | None = None  # v3: a probe reading this far (relative) above its best is a slow spell ...
     max_spell_wait_s: float = 0.0   # ... which a visit waits out for this long at most (latency_db/spells.py),
     spell_wait_share: float | None = None  # and the process as long as this share of its timing (None: no ration)
+    last_chance_wait_s: float | None = None  # a row's last visit, all others in a spell: unrationed, this long at most
+                                             # (None: max_spell_wait_s)
+
+    @property
+    def last_chance_s(self) -> float:
+        """Seconds a row's last chance may wait for a spell to end, whatever the ration."""
+        return self.max_spell_wait_s if self.last_chance_wait_s is None else self.last_chance_wait_s
 
 
 QUIET_POLL_S = 0.1  # one look at the machine's load while waiting for a quiet moment

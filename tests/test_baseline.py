@@ -174,7 +174,7 @@ def test_search_and_report_show_both_views(nets: dict[str, Path], tmp_path: Path
     assert [b["name"] for b in json.loads(proc.stdout)["baselines"]] == ["fsrcnnish", "espcn-y"]
     found = {b["name"]: b for b in json.loads((run_dir / "run.json").read_text())["baselines"]}
     for b in found.values():
-        assert b["latency_ms"] > 0 and b["latency"]["protocol"] == "cpu-fast-v3"
+        assert b["latency_ms"] > 0 and b["latency"]["protocol"] == "cpu-fast-v4"
         assert np.isfinite(b["pretrained"]["psnr_gain_db"]) and np.isfinite(b["retrained"]["psnr_gain_db"])
         assert b["retrained"]["steps"] == 10 and b["retrained_note"] is None and not b["retrained"]["cached"]
         assert b["retrained_final"]["steps"] == 20 and np.isfinite(b["retrained_final"]["psnr_gain_db"])

@@ -193,7 +193,7 @@ def test_a_second_bench_within_the_first_ones_grid_measures_and_trains_nothing(b
     assert all(r["n_measured"] == 0 for r in second["runs"])
     assert all(e["latency_cached"] for e in second["references"].values())
     # the same winners; only their latency may drop: each search re-times its finalists before naming the winner
-    # (cpu-fast-v3 visits, issue #24), and more visits can only lower the minimum
+    # (cpu-fast-v4 visits, issue #24), and more visits can only lower the minimum
     earlier = {(r["budget_ms"], r["sampler"], r["seed"]): r for r in first["runs"]}
     for b in second["runs"]:
         a = earlier[(b["budget_ms"], b["sampler"], b["seed"])]

@@ -97,7 +97,7 @@ def test_four_times_the_macs_measures_slower(store: LatencyStore) -> None:
         # windows beside a busy process are dropped (waited out, or not when the waiter remembers a busy machine)
         assert sum(r.samples_ms) >= 140 or r.quiet_waited_s > 0 or visits_of(store.get_row(r.arch_id))[0].dirty > 0
         assert min(r.samples_ms) <= r.median_ms <= r.p90_ms <= r.p99_ms
-        assert r.protocol == "cpu-fast-v3" and not r.cached and r.build_s > 0
+        assert r.protocol == "cpu-fast-v4" and not r.cached and r.build_s > 0
         assert r.roofline_ms is not None and r.roofline_ms > 0
 
 

@@ -12,7 +12,7 @@ from latency_db import LatencyStore, get_backend, measure_or_get, workload_for
 from latency_db.backends.cpu import CPU_PROTOCOLS
 from latency_db.backends.onnxruntime import OnnxRuntimeBackend
 from latency_db.measure import settle_all, visits_of
-from latency_db.spells import SpellWatch, unrationed
+from latency_db.spells import SpellWatch, last_chance
 from latency_db.windows import Visit, WindowPlan, in_spell, settled, time_visit
 from nas.target import CLOSE_ABOVE, SPELL_ABOVE, Budget
 from search_spaces import ArchSpec, Conv
@@ -101,7 +101,10 @@ def test_waiting_is_rationed_to_the_time_spent_timing_but_not_on_a_row_s_last_ch
         watch.earn(1.0, share=1.0)
     credit = watch.credit_s
     assert credit - 0.6 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= credit
-    with unrationed():  # a row's last chance: the whole per-visit budget, credit or not
+    with last_chance(10.0):  # a row's last chance: its own budget, credit or not, within the per-visit budget
+        assert 10.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 10.6
+    machine.now += 61.0  # (the spent budget's hold-off is over)
+    with last_chance(60.0):
         assert 30.0 <= watch.wait(machine.probe, 0.15, 30.0, share=1.0)[2] <= 30.6
     for _ in range(200):
         watch.earn(100.0, share=1.0)
@@ -130,7 +133,9 @@ def test_a_row_timed_only_in_spells_waits_on_its_last_visit(tmp_path: Path) -> N
     visits = visits_of(store.rows_where(status="ok")[0])
     assert result.settled and len(visits) == 3 and all(in_spell(visits, 0.15))
     assert all(v.spell_waited_s < 1.0 for v in visits[:2])  # rationed: the credit was a few timed seconds at most
-    assert visits[2].spell_waited_s >= 30.0 and result.spell_waited_s >= 30.0  # the last chance waited its budget
+    last = backend.protocol.windows.last_chance_s
+    assert 10.0 <= last < backend.protocol.windows.max_spell_wait_s  # the default plan's last chance: 10 s of 30
+    assert visits[2].spell_waited_s >= last and result.spell_waited_s >= last  # the last chance waited its budget
     assert result.in_spell  # and the search treats it as a close call further above the budget
 
 
@@ -162,7 +167,7 @@ def test_visits_in_a_spell_settle_nothing_and_a_better_probe_reading_reclassifie
 
 def test_the_default_cpu_protocol_reads_the_probe_before_every_visit(tmp_path: Path) -> None:
     backend = get_backend("onnxruntime")
-    assert backend.protocol is CPU_PROTOCOLS["fast"] and backend.protocol.name == "cpu-fast-v3"
+    assert backend.protocol is CPU_PROTOCOLS["fast"] and backend.protocol.name == "cpu-fast-v4"
     assert backend.protocol.windows is not None and backend.protocol.windows.spell_tol is not None
     assert CPU_PROTOCOLS["fast-v2"].windows is not None and CPU_PROTOCOLS["fast-v2"].windows.spell_tol is None
     store = LatencyStore(str(tmp_path / "latency.db"))
@@ -170,7 +175,7 @@ def test_the_default_cpu_protocol_reads_the_probe_before_every_visit(tmp_path: P
                       head=(Conv(width=w, kernel=3),), output_kernel=3) for w in (8, 16)]
     items = [(s, workload_for(s, 32, 48, "fp32")) for s in specs]
     results = settle_all(items, backend, store)
-    assert all(r.ok and r.settled and r.protocol == "cpu-fast-v3" for r in results)
+    assert all(r.ok and r.settled and r.protocol == "cpu-fast-v4" for r in results)
     for row in store.rows_where(status="ok"):
         visits = visits_of(row)
         assert visits and all(v.probe_ms is not None and v.probe_ms > 0 for v in visits)

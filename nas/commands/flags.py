@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-PROTOCOL_CHOICES = ("fast", "full", "fast-v2", "full-v2", "fast-v1", "full-v1")
+PROTOCOL_CHOICES = ("fast", "full", "fast-v3", "fast-v2", "full-v2", "fast-v1", "full-v1")
 BACKEND_CHOICES = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
 DB_HELP = ("latency database (and training cache): SQLite path/URL or postgresql://... "
            "(default $NAS_LATENCY_DB, else latency.db in the user cache dir)")
