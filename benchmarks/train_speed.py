@@ -1,7 +1,7 @@
 """Training steps per second of the bench's reference nets under the ways a step could be made faster (issue #25).
 
 Usage: python benchmarks/train_speed.py [--steps 30] [--rounds 3] [--variants fp32,channels_last,compile] [NET ...]
-       python benchmarks/train_speed.py --quality [NET ...]
+       python benchmarks/train_speed.py --quality [--quality-vs bf16] [--train-steps N] [--seeds 0,1] [NET ...]
 
 Each variant runs the search's training step exactly (``build`` + ``--reparam ecb``, ``PatchSampler`` at
 TrainConfig's batch and patch, Adam over ``param_groups``, L1): ``fp32`` is today's (NCHW), ``channels_last`` puts the
@@ -10,7 +10,8 @@ bf16 natively: avx512_bf16 or AMX), ``compile`` wraps the net in ``torch.compile
 The variants run interleaved in ``--rounds`` rounds of ``--steps`` steps per net, each on its own copy of the net, so
 that a noisy CPU shifts them alike; the step time is the median over the rounds' steps. Prints one markdown row per
 net and variant: ms per step, steps/s, the ratio to fp32, and the load average. ``--quality`` instead trains each
-net in full (``short_train`` at TrainConfig's defaults) in NCHW and in channels-last memory and prints both gains.
+net in full (``short_train`` at TrainConfig's defaults) as today and as ``--quality-vs`` (channels-last memory, or
+``train_dtype`` bf16) and prints both gains.
 """
 
 from __future__ import annotations
@@ -21,27 +22,19 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
 from nas.training.data import PatchSampler, load_data
+from nas.training.dtype import native_bf16
 from nas.training.metrics import parse_loss
 from nas.training.reparam import reparameterize
-from nas.training.train import TrainConfig, param_groups, short_train
+from nas.training.train import TrainConfig, optimizer_for, short_train, train_step
 from search_spaces import build, get_space
 
 NETS = ("tiny", "fsrcnn_small", "ecbsr_m4c8", "ecbsr_m4c16", "quicksrnet_s", "sesr_m5")
 VARIANTS = ("fp32", "channels_last", "bf16", "compile")
-
-
-def native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX); on AVX2 alone bf16 is emulated, slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def stepper(name: str, variant: str, data: object, config: TrainConfig) -> tuple[Callable[[], None], float]:
@@ -52,39 +45,44 @@ def stepper(name: str, variant: str, data: object, config: TrainConfig) -> tuple
     net = reparameterize(build(spec), config.reparam, keep=False).train()
     sampler = PatchSampler(data, config.patch_size, seed=config.seed, rotate=config.rotate,
                            noise_sigma=config.noise_sigma)
-    opt = torch.optim.Adam(param_groups(net, config.lr, config.lr_fan_in), lr=config.lr)
+    opt, sched = optimizer_for(net, config)
     loss_fn = parse_loss(config.loss)
     layout = torch.channels_last if variant in ("channels_last", "bf16") else torch.contiguous_format
     net = net.to(memory_format=layout)
     model = torch.compile(net) if variant == "compile" else net
 
-    def step() -> None:
+    def step() -> None:  # the search's own step (nas.training.train.train_step)
         inp, tgt = sampler.batch(config.batch_size)
-        inp = inp.contiguous(memory_format=layout)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            out = model(inp)
-        loss = loss_fn(out.float(), tgt)
-        loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, inp.contiguous(memory_format=layout), tgt, loss_fn, opt, sched,
+                   "bf16" if variant == "bf16" else "fp32")
 
     t0 = time.perf_counter()
     step()
     return step, time.perf_counter() - t0
 
 
-def quality(nets: list[str], config: TrainConfig, data: object) -> None:
-    """Full short trainings of each net in NCHW and in channels-last memory: the gain of each and the difference."""
+def quality(nets: list[str], config: TrainConfig, data: object, other: str, seeds: list[int]) -> None:
+    """Full short trainings of each net as today (fp32, NCHW) and as ``other`` (channels_last: fp32 in channels-last
+    memory; bf16: ``train_dtype`` bf16, the search's own path), per seed: the gain of each and the difference. With
+    several seeds a last row per net gives the means: a different rounding carries 500 Adam steps apart, so one
+    seed's difference mixes the dtype's effect with that chaos, whose size the seeds' spread shows."""
     space = get_space("sr2x")
     specs = space.references() | space.modern_references()
-    print("| net | gain dB NCHW | gain dB channels_last | difference dB | train s NCHW | train s channels_last |")
-    print("|---|---|---|---|---|---|")
+    print(f"| net | seed | gain dB fp32 NCHW | gain dB {other} | difference dB | train s fp32 NCHW | train s {other} |")
+    print("|---|---|---|---|---|---|---|")
     for name in nets:
-        a = short_train(specs[name], data, config, layout=torch.contiguous_format)
-        b = short_train(specs[name], data, config, layout=torch.channels_last)
-        print(f"| {name} | {a.psnr_gain_db:+.4f} | {b.psnr_gain_db:+.4f} | {b.psnr_gain_db - a.psnr_gain_db:+.4f} | "
-              f"{a.train_s:.1f} | {b.train_s:.1f} |", flush=True)
+        pairs = []
+        for seed in seeds:
+            cfg = replace(config, seed=seed)
+            a = short_train(specs[name], data, cfg)
+            b = (short_train(specs[name], data, replace(cfg, train_dtype="bf16")) if other == "bf16"
+                 else short_train(specs[name], data, cfg, layout=torch.channels_last))
+            pairs.append((a.psnr_gain_db, b.psnr_gain_db))
+            print(f"| {name} | {seed} | {a.psnr_gain_db:+.4f} | {b.psnr_gain_db:+.4f} | "
+                  f"{b.psnr_gain_db - a.psnr_gain_db:+.4f} | {a.train_s:.1f} | {b.train_s:.1f} |", flush=True)
+        if len(seeds) > 1:
+            ma, mb = statistics.mean(x for x, _ in pairs), statistics.mean(y for _, y in pairs)
+            print(f"| {name} | mean | {ma:+.4f} | {mb:+.4f} | {mb - ma:+.4f} | | |", flush=True)
 
 
 def main() -> None:
@@ -93,18 +91,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default="fp32,channels_last,compile")
-    ap.add_argument("--quality", action="store_true", help="train each net in full in NCHW and channels-last memory")
+    ap.add_argument("--quality", action="store_true", help="train each net in full as today and as --quality-vs")
+    ap.add_argument("--quality-vs", choices=("channels_last", "bf16"), default="channels_last")
+    ap.add_argument("--train-steps", type=int, default=TrainConfig.steps, help="--quality: steps per training")
+    ap.add_argument("--seeds", default="0", help="--quality: training seeds, comma-separated (default 0)")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    if "bf16" in variants and not native_bf16():
+    if ("bf16" in variants or args.quality_vs == "bf16") and not native_bf16():
         raise SystemExit("bf16: this CPU has no native bf16 (no avx512_bf16 or AMX): autocast would emulate it")
-    config = TrainConfig()
+    config = TrainConfig(steps=args.train_steps)
     data = load_data("sr", 2, config.patch_size)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} "
           f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
           f"native bf16: {native_bf16()}")
     if args.quality:
-        quality(args.nets, config, data)
+        quality(args.nets, config, data, args.quality_vs, [int(x) for x in args.seeds.split(",")])
         return
     print("| net | variant | ms/step (median) | steps/s | vs fp32 | first step s | load 1m before/after |")
     print("|---|---|---|---|---|---|---|")

@@ -186,12 +186,14 @@ class Target:
     @classmethod
     def resolve(cls, *, budget: Budget, task: str = "sr2x", backend: str = "auto",
                 input_size: tuple[int, int] | None = None, loss: str = "l1", seed: int = 0,
-                train_steps: int | None = None, reparam: str | None = None, noise_sigma: float = 25.0,
+                train_steps: int | None = None, reparam: str | None = None, train_dtype: str = "auto",
+                noise_sigma: float = 25.0,
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
                 min_shift_consistency: float | None = None, targets: tuple[TargetBudget, ...] = (),
                 precision: str | None = None) -> Target:
         from nas.training.degrade import degradation_tag
+        from nas.training.dtype import resolve_train_dtype
         from nas.training.train import TrainConfig
         from search_spaces import get_space
 
@@ -208,7 +210,8 @@ class Target:
 
             precisions = parse_precisions(precision)
             check_offered(chosen.name, precisions)
-        train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed}
+        dtype = resolve_train_dtype(train_dtype, "cuda" if chosen.is_gpu else "cpu")
+        train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed, "train_dtype": dtype}
         if train_steps is not None:
             train_kwargs["steps"] = train_steps
         if reparam is not None:

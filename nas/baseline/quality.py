@@ -139,7 +139,7 @@ def _train_plain(b: Baseline, data: TaskData, config: TrainConfig, device: str) 
         diverged = False
         for _ in range(config.steps):
             inp, tgt = sampler.batch(config.batch_size)
-            if not math.isfinite(train_step(net, inp.to(dev), tgt.to(dev), loss_fn, opt, sched)):
+            if not math.isfinite(train_step(net, inp.to(dev), tgt.to(dev), loss_fn, opt, sched, config.train_dtype)):
                 diverged = True
                 break
         net.eval()

@@ -31,6 +31,7 @@ class BenchConfig:
     trials: int = DEFAULT_TRIALS
     train_steps: int | None = None     # None: TrainConfig's default
     reparam: str | None = None         # None: TrainConfig's default; searches and references train alike
+    train_dtype: str = "auto"          # --train-dtype of every training (auto: bf16 where native)
     long_steps: int | None = None      # None: LONG_FACTOR x the short steps
     finalists: int = DEFAULT_FINALISTS  # each search's finalists, trained --final-steps (default: the long steps)
     final_steps: int | None = None

@@ -123,7 +123,8 @@ class Bench:
             cfg = self.config
             self.targets[key] = Target.resolve(budget=Budget(budget), task=cfg.task, backend=cfg.backend,
                                                input_size=cfg.input_size, seed=seed, train_steps=cfg.train_steps,
-                                               reparam=cfg.reparam, latency_db=cfg.latency_db,
+                                               reparam=cfg.reparam, train_dtype=cfg.train_dtype,
+                                               latency_db=cfg.latency_db,
                                                precision=cfg.precision)
         return self.targets[key]
 

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         budgets=args.budgets, seeds=args.seeds, samplers=args.samplers, trials=args.trials,
-        train_steps=args.train_steps, reparam=args.reparam, long_steps=args.long_steps, task=args.task,
+        train_steps=args.train_steps, reparam=args.reparam, train_dtype=args.train_dtype, long_steps=args.long_steps,
+        task=args.task,
         finalists=args.finalists, final_steps=args.final_steps,
         backend=args.backend, precision=args.precision,
         input_size=parse_input_size(args.input_size) if args.input_size else None, out=args.out,

@@ -66,6 +66,10 @@ def add_training(p: argparse.ArgumentParser, steps_default: str) -> None:
     p.add_argument("--reparam", metavar="KIND",
                    help="train each conv as a re-parameterized block, collapsed to a plain conv after training: "
                    "none, linear (SESR) or ecb (ECBSR) (default ecb, reports/reparam.md)")
+    p.add_argument("--train-dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the training forward pass's compute type: bf16 autocast (channels-last) or fp32; auto (the "
+                   "default): bf16 where the training device computes it natively (AVX-512 BF16, AMX, a bf16 GPU), "
+                   "reports/training_speed.md")
 
 
 def add_finalists(p: argparse.ArgumentParser) -> None:

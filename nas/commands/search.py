@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     target = Target.resolve(
         budget=budget, targets=targets, task=args.task, backend=args.backend,
         input_size=parse_input_size(args.input_size) if args.input_size else None, loss=args.loss,
-        seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, noise_sigma=args.noise_sigma,
+        seed=args.seed, train_steps=args.train_steps, reparam=args.reparam, train_dtype=args.train_dtype,
+        noise_sigma=args.noise_sigma,
         latency_db=args.latency_db,
         data=args.data, val_data=args.val_data, degradation=args.degradation, jpeg_quality=args.jpeg_quality,
         val_sequence=args.val_sequence, min_shift_consistency=args.min_shift_consistency, precision=args.precision,

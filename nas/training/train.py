@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from nas.errors import NasError, UsageError
 from nas.training.data import PatchSampler, TaskData, val_pairs
+from nas.training.dtype import TRAIN_DTYPES, layout_for
 from nas.training.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
 from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.training.reparam import collapse, fan_ins, reparameterize
@@ -30,9 +31,6 @@ from search_spaces import ArchSpec, SearchedNet, build
 
 TRAIN_PROTOCOL = 3  # bump when the training loop changes meaning: it is part of the cache key
 LOSS_POINTS = 100   # the loss curve keeps at most this many points (each a mean over its window)
-# NCHW: channels-last memory ran 1.01-1.13x the steps per second on an AVX2 CPU but moved a gain by 0.165 dB (ESPCN;
-# the tolerance is 0.02), so trainings stay as cached, bit for bit (reports/training_speed.md)
-TRAIN_LAYOUT = torch.contiguous_format
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,7 @@ class TrainConfig:
     # ECBSR's edge-oriented blocks: best of none/linear/ecb on every net measured (SR and denoise), at
     # 1.15-1.30x a plain step (reports/reparam.md); the shipped net is the same plain net
     reparam: str = "ecb"
+    train_dtype: str = "fp32"  # "bf16": the forward pass under bf16 autocast, channels-last (resolve_train_dtype)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -81,6 +80,7 @@ class TrainConfig:
         need(math.isfinite(self.noise_sigma) and self.noise_sigma >= 0,
              f"noise sigma must be >= 0 (8-bit levels), got {self.noise_sigma}")
         need(isinstance(self.val_every, int) and self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}")
+        need(self.train_dtype in TRAIN_DTYPES, f"--train-dtype must be fp32 or bf16, got {self.train_dtype!r}")
         need(self.reparam in REPARAM_KINDS,
              f"--reparam must be one of {', '.join(REPARAM_KINDS)}, got {self.reparam!r}")
         object.__setattr__(self, "loss", parse_loss(self.loss).canonical)  # "L1 + hfen:0.10" -> "l1+hfen:0.1"
@@ -89,8 +89,10 @@ class TrainConfig:
         return asdict(self)
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON of the config and TRAIN_PROTOCOL: the training-cache key."""
-        blob = json.dumps({**self.to_dict(), "protocol": TRAIN_PROTOCOL}, sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of the config and TRAIN_PROTOCOL: the training-cache key. An fp32 training
+        leaves ``train_dtype`` out, so the keys of trainings cached before it existed stay valid."""
+        d = {k: v for k, v in self.to_dict().items() if (k, v) != ("train_dtype", "fp32")}
+        blob = json.dumps({**d, "protocol": TRAIN_PROTOCOL}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -281,10 +283,12 @@ def optimizer_for(net: torch.nn.Module, config: TrainConfig) -> tuple[torch.opti
 
 
 def train_step(net: torch.nn.Module, inp: torch.Tensor, tgt: torch.Tensor, loss_fn: Callable[..., torch.Tensor],
-               opt: torch.optim.Optimizer, sched: Any) -> float:
+               opt: torch.optim.Optimizer, sched: Any, dtype: str = "fp32") -> float:
     """One optimizer step on a batch already on the device; returns the loss, and takes no step when it is not finite
-    (the caller stops: the training diverged)."""
-    loss = loss_fn(net(inp), tgt)
+    (the caller stops: the training diverged). ``dtype`` bf16: the forward pass under autocast, the loss in fp32."""
+    with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        out = net(inp)
+    loss = loss_fn(out.float(), tgt)
     value = loss.item()
     if math.isfinite(value):
         opt.zero_grad(set_to_none=True)
@@ -311,10 +315,10 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                 progress: Callable[[int, int, float], None] | None = None,
                 device: str | torch.device = "cpu", rungs: Sequence[int] = (),
                 on_rung: Callable[[int, float], bool] | None = None,
-                resume: Checkpoint | None = None, layout: torch.memory_format = TRAIN_LAYOUT) -> TrainResult:
+                resume: Checkpoint | None = None, layout: torch.memory_format | None = None) -> TrainResult:
     """Train ``build(spec)`` for ``config.steps`` steps, from scratch or from ``resume``, and validate it.
 
-    The net and its inputs train in ``layout`` memory (TRAIN_LAYOUT; benchmarks/train_speed.py compares the other).
+    The net and its inputs train in ``layout`` memory (None: the dtype's, ``layout_for``). Validation runs in fp32.
 
     ``progress(step, steps, loss)`` is called about every 5 % of the steps. At each of ``rungs`` (steps
     below ``config.steps``) the net is validated and ``on_rung(step, gain_db)`` asked whether to stop: a
@@ -334,6 +338,7 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
         raise UsageError(f"patch size {config.patch_size} is not a multiple of {spec.size_multiple}, which "
                          "this spec's space-to-depth and levels need: use a multiple of 16")
     dev = torch.device(device)
+    layout = layout_for(config.train_dtype) if layout is None else layout
     loss_fn = parse_loss(config.loss)
     pairs = val_pairs(data, config.noise_sigma)
     window = max(1, math.ceil(config.steps / LOSS_POINTS))
@@ -367,7 +372,8 @@ def short_train(spec: ArchSpec, data: TaskData, config: TrainConfig,
                     break
         for step in range(first, config.steps + 1) if stopped is None else ():
             inp, tgt = sampler.batch(config.batch_size)   # (B,3,p,p), (B,3,ps,ps)
-            loss_value = train_step(net, inp.to(dev, memory_format=layout), tgt.to(dev), loss_fn, opt, sched)
+            loss_value = train_step(net, inp.to(dev, memory_format=layout), tgt.to(dev), loss_fn, opt, sched,
+                                    config.train_dtype)
             if not math.isfinite(loss_value):
                 diverged = True
                 break
