@@ -191,7 +191,7 @@ class Target:
                 latency_db: str | None = None, data: str | None = None, val_data: str | None = None,
                 degradation: str = "bicubic", jpeg_quality: int = 90, val_sequence: bool = False,
                 min_shift_consistency: float | None = None, targets: tuple[TargetBudget, ...] = (),
-                precision: str | None = None) -> Target:
+                precision: str | None = None, emulate_bf16: bool = False) -> Target:
         from nas.training.degrade import degradation_tag
         from nas.training.dtype import resolve_train_dtype
         from nas.training.train import TrainConfig
@@ -210,7 +210,7 @@ class Target:
 
             precisions = parse_precisions(precision)
             check_offered(chosen.name, precisions)
-        dtype = resolve_train_dtype(train_dtype, "cuda" if chosen.is_gpu else "cpu")
+        dtype = resolve_train_dtype(train_dtype, "cuda" if chosen.is_gpu else "cpu", emulate=emulate_bf16)
         train_kwargs: dict[str, Any] = {"loss": loss, "seed": seed, "train_dtype": dtype}
         if train_steps is not None:
             train_kwargs["steps"] = train_steps

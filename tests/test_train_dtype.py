@@ -44,6 +44,7 @@ def test_auto_is_bf16_exactly_where_the_device_computes_it_and_a_forced_bf16_is_
     assert resolve_train_dtype("auto") == "fp32"
     with pytest.raises(UsageError, match="does not compute bf16 natively"):
         resolve_train_dtype("bf16")
+    assert resolve_train_dtype("bf16", emulate=True) == "bf16"  # a run's own dtype, to retrain its baselines alike
     with pytest.raises(UsageError, match="--train-dtype"):
         resolve_train_dtype("fp16")
     with pytest.raises(UsageError, match="--train-dtype"):

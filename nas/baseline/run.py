@@ -124,7 +124,7 @@ def run_target(run_dir: Path, latency_db: str | None) -> Target:
         budget=rd.budget or Budget(1.0, "median"), task=c["task"], backend=str(rd.meta.get("backend", "auto")),
         input_size=rd.input_size, loss=str(train.get("loss", "l1")), seed=integer(train.get("seed")) or 0,
         train_steps=integer(train.get("steps")), reparam=train.get("reparam"),
-        train_dtype=str(train.get("train_dtype") or "fp32"),
+        train_dtype=str(train.get("train_dtype") or "fp32"), emulate_bf16=True,  # retrain as the run trained
         noise_sigma=number(train.get("noise_sigma")) or 25.0, latency_db=db, data=c.get("data"),
         val_data=c.get("val_data"), degradation=str(c.get("degradation") or "bicubic"),
         jpeg_quality=integer(c.get("jpeg_quality")) or 90, val_sequence=bool(c.get("val_sequence")))

@@ -33,14 +33,15 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_train_dtype(choice: str, device: str | torch.device = "cpu") -> str:
+def resolve_train_dtype(choice: str, device: str | torch.device = "cpu", emulate: bool = False) -> str:
     """``--train-dtype``: ``auto`` is bf16 where ``device`` computes it natively, fp32 elsewhere
-    (reports/training_speed.md); an explicit bf16 on a device without it is refused (emulated, it is slower)."""
+    (reports/training_speed.md); an explicit bf16 on a device without it is refused (emulated, it is slower) unless
+    ``emulate`` (a run's own dtype, to retrain its baselines exactly as it trained)."""
     if choice == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if choice not in TRAIN_DTYPES:
         raise UsageError(f"--train-dtype must be auto, {' or '.join(TRAIN_DTYPES)}, got {choice!r}")
-    if choice == "bf16" and not native_bf16(device):
+    if choice == "bf16" and not emulate and not native_bf16(device):
         raise UsageError(f"--train-dtype bf16: {device} does not compute bf16 natively (no AVX-512 BF16 or AMX, or a "
                          "GPU without bf16); use fp32 or auto")
     return choice
