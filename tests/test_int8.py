@@ -144,6 +144,29 @@ def test_a_searched_precision_tells_one_nets_precisions_apart() -> None:
     assert not single.given and single.precisions == ("fp32",) and single.folder("fp32") == ""
 
 
+def test_a_search_over_precisions_starts_from_every_reference_in_the_first_precision_listed(tmp_path: Path) -> None:
+    """``fp32,int8`` must start where ``fp32`` starts: left to the sampler a reference could be enqueued in int8 only
+    (an 8 ms bench's int8-enabled search never ran QuickSRNet-S in fp32, the fp32-only search's winner)."""
+    import csv
+
+    from nas.search.precision import PARAM, PrecisionPlan
+    from nas.target import Budget, Target
+
+    plan = PrecisionPlan(Target.resolve(budget=Budget(5.0), backend="onnxruntime", precision="int8,fp32"))
+    assert plan.warm({"color": "rgb"}) == {"color": "rgb", PARAM: "int8"}
+    single = PrecisionPlan(Target.resolve(budget=Budget(5.0), backend="onnxruntime"))
+    assert single.warm({"color": "rgb"}) == {"color": "rgb"}  # one precision: no parameter
+    run = tmp_path / "run"
+    argv = ["search", "--task", "sr2x", "--input-size", "32x48", "--budget-ms", "50", "--trials", "4",
+            "--train-steps", "5", "--finalists", "0", "--backend", "onnxruntime", "--precision", "fp32,int8",
+            "--run-dir", str(run), "--json"]
+    assert main(argv) == 0
+    with open(run / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    references = [r for r in rows if r["reference"]]
+    assert len(references) == 4 and all(r["precision"] == "fp32" for r in references), rows
+
+
 @pytest.mark.slow
 def test_qat_improves_a_net_that_post_training_quantization_hurts() -> None:
     """A real 300-step training of ESPCN on the bundled photos: PTQ costs it more than the threshold, and the

@@ -127,7 +127,8 @@ class Search:
         complete = self.plan.complete(partial(space.complete, input_size=target.input_size))
         sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide(), complete)
         self.study, created = create_or_load_study(self.study_name, storage, sampler, self.pruning.pruner)
-        warm = {name: space.params_of(spec) for name, spec in space.fitting_references(target.input_size)[0].items()}
+        warm = {name: self.plan.warm(space.params_of(spec))
+                for name, spec in space.fitting_references(target.input_size)[0].items()}
         seed_or_check(self.study, self.study_name, study_identity(target, self.data), created,
                       warm if cfg.warm_start else {}, shared=cfg.storage is not None)
         self.meta = run_meta(target, cfg, self.study_name, self.pruning.rungs, mask_url(target.latency_db),

@@ -47,6 +47,12 @@ class PrecisionPlan:
             return self.precisions[0]
         return str(trial.suggest_categorical(PARAM, list(self.precisions)))
 
+    def warm(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A reference's warm-start parameters: when precision is searched, in the first precision listed, so that
+        ``fp32,int8`` starts from the references as ``fp32`` does (left to Optuna, a reference could be enqueued in
+        int8 only: QuickSRNet-S then never ran in fp32, reports/int8.md); the samplers try the other precisions."""
+        return {**params, PARAM: self.precisions[0]} if self.searched else params
+
     def folder(self, precision: str) -> str:
         """The trial's subfolder of archs/<arch_id>/ (RunDirWriter.arch_dir): its precision when --precision was
         given, so that one net's rows in two precisions never overwrite each other."""
