@@ -190,7 +190,11 @@ def test_a_second_bench_within_the_first_ones_grid_measures_and_trains_nothing(b
     assert second["new_latency_rows"] == 0 and second["new_trainings"] == 0
     assert {(r["budget_ms"], r["sampler"], r["seed"]) for r in second["runs"]} == \
         {(0.3, sampler, 0) for sampler in SAMPLERS}
-    assert all(r["n_measured"] == 0 for r in second["runs"])
+    for r in second["runs"]:  # no new row; a visit only to a stored row left unsettled that is now a close call
+        # (issue #24: a close call is timed again before the gate decides; how near the budget a tiny net's row
+        # lands depends on the machine's moment, so whether one is left is not fixed)
+        this_run = json.loads((Path(r["run_dir"]) / "run.json").read_text())["summary"]["this_run"]
+        assert r["n_measured"] <= this_run["close_calls_retimed"], this_run
     assert all(e["latency_cached"] for e in second["references"].values())
     # the same winners; only their latency may drop: each search re-times its finalists before naming the winner
     # (cpu-fast-v4 visits, issue #24), and more visits can only lower the minimum
