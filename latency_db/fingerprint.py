@@ -143,6 +143,11 @@ def cpu_identity(blocks: list[dict[str, str]] | tuple[dict[str, str], ...],
     }
 
 
+def cpu_isa() -> list[str]:
+    """This machine's dispatch ISA flags (DISPATCH_FLAGS it has), from /proc/cpuinfo read once."""
+    return cpu_identity(_cpuinfo(), {})["isa"]
+
+
 def cpu_fingerprint(threads: int, identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Key: CPU model name, vendor/family/model/stepping, dispatch ISA flags, caches, cores, threads.
     Info: host, logical CPUs. ``identity`` replaces what this machine's /proc/cpuinfo says (tests)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from latency_db.fingerprint import cpu_isa
 from nas.errors import UsageError
 
 TRAIN_DTYPES = ("fp32", "bf16")  # the forward pass's compute type (autocast); weights, Adam and the loss stay fp32
@@ -25,12 +26,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_isa()))
 
 
 def resolve_train_dtype(choice: str, device: str | torch.device = "cpu", emulate: bool = False) -> str:
