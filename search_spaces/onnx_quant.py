@@ -22,7 +22,8 @@ import numpy as np
 from search_spaces.errors import NasError
 
 QUANT_SCHEMES = ("ort", "trt")
-QUANT_VERSION = 1  # bump when the quantization recipe below changes: it is part of the int8 latency and cache keys
+QUANT_VERSION = 2  # bump when the quantization recipe below changes: it is part of the int8 latency and cache keys
+# 2: every node quantizes its own copy of a shared initializer (``unshared_initializers``)
 
 
 class QuantizeError(NasError, RuntimeError):
@@ -54,6 +55,43 @@ class _Reader:
         """Not needed: calibration reads the inputs once."""
 
 
+def unshared_initializers(graph: bytes) -> bytes:
+    """``graph`` with every initializer read by one node only: a copy per reader, ``Identity`` aliases folded away.
+
+    The exporter merges equal initializers, so an untrained net's zero biases become one tensor read by every conv
+    of a width. The quantizer then quantizes that bias once, at the first conv's scale, and ONNX Runtime cannot fuse
+    the other convs into QLinearConv: they run in float between Dequantize and Quantize nodes, and the int8 graph of
+    ABPN took 2x its fp32 time (reports/int8.md, "Shared biases").
+    """
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    body = model.graph
+    tensors = {t.name: t for t in body.initializer}
+    outputs = {o.name for o in body.output}
+    aliases = [n for n in body.node if n.op_type == "Identity" and n.input[0] in tensors and n.output[0] not in outputs]
+    for node in aliases:  # an Identity of an initializer becomes an initializer of its own under the output's name
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensors[node.input[0]])
+        copy.name = node.output[0]
+        body.initializer.append(copy)
+        tensors[copy.name] = copy
+        body.node.remove(node)
+    read: set[str] = set()
+    for node in body.node:  # a second reader of one initializer reads its own copy
+        for i, name in enumerate(node.input):
+            if name not in tensors:
+                continue
+            if name in read:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(tensors[name])
+                copy.name = f"{name}__{node.name or node.output[0]}_{i}"
+                body.initializer.append(copy)
+                node.input[i] = copy.name
+            read.add(name)
+    return model.SerializeToString()
+
+
 def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str = "ort") -> bytes:
     """The int8 QDQ graph of the fp32 ONNX ``graph``, activations calibrated on ``calibration`` (N, C, H, W arrays
     the graph accepts). Deterministic for the same graph and inputs."""
@@ -72,7 +110,7 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
     with tempfile.TemporaryDirectory(prefix="nas-quant-") as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         with open(src, "wb") as fh:
-            fh.write(graph)
+            fh.write(unshared_initializers(graph))
         logging.disable(logging.WARNING)  # ONNX Runtime's quantizer warns on the root logger about every bias
         try:
             quantize_static(src, dst, Reader(calibration, INPUT_NAME), quant_format=QuantFormat.QDQ, per_channel=True,
