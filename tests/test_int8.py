@@ -239,3 +239,30 @@ def test_int8_export_ships_the_qdq_graph_and_train_py_ends_quantization_aware(tm
     y = ort.InferenceSession(qdq, providers=["CPUExecutionProvider"]).run(
         None, {"input": rng.random((1, 3, 48, 64), dtype=np.float32)})[0]
     assert y.shape == (1, 3, 96, 128) and np.isfinite(y).all()
+
+
+@pytest.mark.slow
+def test_a_bench_judges_an_int8_winner_after_the_long_training_as_its_int8_net(tmp_path: Path) -> None:
+    """`nas bench --precision int8`: the winner's long gain is the gain of its quantized net after the long training
+    (as the search scored its short training), not the float net's: quantization costs an int8 net some gain."""
+    import sqlite3
+
+    from tiny import run_nas
+
+    db = tmp_path / "latency.db"
+    proc = run_nas("bench", "--budgets", "5", "--seeds", "0", "--samplers", "evolution", "--trials", "3",
+                   "--train-steps", "20", "--long-steps", "40", "--input-size", "32x48", "--backend", "onnxruntime",
+                   "--finalists", "0", "--precision", "int8", "--out", str(tmp_path / "bench"),
+                   "--latency-db", f"sqlite:///{db}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    best = result["runs"][0]["best"]
+    assert best is not None and best["precision"] == "int8"
+    (judged,) = result["long"]["judged"]
+    with sqlite3.connect(db) as conn:
+        figures = [json.loads(f) for (f,) in conn.execute(
+            "SELECT figures FROM nas_int8_cache_v1 WHERE arch_id = ?", (best["arch_id"],))]
+    gains = [f["psnr_db"] - f["bicubic_psnr_db"] for f in figures]
+    assert any(g == pytest.approx(best["psnr_gain_db"], abs=1e-9) for g in gains)  # the short training's int8 score
+    long_int8 = [g for g in gains if g != pytest.approx(best["psnr_gain_db"], abs=1e-9)]
+    assert len(long_int8) == 1 and judged["winner_long_gain_db"] == pytest.approx(long_int8[0], abs=1e-9)

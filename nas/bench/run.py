@@ -29,6 +29,7 @@ from nas.errors import UsageError
 from nas.rundir import RunDir
 from nas.search.config import SearchConfig
 from nas.search.driver import Search
+from nas.search.precision import int8_quality, precision_target
 from nas.search.storage import mask_url
 from nas.target import Budget, Target
 
@@ -169,6 +170,7 @@ class Bench:
                 "psnr_gain_db": best["psnr_gain_db"], "ssim": best_row.ssim if best_row else None,
                 "final_steps": best["final_steps"], "final_psnr_gain_db": best["final_psnr_gain_db"],
                 "psnr_db": best_row.psnr_db if best_row else None,
+                "precision": best_row.precision if best_row else "",
             },
         }
 
@@ -366,7 +368,8 @@ class Bench:
     def _long_judged(self, search: Search, runs: list[dict[str, Any]], budgets: list[dict[str, Any]],
                      references: dict[str, Any]) -> list[dict[str, Any]]:
         """Per budget and seed, the search's winner and the best fitting reference after the long training at that
-        seed (a finalist's or the long table's training answers from the cache); a classical one trains nothing."""
+        seed (a finalist's or the long table's training answers from the cache); a classical one trains nothing. An
+        int8 winner is scored as its int8 net after the long training (quantized as the search scored it)."""
         from search_spaces import ArchSpec
 
         target, long_steps, out = search.target, self._long_steps(search), []
@@ -381,8 +384,11 @@ class Bench:
                 if run["best"] is not None:
                     spec = ArchSpec.from_json((Path(run["run_dir"]) / "archs" / run["best"]["arch_id"] /
                                                "arch.json").read_text())
-                    gains["winner"] = search.train_cache.train(spec, search.data, config, target.backend,
-                                                               target.device)[0].psnr_gain_db
+                    long = search.train_cache.train(spec, search.data, config, target.backend, target.device)[0]
+                    if run["best"].get("precision") == "int8" and long.moved:  # judged as the search scored it
+                        int8_target = replace(precision_target(target, "int8"), train_config=config)
+                        long = int8_quality(spec, long, search.data, int8_target, search.store.shared_engine)[0]
+                    gains["winner"] = long.psnr_gain_db
                 if ref in refs:
                     gains["reference"] = search.train_cache.train(refs[ref], search.data, config, target.backend,
                                                                   target.device)[0].psnr_gain_db

@@ -19,7 +19,7 @@ child only never repeats a trial's exact parameters.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +81,17 @@ class EvolutionSampler(BaseSampler):
     With ``complete`` (``SearchSpace.complete`` at the search's input size) a child is its network: the
     parameters a new layer needs are drawn when the child is, and a child whose network a trial of the
     study already has (however its parameters say it) is drawn again, up to MAX_REDRAWS times.
+
+    Each parameter mutates with probability 1 / (number of parameters), or its ``mutation_rates`` entry: a choice
+    of another kind than the architecture's many (the searched precision) is otherwise left as the parent had it.
     """
 
     def __init__(self, budget: Budget, seed: int | None = None, n_startup_trials: int = 10,
                  population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25,
                  guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4,
-                 complete: Complete | None = None) -> None:
+                 complete: Complete | None = None, mutation_rates: Mapping[str, float] | None = None) -> None:
         self.budget = budget.limit_ms  # a Budget's limit is positive by construction
+        self.mutation_rates = dict(mutation_rates or {})
         self.guide, self.guide_children = guide, guide_children
         self.complete = complete
         self._networks: dict[tuple[tuple[str, str], ...], Hashable] = {}  # a trial's parameters -> its network
@@ -129,7 +133,8 @@ class EvolutionSampler(BaseSampler):
         children = []
         for _ in range(self.guide_children if self.guide else 1):
             for _ in range(MAX_REDRAWS):
-                mutate = [n for n in names if self._rng.random() < 1.0 / len(names)] or [self._rng.choice(names)]
+                mutate = [n for n in names if self._rng.random() < self.mutation_rates.get(n, 1.0 / len(names))] \
+                    or [self._rng.choice(names)]
                 changed = self._child(parent.params, {n: self._mutate(parent.params[n], parent.distributions[n],
                                                                       p_grow) for n in mutate})
                 network = self._network({**parent.params, **changed})
