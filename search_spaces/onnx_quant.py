@@ -68,27 +68,27 @@ def unshared_initializers(graph: bytes) -> bytes:
     model = onnx.load_from_string(graph)
     body = model.graph
     tensors = {t.name: t for t in body.initializer}
+
+    def copy_of(name: str, new_name: str) -> None:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensors[name])
+        copy.name = new_name
+        body.initializer.append(copy)
+        tensors[new_name] = copy
+
     outputs = {o.name for o in body.output}
     aliases = [n for n in body.node if n.op_type == "Identity" and n.input[0] in tensors and n.output[0] not in outputs]
     for node in aliases:  # an Identity of an initializer becomes an initializer of its own under the output's name
-        copy = onnx.TensorProto()
-        copy.CopyFrom(tensors[node.input[0]])
-        copy.name = node.output[0]
-        body.initializer.append(copy)
-        tensors[copy.name] = copy
+        copy_of(node.input[0], node.output[0])
         body.node.remove(node)
     read: set[str] = set()
     for node in body.node:  # a second reader of one initializer reads its own copy
         for i, name in enumerate(node.input):
-            if name not in tensors:
-                continue
             if name in read:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(tensors[name])
-                copy.name = f"{name}__{node.name or node.output[0]}_{i}"
-                body.initializer.append(copy)
-                node.input[i] = copy.name
-            read.add(name)
+                node.input[i] = f"{name}__{node.name or node.output[0]}_{i}"
+                copy_of(name, node.input[i])
+            elif name in tensors:
+                read.add(name)
     return model.SerializeToString()
 
 

@@ -18,7 +18,8 @@ from nas.target import Target
 PARAM = "precision"  # the Optuna parameter of a search over several precisions
 # How often the evolution changes a child's precision from its parent's. At the default rate (one over some thirty
 # parameters) an 8 ms search over fp32,int8, whose references start in fp32, drew no int8 child in 24 trials on
-# either seed (reports/int8.md, "Shared biases"), though int8 ABPN and QuickSRNet-M fit where their fp32 graphs do not.
+# either seed (reports/int8.md, "The benches after the fix"), though int8 ABPN and QuickSRNet-M fit where their fp32
+# graphs do not.
 PRECISION_MUTATION_RATE = 0.3
 Complete = Callable[[dict[str, Any], random.Random], tuple[Hashable, dict[str, Any]]]
 
