@@ -164,3 +164,50 @@ def test_a_searched_precision_mutates_at_its_own_rate() -> None:
                               for c in children]
     assert max(first[True]) < 5 < max(first[False])
     assert share[True] > 2 * share[False]
+
+
+def test_a_child_switched_to_int8_grows_into_the_latency_it_frees() -> None:
+    """int8 halves the stand-in latency: with the switch's projection a child switched from fp32 is grown towards
+    the budget in the same trial, so the int8 nets trained use more of it and the best of them is better, with no
+    more trials lost over the budget."""
+    from nas.search.precision import PARAM, PRECISION_MUTATION_RATE, SwitchProjection
+    from nas.search.samplers import latency
+
+    budget, seeds = 2.0, range(4)
+    share, best_int8, over = {}, {}, {}
+    for grown in (False, True):
+        studies = [run_over_precisions(EvolutionSampler(
+            Budget(budget), seed=s, mutation_rates={PARAM: PRECISION_MUTATION_RATE},
+            project=SwitchProjection(SPACE, SIZE) if grown else None), budget) for s in seeds]
+        int8 = [[t for t in study.trials[len(REFERENCES):] if t.params["precision"] == "int8"
+                 and t.state == TrialState.COMPLETE] for study in studies]
+        share[grown] = statistics.mean(statistics.median(latency(t, budget) / budget for t in c) for c in int8)
+        best_int8[grown] = statistics.mean(max(t.value for t in c) for c in int8)
+        over[grown] = sum(t.state == TrialState.PRUNED for study in studies for t in study.trials)
+    assert share[True] > share[False] + 0.1
+    assert best_int8[True] > best_int8[False]
+    assert over[True] <= over[False]
+
+
+def test_the_switch_projection_learns_each_precision_from_the_study() -> None:
+    """Before the study measured both precisions the projection uses the prior speed-ups; after, the study's own:
+    the same net switched to int8 at the stand-in's exact ratio, and a net twice the MACs projected twice as slow
+    (the stand-in's latency is linear in MACs)."""
+    import random
+
+    from nas.search.precision import MIN_MEASURED, PRIOR_SPEED, SwitchProjection
+
+    project = SwitchProjection(SPACE, SIZE)
+    rng = random.Random(0)
+    nets = [SPACE.params_of(SPACE.random_spec(rng, SIZE)) for _ in range(2 * MIN_MEASURED)]
+    ms = [project.macs(p) / MACS_PER_MS for p in nets]
+    fp32, int8 = {**nets[0], "precision": "fp32"}, {**nets[0], "precision": "int8"}
+    assert project(fp32, ms[0], fp32, []) is None   # no switch, no projection
+    assert project(fp32, ms[0], int8, []) == pytest.approx(ms[0] * PRIOR_SPEED["int8"])
+    measured = [({**p, "precision": "fp32" if i < MIN_MEASURED else "int8"}, m if i < MIN_MEASURED else 0.25 * m)
+                for i, (p, m) in enumerate(zip(nets, ms, strict=True))]
+    assert project(fp32, ms[0], int8, measured) == pytest.approx(0.25 * ms[0], rel=1e-6)
+    assert project(int8, 0.25 * ms[0], fp32, measured) == pytest.approx(ms[0], rel=1e-6)
+    assert project.macs(nets[1]) != project.macs(nets[0])
+    assert project(fp32, ms[0], {**nets[1], "precision": "int8"}, measured) == \
+        pytest.approx(0.25 * ms[1], rel=1e-6)

@@ -88,23 +88,23 @@ def default_study_name(target: Target, config: SearchConfig) -> str:
             f"seed{config.seed}{sampler}")
 
 
-# Optuna samplers by ``--sampler`` name: (budget, seed, predictor guide or None, the space's ``complete`` at the
-# input size or None, per-parameter mutation rates or None) -> sampler. Optuna loads only when one is made.
-SAMPLERS: Registry[Callable[[Budget, int, Any, Any, Any], Any]] = Registry("sampler")
+# Optuna samplers by ``--sampler`` name: (budget, seed, predictor guide or None, the evolution's keyword arguments
+# from the search's precisions, PrecisionPlan.evolution, or None) -> sampler. Optuna loads only when one is made.
+SAMPLERS: Registry[Callable[[Budget, int, Any, Any], Any]] = Registry("sampler")
 
 
 @SAMPLERS.register("evolution")
-def _evolution(budget: Budget, seed: int, guide: Any = None, complete: Any = None, rates: Any = None) -> Any:
-    """Budget-aware regularized evolution (nas/samplers.py), the default; ``guide`` picks among children,
-    ``complete`` tells a child's network, so that none repeats one the study has; ``rates`` sets how often a
-    parameter mutates (the searched precision's, nas/search/precision.py)."""
+def _evolution(budget: Budget, seed: int, guide: Any = None, evolution: Any = None) -> Any:
+    """Budget-aware regularized evolution (nas/samplers.py), the default; ``guide`` picks among children;
+    ``evolution`` holds ``complete`` (a child's network, so that none repeats one the study has) and, with several
+    precisions, the precision's mutation rate and its switch's latency projection (nas/search/precision.py)."""
     from nas.search.samplers import EvolutionSampler
 
-    return EvolutionSampler(budget=budget, seed=seed, guide=guide, complete=complete, mutation_rates=rates)
+    return EvolutionSampler(budget=budget, seed=seed, guide=guide, **(evolution or {}))
 
 
 @SAMPLERS.register("tpe")
-def _tpe(budget: Budget, seed: int, guide: Any = None, complete: Any = None, rates: Any = None) -> Any:
+def _tpe(budget: Budget, seed: int, guide: Any = None, evolution: Any = None) -> Any:
     """Optuna's TPE, with the budget as a constraint (told through ``latency_gate``)."""
     import optuna
 
@@ -112,7 +112,7 @@ def _tpe(budget: Budget, seed: int, guide: Any = None, complete: Any = None, rat
 
 
 @SAMPLERS.register("random")
-def _random(budget: Budget, seed: int, guide: Any = None, complete: Any = None, rates: Any = None) -> Any:
+def _random(budget: Budget, seed: int, guide: Any = None, evolution: Any = None) -> Any:
     """Random search: the blind-search control of ``nas bench``."""
     import optuna
 

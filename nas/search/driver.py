@@ -16,7 +16,6 @@ import math
 import sys
 import time
 import zlib
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +122,8 @@ class Search:
         self.pruning = PRUNERS.get(cfg.pruner)(target.train_config.steps)
         space = target.space
         self.plan = PrecisionPlan(target)
-        # a child's network, for the evolution (its precision too, when searched)
-        complete = self.plan.complete(partial(space.complete, input_size=target.input_size))
-        sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide(), complete,
-                                            self.plan.mutation_rates())
+        sampler = SAMPLERS.get(cfg.sampler)(target.budget, self._sampler_seed(), self.guard.guide(),
+                                            self.plan.evolution(space, target.input_size))
         self.study, created = create_or_load_study(self.study_name, storage, sampler, self.pruning.pruner)
         warm = {name: self.plan.warm(space.params_of(spec))
                 for name, spec in space.fitting_references(target.input_size)[0].items()}

@@ -8,10 +8,14 @@ choose it like any other choice (the evolution sampler mutates it; its repeat ch
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import replace
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 from nas.target import Target
 
@@ -21,6 +25,11 @@ PARAM = "precision"  # the Optuna parameter of a search over several precisions
 # either seed (reports/int8.md, "The benches after the fix"), though int8 ABPN and QuickSRNet-M fit where their fp32
 # graphs do not.
 PRECISION_MUTATION_RATE = 0.3
+# A net's latency in each precision relative to fp32, until the study has measured MIN_MEASURED nets of each: the
+# 20 random nets' median int8 speed-up on ONNX Runtime's CPU was 2.16x (reports/int8.md, "Shared biases"); fp16 is
+# a round guess for a GPU's half-precision kernels. Only the growth of a child whose precision changed reads them.
+PRIOR_SPEED = {"fp32": 1.0, "fp16": 0.5, "int8": 0.46}
+MIN_MEASURED = 3
 Complete = Callable[[dict[str, Any], random.Random], tuple[Hashable, dict[str, Any]]]
 
 
@@ -62,6 +71,14 @@ class PrecisionPlan:
         """The evolution's mutation rate for the precision parameter (none when precision is not searched)."""
         return {PARAM: PRECISION_MUTATION_RATE} if self.searched else {}
 
+    def evolution(self, space: Any, input_size: tuple[int, int]) -> dict[str, Any]:
+        """The evolution sampler's keyword arguments for this search: ``complete`` (a child's network, its precision
+        among it), the precision's mutation rate and the latency projection of a child whose precision changed."""
+        kwargs: dict[str, Any] = {"complete": self.complete(partial(space.complete, input_size=input_size))}
+        if self.searched:
+            kwargs |= {"mutation_rates": self.mutation_rates(), "project": SwitchProjection(space, input_size)}
+        return kwargs
+
     def folder(self, precision: str) -> str:
         """The trial's subfolder of archs/<arch_id>/ (RunDirWriter.arch_dir): its precision when --precision was
         given, so that one net's rows in two precisions never overwrite each other."""
@@ -79,6 +96,49 @@ class PrecisionPlan:
             return (network, precision), {**drawn, PARAM: precision}
 
         return with_precision
+
+
+class SwitchProjection:
+    """The latency of a child whose precision is not its parent's, projected from the parent's: the study's measured
+    nets fitted as log(ms) = c[precision] + slope * log(MACs) (PRIOR_SPEED and slope 1 until it has MIN_MEASURED of
+    each precision), so that a net switched to int8 can be grown into the latency the switch frees."""
+
+    def __init__(self, space: Any, input_size: tuple[int, int]) -> None:
+        self.space, self.input_size = space, input_size
+        self._macs: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def __call__(self, parent: dict[str, Any], parent_ms: float, child: dict[str, Any],
+                 measured: list[tuple[dict[str, Any], float]]) -> float | None:
+        if PARAM not in parent or PARAM not in child or parent[PARAM] == child[PARAM]:
+            return None
+        offsets, slope = self.fit(measured)
+        ratio = math.log(self.macs(child) / self.macs(parent))
+        return parent_ms * math.exp(slope * ratio + offsets[child[PARAM]] - offsets[parent[PARAM]])
+
+    def fit(self, measured: list[tuple[dict[str, Any], float]]) -> tuple[dict[str, float], float]:
+        """Per precision, log latency at one MAC; and the slope of log latency in log MACs."""
+        prior = {p: math.log(v) for p, v in PRIOR_SPEED.items()}
+        rows = [(p[PARAM], math.log(self.macs(p)), math.log(ms)) for p, ms in measured if PARAM in p and ms > 0]
+        names = sorted({r[0] for r in rows})
+        if len(names) < 2 or any(sum(r[0] == n for r in rows) < MIN_MEASURED for n in names):
+            return prior, 1.0
+        design = np.array([[float(r[0] == n) for n in names] + [r[1]] for r in rows])
+        solution = np.linalg.lstsq(design, np.array([r[2] for r in rows]), rcond=None)[0]
+        slope = float(np.clip(solution[-1], 0.3, 1.2))  # a study of few nets of one size can say little of it
+        # the offsets at the clipped slope: each precision's mean residual
+        offsets = {n: float(np.mean([r[2] - slope * r[1] for r in rows if r[0] == n])) for n in names}
+        return prior | offsets, slope
+
+    def macs(self, params: dict[str, Any]) -> float:
+        """The multiply-adds of the network a full parameter dict draws (at least one, for the logarithm)."""
+        from search_spaces import count
+
+        key = tuple(sorted((k, repr(v)) for k, v in params.items() if k != PARAM))
+        if key not in self._macs:
+            spec = self.space.complete({k: v for k, v in params.items() if k != PARAM}, random.Random(0),
+                                       self.input_size)[0]
+            self._macs[key] = float(max(1, count(spec, *self.input_size).macs))
+        return self._macs[key]
 
 
 def int8_quality(spec: Any, result: Any, data: Any, target: Target, engine: Any) -> tuple[Any, Any, bool]:

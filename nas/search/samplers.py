@@ -11,6 +11,11 @@ budget shrinks, and the enqueued trials (the hand-designed reference nets) just 
 parents too, so that a good design a few percent too slow is cut down to fit. The first
 ``n_startup_trials`` (the enqueued reference nets among them) are random.
 
+A child whose searched precision changes (fp32 to int8: about half the latency on ONNX Runtime's CPU, reports/int8.md)
+is then grown (or, the other way, shrunk) towards the budget in the same trial, as far as ``project`` (its latency
+projected from its parent's) allows: one edit at a time, a parent switched to int8 keeps its size and leaves half the
+budget unused, and the 48-trial benches' int8 winners used 4.75 and 5.13 ms of 8 (reports/int8.md).
+
 A child never repeats a network the study already has: given the space's ``complete`` (a parameter dict to
 the canonical spec it draws), two parameter dicts of one network count as one; without it, as before, a
 child only never repeats a trial's exact parameters.
@@ -32,8 +37,13 @@ if TYPE_CHECKING:
     from nas.target import Budget
 
 MAX_REDRAWS = 20   # mutations drawn again when the child would repeat a network the study already has
+FILL_SHARE = 0.9   # a child whose precision changed is grown while its projected latency stays under this share
+FILL_TRIES = 12    # one-step edits tried in growing (or shrinking) such a child
 # a parameter dict (partial: a child's) -> the network it draws (hashable: the canonical spec) and all its parameters
 Complete = Callable[[dict[str, Any], random.Random], tuple[Hashable, dict[str, Any]]]
+# (parent's parameters, its latency in ms, a child's parameters, every measured trial's (parameters, ms)) -> the
+# child's projected latency in ms, or None when its precision is its parent's (nas/search/precision.py)
+Project = Callable[[dict[str, Any], float, dict[str, Any], list[tuple[dict[str, Any], float]]], float | None]
 
 
 @dataclass(frozen=True)
@@ -84,14 +94,20 @@ class EvolutionSampler(BaseSampler):
 
     Each parameter mutates with probability 1 / (number of parameters), or its ``mutation_rates`` entry: a choice
     of another kind than the architecture's many (the searched precision) is otherwise left as the parent had it.
+
+    With ``project``, a child that ``project`` says changed precision is edited further, one ordered architecture
+    choice a step at a time: larger while its projected latency stays under FILL_SHARE of the budget, smaller while
+    it is over the budget.
     """
 
     def __init__(self, budget: Budget, seed: int | None = None, n_startup_trials: int = 10,
                  population: int = 20, tournament: int = 5, p_shrink: float = 0.25, near: float = 0.25,
                  guide: Callable[[list[dict[str, Any]]], int] | None = None, guide_children: int = 4,
-                 complete: Complete | None = None, mutation_rates: Mapping[str, float] | None = None) -> None:
+                 complete: Complete | None = None, mutation_rates: Mapping[str, float] | None = None,
+                 project: Project | None = None) -> None:
         self.budget = budget.limit_ms  # a Budget's limit is positive by construction
         self.mutation_rates = dict(mutation_rates or {})
+        self.project = project
         self.guide, self.guide_children = guide, guide_children
         self.complete = complete
         self._networks: dict[tuple[tuple[str, str], ...], Hashable] = {}  # a trial's parameters -> its network
@@ -130,6 +146,7 @@ class EvolutionSampler(BaseSampler):
             return
         p_grow = grow_probability(parent, self.budget)
         seen = {self._network(params) for t in trials if (params := t.params or t.system_attrs.get("fixed_params"))}
+        measured = [(t.params, latency(t, self.budget)) for t in history if t.constraints and t.params]
         children = []
         for _ in range(self.guide_children if self.guide else 1):
             for _ in range(MAX_REDRAWS):
@@ -137,6 +154,8 @@ class EvolutionSampler(BaseSampler):
                     or [self._rng.choice(names)]
                 changed = self._child(parent.params, {n: self._mutate(parent.params[n], parent.distributions[n],
                                                                       p_grow) for n in mutate})
+                if self.project is not None and parent.constraints:
+                    changed = self._fill(parent, names, changed, measured)
                 network = self._network({**parent.params, **changed})
                 if network not in seen:
                     break
@@ -152,6 +171,31 @@ class EvolutionSampler(BaseSampler):
         if self.complete is None:
             return changed
         return self.complete({**params, **changed}, self._rng)[1]
+
+    def _fill(self, parent: FrozenTrial, names: list[str], changed: dict[str, Any],
+              measured: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+        """A child whose precision changed, grown towards FILL_SHARE of the budget (shrunk when projected over it)
+        by one-step edits of its ordered architecture choices; any other child as it was."""
+        assert self.project is not None
+        parent_ms = latency(parent, self.budget)
+        ms = self.project(parent.params, parent_ms, {**parent.params, **changed}, measured)
+        ordered = [n for n in names if n not in self.mutation_rates and _steps(parent.distributions[n])]
+        if ms is None or not ordered:
+            return changed
+        for _ in range(FILL_TRIES):
+            grow = ms < FILL_SHARE * self.budget
+            if not grow and ms <= self.budget:
+                break
+            name = self._rng.choice(ordered)
+            values = _steps(parent.distributions[name])
+            i = values.index(({**parent.params, **changed})[name]) + (1 if grow else -1)
+            if not 0 <= i < len(values):
+                continue
+            edited = self._child(parent.params, {**changed, name: values[i]})
+            edited_ms = self.project(parent.params, parent_ms, {**parent.params, **edited}, measured)
+            if edited_ms is not None and (edited_ms <= FILL_SHARE * self.budget if grow else edited_ms < ms):
+                changed, ms = edited, edited_ms
+        return changed
 
     def _network(self, params: dict[str, Any]) -> Hashable:
         """What a repeat is: the network the parameters draw (with ``complete``), else the parameters."""
@@ -199,11 +243,8 @@ class EvolutionSampler(BaseSampler):
         choices (strings, booleans) change to another at random."""
         direction = 1 if self._rng.random() < p_grow else -1
         steps = 1 if self._rng.random() < 0.75 else 2
-        if isinstance(dist, IntDistribution):
-            values = list(range(dist.low, dist.high + 1, dist.step))
-        elif _ordered(dist.choices):
-            values = sorted(dist.choices)
-        else:
+        values = _steps(dist)
+        if not values:
             others = [c for c in dist.choices if c != value]
             return self._rng.choice(others) if others else value
         i = values.index(value)
@@ -211,6 +252,21 @@ class EvolutionSampler(BaseSampler):
         if not 0 <= j < len(values):   # at the end of the range: move the other way instead
             j = i - direction * steps
         return values[min(max(j, 0), len(values) - 1)]
+
+
+def latency(trial: FrozenTrial, budget: float) -> float:
+    """A measured trial's latency in ms (its constraint is latency minus the budget; with several targets, the
+    largest relative miss in units of the first target's budget)."""
+    return budget + sum(trial.constraints.values())
+
+
+def _steps(dist: BaseDistribution) -> list[Any]:
+    """An ordered choice's values, smallest first (widths, kernels, depths); none for other choices."""
+    if isinstance(dist, IntDistribution):
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, CategoricalDistribution) and _ordered(dist.choices):
+        return sorted(dist.choices)
+    return []
 
 
 def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
