@@ -5,6 +5,7 @@ seeds run in seconds; the real comparison against random search is `nas bench` (
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 import optuna
@@ -211,3 +212,41 @@ def test_the_switch_projection_learns_each_precision_from_the_study() -> None:
     assert project.macs(nets[1]) != project.macs(nets[0])
     assert project(fp32, ms[0], {**nets[1], "precision": "int8"}, measured) == \
         pytest.approx(0.25 * ms[1], rel=1e-6)
+
+
+def test_a_switched_child_grows_only_by_edits_that_make_it_slower() -> None:
+    """Only the precision mutates (rate 1, every other 0): without the projection the int8 child is its parent's net;
+    with it, from every reference and several seeds, the child has more MACs than its parent (a larger choice is not
+    always a slower net: space-to-depth by 2 can be cheaper than by 1, and no such edit may count as growth) and is
+    projected within the fill share of the budget. At 136x240, where space-to-depth by 2 tiles the input."""
+    from nas.search.precision import PARAM, SwitchProjection
+    from nas.search.samplers import FILL_SHARE
+
+    budget, parent_ms, size = 2.0, 1.0, (136, 240)
+    project = SwitchProjection(SPACE, size)
+
+    def complete(params: dict, rng: random.Random) -> tuple:  # as PrecisionPlan.complete gives nas's evolution
+        spec, drawn = SPACE.complete({k: v for k, v in params.items() if k != PARAM}, rng, size)
+        return (spec, params.get(PARAM, "fp32")), {**drawn, PARAM: params.get(PARAM, "fp32")}
+
+    for name, reference in SPACE.fitting_references(size)[0].items():
+        params = {**SPACE.params_of(reference), PARAM: "fp32"}
+        for seed, grown in [(0, False)] + [(s, True) for s in range(5)]:
+            rates = {p: 0.0 for p in params} | {PARAM: 1.0}
+            sampler = EvolutionSampler(Budget(budget), seed=seed, n_startup_trials=1, mutation_rates=rates,
+                                       complete=complete, project=project if grown else None)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.enqueue_trial(params)
+            trial = study.ask()
+            SPACE.sample(trial, size)
+            trial.suggest_categorical(PARAM, ["fp32", "int8"])
+            assert latency_gate(study, trial, parent_ms, Budget(budget))
+            study.tell(trial, 1.0)
+            child = study.ask()
+            spec = SPACE.sample(child, size)
+            assert child.suggest_categorical(PARAM, ["fp32", "int8"]) == "int8"
+            if not grown:
+                assert spec.arch_id == reference.arch_id, name
+                continue
+            assert count(spec, *size).macs > count(reference, *size).macs, (name, seed)
+            assert project(params, parent_ms, child.params, []) <= FILL_SHARE * budget, (name, seed)

@@ -179,7 +179,7 @@ class EvolutionSampler(BaseSampler):
         assert self.project is not None
         parent_ms = latency(parent, self.budget)
         ms = self.project(parent.params, parent_ms, {**parent.params, **changed}, measured)
-        ordered = [n for n in names if n not in self.mutation_rates and _steps(parent.distributions[n])]
+        ordered = [n for n in names if _steps(parent.distributions[n])]  # widths, kernels, depths (not precision)
         if ms is None or not ordered:
             return changed
         for _ in range(FILL_TRIES):
@@ -193,7 +193,9 @@ class EvolutionSampler(BaseSampler):
                 continue
             edited = self._child(parent.params, {**changed, name: values[i]})
             edited_ms = self.project(parent.params, parent_ms, {**parent.params, **edited}, measured)
-            if edited_ms is not None and (edited_ms <= FILL_SHARE * self.budget if grow else edited_ms < ms):
+            # a larger value is not always a slower net (space-to-depth by 4 is cheaper than by 2): an edit counts
+            # only when it moves the projection the way wanted
+            if edited_ms is not None and (ms < edited_ms <= FILL_SHARE * self.budget if grow else edited_ms < ms):
                 changed, ms = edited, edited_ms
         return changed
 
