@@ -106,12 +106,16 @@ class SwitchProjection:
     def __init__(self, space: Any, input_size: tuple[int, int]) -> None:
         self.space, self.input_size = space, input_size
         self._macs: dict[tuple[tuple[str, str], ...], float] = {}
+        # the fit of the last ``measured`` list: the sampler builds one per trial and projects many edits against it
+        self._fitted: tuple[list[tuple[dict[str, Any], float]], tuple[dict[str, float], float]] | None = None
 
     def __call__(self, parent: dict[str, Any], parent_ms: float, child: dict[str, Any],
                  measured: list[tuple[dict[str, Any], float]]) -> float | None:
         if PARAM not in parent or PARAM not in child or parent[PARAM] == child[PARAM]:
             return None
-        offsets, slope = self.fit(measured)
+        if self._fitted is None or self._fitted[0] is not measured:
+            self._fitted = (measured, self.fit(measured))
+        offsets, slope = self._fitted[1]
         ratio = math.log(self.macs(child) / self.macs(parent))
         return parent_ms * math.exp(slope * ratio + offsets[child[PARAM]] - offsets[parent[PARAM]])
 
