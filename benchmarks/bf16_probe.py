@@ -1,15 +1,16 @@
 """Probe: where does a net's bf16 training loss come from? One patch of the re-parameterized conv, against fp32.
 
 Per seed, three full short trainings at TrainConfig's defaults: fp32, bf16 as the search trains it, and bf16 with one
-patch of ``ReparamConv`` local to this probe (reports/training_speed.md, sessions 9 and 10):
+patch of ``ReparamConv`` local to this probe (reports/training_speed.md, sessions 9-11):
 
 - ``fp32-collapse``: the collapse (the einsums that sum the branch weights into one kernel) forced to fp32;
-- ``added-identity``: under autocast the identity branch added to the conv's output instead of folded into a kernel
-  rounded to bf16, where a centre tap near 1 moves in steps of 2^-7 and loses the small update it carries.
+- ``folded-identity``: bf16 recipe 1, the identity branch folded into the kernel autocast rounds to bf16, where a
+  centre tap near 1 moves in steps of 2^-7 and loses the small update it carries (recipe 2, the search's since
+  session 11, adds the identity to the conv's output instead: nas/training/reparam.py).
 
 Prints each gain and its difference from fp32.
 
-Usage: python benchmarks/bf16_probe.py {fp32-collapse,added-identity} ecbsr_m4c8 0,1,2,3,4,5
+Usage: python benchmarks/bf16_probe.py {fp32-collapse,folded-identity} ecbsr_m4c8 0,1,2,3,4,5
 """
 
 from __future__ import annotations
@@ -29,28 +30,20 @@ from search_spaces import get_space
 ORIGINAL = {"collapsed": reparam.ReparamConv.collapsed, "forward": reparam.ReparamConv.forward}
 
 
-def fp32_collapse(self: reparam.ReparamConv) -> tuple[torch.Tensor, torch.Tensor]:
+def fp32_collapse(self: reparam.ReparamConv, with_identity: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The collapse outside autocast: the branch sums in fp32."""
     with torch.autocast("cpu", enabled=False):
-        return ORIGINAL["collapsed"](self)
+        return ORIGINAL["collapsed"](self, with_identity)
 
 
-def added_identity_forward(self: reparam.ReparamConv, x: torch.Tensor) -> torch.Tensor:
-    """Under autocast, the conv without its identity branch, plus its input; otherwise the conv as trained."""
-    split = self.identity and torch.is_autocast_enabled(x.device.type)
-    if split:
-        self.identity = False  # collapsed() then leaves the identity's kernel out
-    try:
-        weight, bias = self.collapsed()
-    finally:
-        if split:
-            self.identity = True
-    y = F.conv2d(x, weight, bias, self.stride, self.padding)
-    return y + x if split else y
+def folded_identity_forward(self: reparam.ReparamConv, x: torch.Tensor) -> torch.Tensor:
+    """bf16 recipe 1: one conv of the collapsed kernel, identity included, under autocast as in fp32."""
+    weight, bias = self.collapsed()
+    return F.conv2d(x, weight, bias, self.stride, self.padding)
 
 
 PATCHES = {"fp32-collapse": ("collapsed", fp32_collapse, "an fp32 collapse"),
-           "added-identity": ("forward", added_identity_forward, "the identity added")}
+           "folded-identity": ("forward", folded_identity_forward, "the identity folded")}
 
 
 def main() -> None:

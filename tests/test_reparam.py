@@ -142,3 +142,23 @@ def test_none_and_unknown_kinds() -> None:
     assert reparameterize(net, "none", keep=False) is net and not any(isinstance(m, ReparamConv) for m in net.modules())
     with pytest.raises(ValueError, match="unknown re-parameterization 'acb'"):
         reparameterize(net, "acb", keep=False)
+
+
+@pytest.mark.parametrize("kind", KINDS_ON)
+def test_under_bf16_autocast_the_identity_is_added_not_rounded_into_the_kernel(kind: str) -> None:
+    """A centre tap of 1 + 1e-3 rounds to 1 in bf16 (steps of 2^-7 there): folded into the kernel, the identity would
+    erase the learned update it carries. Under autocast the conv adds its input instead, so the update survives; in
+    fp32 one conv computes the same sum."""
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[:, :, 1, 1] = 1e-3 * torch.eye(8)
+    layer = ReparamConv(conv, kind, identity=True, keep=False)  # main = 1e-3 I, plus the identity: (1 + 1e-3) I
+    x = (torch.rand(1, 8, 6, 6) + 0.5).bfloat16().float()  # what a bf16 layer before it hands on
+    with torch.no_grad():
+        assert torch.allclose(layer(x), 1.001 * x, rtol=1e-6, atol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x).float()
+    assert torch.allclose(y, 1.001 * x, rtol=2e-3, atol=0)           # bf16's own rounding of the sum: 2^-8
+    assert (y / x).mean().item() == pytest.approx(1.001, abs=2e-4)     # folded: exactly 1.000 (the update lost)

@@ -33,6 +33,10 @@ def test_an_fp32_training_keeps_its_cache_key_and_bf16_gets_its_own() -> None:
     bf16 = TrainConfig(train_dtype="bf16")
     assert bf16.hash() != fp32.hash() and bf16.to_dict()["train_dtype"] == "bf16"
     assert replace(bf16, train_dtype="fp32").hash() == fp32.hash()
+    # bf16 trainings cached before the identity was added outside the kernel (recipe 1, no field) are not reused
+    first_recipe = bf16.to_dict() | {"protocol": TRAIN_PROTOCOL}
+    assert bf16.hash() != hashlib.sha256(json.dumps(first_recipe, sort_keys=True,
+                                                    separators=(",", ":")).encode()).hexdigest()
 
 
 def test_auto_is_bf16_exactly_where_the_device_computes_it_and_a_forced_bf16_is_refused_elsewhere(

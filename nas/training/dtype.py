@@ -13,11 +13,19 @@ TRAIN_DTYPES = ("fp32", "bf16")  # the forward pass's compute type (autocast); w
 # 0.165 dB (ESPCN; the tolerance is 0.02), so fp32 trainings stay as cached, bit for bit (reports/training_speed.md).
 # bf16 trains channels-last: oneDNN's bf16 convolutions (AVX-512 BF16, AMX) want it.
 TRAIN_LAYOUT = torch.contiguous_format
+# The bf16 recipe, in bf16 trainings' cache keys: 2 adds a re-parameterized conv's identity to its output instead of
+# folding it into a kernel rounded to bf16 (nas/training/reparam.py; reports/training_speed.md, "Session 10")
+BF16_RECIPE = 2
 
 
 def layout_for(train_dtype: str) -> torch.memory_format:
     """The memory format a training in ``train_dtype`` keeps its net and batches in."""
     return torch.channels_last if train_dtype == "bf16" else TRAIN_LAYOUT
+
+
+def recipe_fields(train_dtype: str) -> dict[str, int]:
+    """What a training in ``train_dtype`` adds to its cache key beyond TrainConfig's fields (nothing for fp32)."""
+    return {"bf16_recipe": BF16_RECIPE} if train_dtype == "bf16" else {}
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:

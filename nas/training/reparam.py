@@ -82,10 +82,11 @@ class ReparamConv(nn.Module):
         eye[:, :, c, c] = torch.eye(self.out_channels, dtype=like.dtype, device=like.device)
         return eye
 
-    def collapsed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The one (weight, bias) the branches sum to, differentiable in every branch parameter."""
+    def collapsed(self, with_identity: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one (weight, bias) the branches sum to, differentiable in every branch parameter (without the
+        identity branch's kernel when ``with_identity`` is False: ``forward`` then adds its input instead)."""
         w, b = self.main_weight, self.main_bias
-        if self.identity:
+        if self.identity and with_identity:
             w = w + self._eye(w)
         if self.kind == "linear":
             w = w + torch.einsum("om,mikl->oikl", self.project_weight, self.expand_weight)
@@ -106,8 +107,13 @@ class ReparamConv(nn.Module):
         return self.collapsed()[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.collapsed()
-        return F.conv2d(x, weight, bias, self.stride, self.padding)
+        # Under autocast the kernel is rounded to bf16 (8 significant bits): an identity's centre tap near 1 then
+        # moves in steps of 2^-7, coarser than the learned update it carries, so the identity is added to the
+        # output instead (the same sum; reports/training_speed.md, "Session 10"). fp32 convolves once, as cached.
+        split = self.identity and torch.is_autocast_enabled(x.device.type)
+        weight, bias = self.collapsed(with_identity=not split)
+        y = F.conv2d(x, weight, bias, self.stride, self.padding)
+        return y + x if split else y
 
     def forward_expanded(self, x: torch.Tensor) -> torch.Tensor:
         """Every branch run on its own and summed (the definition; 4-16x the cost of ``forward``).

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from nas.errors import NasError, UsageError
 from nas.training.data import PatchSampler, TaskData, val_pairs
-from nas.training.dtype import TRAIN_DTYPES, layout_for
+from nas.training.dtype import TRAIN_DTYPES, layout_for, recipe_fields
 from nas.training.metrics import parse_loss, psnr, shift_consistency, shift_crops, ssim, temporal_psnr
 from nas.training.reparam import KINDS as REPARAM_KINDS
 from nas.training.reparam import collapse, fan_ins, reparameterize
@@ -92,7 +92,8 @@ class TrainConfig:
         """sha256 of the canonical JSON of the config and TRAIN_PROTOCOL: the training-cache key. An fp32 training
         leaves ``train_dtype`` out, so the keys of trainings cached before it existed stay valid."""
         d = {k: v for k, v in self.to_dict().items() if (k, v) != ("train_dtype", "fp32")}
-        blob = json.dumps({**d, "protocol": TRAIN_PROTOCOL}, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps({**d, **recipe_fields(self.train_dtype), "protocol": TRAIN_PROTOCOL}, sort_keys=True,
+                          separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
