@@ -142,7 +142,8 @@ def int8_doc(info: ExportInfo) -> str:
 
 The search measured and scored this network in int8: `model_int8.onnx` is its QDQ graph
 (QuantizeLinear/DequantizeLinear around every conv: per-channel symmetric weights in 7 bits, uint8
-activations calibrated on training patches; fp32 input and output, 1x3x{h}x{w} and any other size).
+activations calibrated on training patches; the classical base, the residual's sum and the output in
+fp32; fp32 input and output, 1x3x{h}x{w} and any other size).
 The latency and the gain above are this graph's, as ONNX Runtime runs it on the CPU.
 `model_fp32.onnx` and `model.onnx` are the float graphs of the same weights.
 
