@@ -60,12 +60,15 @@ def calibrated_graph(graph: bytes, calibration: list[np.ndarray], method: str, o
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         Path(src).write_bytes(graph)
         logging.disable(logging.WARNING)
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
-            quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=float_ends(graph),
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **options})
-        logging.disable(logging.NOTSET)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
+                quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, method),
+                                nodes_to_exclude=float_ends(graph),
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **options})
+        finally:
+            logging.disable(logging.NOTSET)
         return float_inputs(Path(dst).read_bytes(), float_ends(graph))
 
 
