@@ -29,7 +29,13 @@ from nas.training.quantize import CALIBRATION_PATCHES, calibration_inputs, ort_v
 from nas.training.train import TrainConfig, short_train
 from search_spaces import build, get_space
 from search_spaces.onnx_export import graph_bytes
-from search_spaces.onnx_quant import float_ends, float_inputs, quantize_graph, unshared_initializers
+from search_spaces.onnx_quant import (
+    calibration_reader,
+    float_ends,
+    float_inputs,
+    quantize_graph,
+    unshared_initializers,
+)
 
 NETS = ("espcn", "fsrcnn", "fsrcnn_small", "quicksrnet_s", "abpn", "ecbsr_m4c16", "ecbsr_m4c8", "sesr_m5")
 # name: (ONNX Runtime calibration method, its extra options, patches)
@@ -40,20 +46,11 @@ VARIANTS = {"minmax-128": ("MinMax", {}, 128), "percentile-99.999": ("Percentile
 def calibrated_graph(graph: bytes, calibration: list[np.ndarray], method: str, options: dict) -> bytes:
     """``quantize_graph(graph, calibration, "ort")`` with another calibration method."""
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.inputs = iter(calibration)
-
-        def get_next(self) -> dict | None:
-            x = next(self.inputs, None)
-            return None if x is None else {"input": x}
 
     graph = unshared_initializers(graph)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +59,8 @@ def calibrated_graph(graph: bytes, calibration: list[np.ndarray], method: str, o
         logging.disable(logging.WARNING)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
-                quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                quantize_static(src, dst, calibration_reader(calibration, "input"), quant_format=QuantFormat.QDQ,
+                                per_channel=True, reduce_range=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, method),
                                 nodes_to_exclude=float_ends(graph),

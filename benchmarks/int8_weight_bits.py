@@ -25,7 +25,7 @@ from nas.training.quantize import calibration_inputs
 from nas.training.train import TrainConfig, baseline, short_train
 from search_spaces import build, get_space, load_spec
 from search_spaces.onnx_export import graph_bytes
-from search_spaces.onnx_quant import quantize_graph, unshared_initializers
+from search_spaces.onnx_quant import calibration_reader, quantize_graph, unshared_initializers
 
 NETS = ("espcn", "fsrcnn", "quicksrnet_s", "abpn", "ecbsr_m4c16", "sesr_m5")
 
@@ -35,20 +35,13 @@ def eight_bit_graph(graph: bytes, calibration: list) -> bytes:
     import os
     import tempfile
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.inputs = iter(calibration)
-
-        def get_next(self) -> dict | None:
-            x = next(self.inputs, None)
-            return None if x is None else {"input": x}
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         Path(src).write_bytes(unshared_initializers(graph))
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+        quantize_static(src, dst, calibration_reader(calibration, "input"), quant_format=QuantFormat.QDQ,
+                        per_channel=True, reduce_range=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return Path(dst).read_bytes()

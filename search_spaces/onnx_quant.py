@@ -43,19 +43,19 @@ def quant_settings(scheme: str = "ort") -> dict[str, Any]:
             "calibration": "minmax", "ends": "float", "version": QUANT_VERSION}
 
 
-class _Reader:
-    """ONNX Runtime's calibration data reader protocol over a list of inputs."""
+def calibration_reader(inputs: Sequence[np.ndarray], name: str) -> Any:
+    """ONNX Runtime's calibration data reader over ``inputs``, each fed as the graph input ``name`` (read once)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, inputs: Sequence[np.ndarray], name: str) -> None:
-        self._it: Iterator[np.ndarray] = iter(inputs)
-        self.name = name
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.inputs: Iterator[np.ndarray] = iter(inputs)
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self._it, None)
-        return None if x is None else {self.name: np.ascontiguousarray(x, dtype=np.float32)}
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.inputs, None)
+            return None if x is None else {name: np.ascontiguousarray(x, dtype=np.float32)}
 
-    def rewind(self) -> None:
-        """Not needed: calibration reads the inputs once."""
+    return Reader()
 
 
 def unshared_initializers(graph: bytes) -> bytes:
@@ -161,16 +161,13 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
     """The int8 QDQ graph of the fp32 ONNX ``graph``, activations calibrated on ``calibration`` (N, C, H, W arrays
     the graph accepts), the nodes outside the conv body left float (``float_ends``) unless ``keep_float_ends`` is
     False (quantization version 2, kept for comparison). Deterministic for the same graph and inputs."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from search_spaces.onnx_export import INPUT_NAME
 
     quant_settings(scheme)  # a bad scheme is a ValueError before any work
     if not calibration:
         raise ValueError("quantization needs at least one calibration input")
-
-    class Reader(_Reader, CalibrationDataReader):
-        """The reader, registered as ONNX Runtime's type."""
 
     symmetric = scheme == "trt"
     with tempfile.TemporaryDirectory(prefix="nas-quant-") as tmp:
@@ -180,8 +177,8 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
             fh.write(graph)
         logging.disable(logging.WARNING)  # ONNX Runtime's quantizer warns on the root logger about every bias
         try:
-            quantize_static(src, dst, Reader(calibration, INPUT_NAME), quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=not symmetric,
+            quantize_static(src, dst, calibration_reader(calibration, INPUT_NAME), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=not symmetric,
                             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                             weight_type=QuantType.QInt8,
                             nodes_to_exclude=float_ends(graph) if keep_float_ends else None,
