@@ -26,7 +26,7 @@ QUANT_SCHEMES = ("ort", "trt")
 QUANT_VERSION = 3  # bump when the quantization recipe below changes: it is part of the int8 latency and cache keys
 # 2: every node quantizes its own copy of a shared initializer (``unshared_initializers``)
 # 3: the nodes outside the conv body stay float (``float_ends``): trained nets lost 0.020 dB of gain to PTQ, was 0.041,
-#    at 1.003-1.08x the int8 time (reports/int8.md, "Session 11")
+#    at 1.003-1.06x the int8 time (reports/int8.md, "Session 11")
 
 
 class QuantizeError(NasError, RuntimeError):
@@ -98,8 +98,8 @@ def unshared_initializers(graph: bytes) -> bytes:
 def float_ends(graph: bytes) -> list[str]:
     """Names of the nodes outside the conv body, which stay float: every node but the convs and what lies between two
     convs. The classical base (a Resize of the input), the residual's Add and the output then keep their float
-    values: quantized to 8 bits over their calibrated range, each adds noise as large as the body's own, without
-    saving any work (they are not convolutions)."""
+    values: quantized to 8 bits over their calibrated ranges, they were about half of a trained net's post-training
+    loss, and saved no work (they are not convolutions)."""
     import onnx
 
     nodes = list(onnx.load_from_string(graph).graph.node)
@@ -173,6 +173,7 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
     with tempfile.TemporaryDirectory(prefix="nas-quant-") as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         graph = unshared_initializers(graph)
+        excluded = float_ends(graph) if keep_float_ends else None
         with open(src, "wb") as fh:
             fh.write(graph)
         logging.disable(logging.WARNING)  # ONNX Runtime's quantizer warns on the root logger about every bias
@@ -181,7 +182,7 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
                             per_channel=True, reduce_range=not symmetric,
                             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                             weight_type=QuantType.QInt8,
-                            nodes_to_exclude=float_ends(graph) if keep_float_ends else None,
+                            nodes_to_exclude=excluded,
                             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         except Exception as exc:  # onnxruntime raises many types; all mean "cannot quantize"
             raise QuantizeError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
@@ -189,7 +190,7 @@ def quantize_graph(graph: bytes, calibration: Sequence[np.ndarray], scheme: str 
             logging.disable(logging.NOTSET)
         with open(dst, "rb") as fh:
             quantized = fh.read()
-    return float_inputs(quantized, float_ends(graph)) if keep_float_ends else quantized
+    return quantized if excluded is None else float_inputs(quantized, excluded)
 
 
 def qdq_ops(graph: bytes) -> dict[str, int]:
